@@ -1,0 +1,228 @@
+// Package batch groups items handed in by many concurrent callers into
+// bounded batches and flushes them with a bounded number of concurrent calls.
+//
+// A batch is cut when it holds MaxItems items, when the next item would take it
+// past MaxBytes, or when its oldest item has waited Linger. While MaxInFlight
+// flushes are already running, cut batches wait their turn and new items keep
+// filling the pending batch, so batches grow under load by themselves (the
+// design of gocloud.dev's batcher, plus a linger so that light load still
+// leaves within a bound).
+//
+// Every item that Add accepted reaches the flush function exactly once, even
+// when Close gives up waiting: then the flush runs with a cancelled context so
+// that it can tell its callers the item was not sent. Reporting per-item
+// results is the flush function's business.
+package batch
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/sqspool/sqspool/clock"
+)
+
+// ErrClosed is returned by Add after Close was called.
+var ErrClosed = errors.New("batch: batcher is closed")
+
+// Options configure a Batcher. Zero values take the documented defaults.
+type Options struct {
+	// MaxItems is the most items in one batch. Required.
+	MaxItems int
+	// MaxBytes caps the summed size of a batch's items (0: no limit). An item
+	// larger than MaxBytes on its own still goes, alone.
+	MaxBytes int
+	// Linger is how long the first item of a partial batch may wait for more.
+	// Zero flushes a partial batch at once when a flush slot is free.
+	Linger time.Duration
+	// MaxInFlight is how many flushes may run at once (default 1).
+	MaxInFlight int
+	// Clock drives the linger timer (default clock.Real).
+	Clock clock.Clock
+}
+
+// Batcher batches items of type T. Create it with New.
+type Batcher[T any] struct {
+	opts  Options
+	size  func(T) int
+	flush func(context.Context, []T)
+
+	ctx    context.Context // passed to flushes; cancelled when Close gives up
+	cancel context.CancelFunc
+
+	mu           sync.Mutex
+	pending      []T
+	pendingBytes int
+	ready        [][]T
+	inFlight     int
+	timer        clock.Timer
+	timerGen     uint64 // tells a stale linger callback from the armed one
+	closed       bool
+	idle         chan struct{} // closed once closed and nothing is left to do
+	wg           sync.WaitGroup
+}
+
+// New returns a Batcher that calls flush with each batch. size reports an
+// item's size for MaxBytes; it may be nil when MaxBytes is 0. Flushes receive
+// a context derived from ctx.
+func New[T any](ctx context.Context, o Options, size func(T) int, flush func(context.Context, []T)) *Batcher[T] {
+	if o.MaxItems <= 0 {
+		panic("batch: MaxItems must be positive")
+	}
+	if o.MaxInFlight <= 0 {
+		o.MaxInFlight = 1
+	}
+	if o.Clock == nil {
+		o.Clock = clock.Real
+	}
+	if size == nil {
+		size = func(T) int { return 0 }
+	}
+	b := &Batcher[T]{opts: o, size: size, flush: flush, idle: make(chan struct{})}
+	b.ctx, b.cancel = context.WithCancel(ctx)
+	return b
+}
+
+// Add hands an item to the batcher. It never blocks on a flush.
+func (b *Batcher[T]) Add(item T) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	n := b.size(item)
+	if b.opts.MaxBytes > 0 && len(b.pending) > 0 && b.pendingBytes+n > b.opts.MaxBytes {
+		b.cutLocked()
+	}
+	b.pending = append(b.pending, item)
+	b.pendingBytes += n
+	if len(b.pending) >= b.opts.MaxItems || (b.opts.MaxBytes > 0 && b.pendingBytes >= b.opts.MaxBytes) {
+		b.cutLocked()
+	} else if b.opts.Linger <= 0 {
+		if b.inFlight < b.opts.MaxInFlight && len(b.ready) == 0 {
+			b.cutLocked()
+		}
+	} else if b.timer == nil {
+		b.timerGen++
+		gen := b.timerGen
+		b.wg.Add(1) // Done by the callback, or by cutLocked when Stop wins
+		b.timer = b.opts.Clock.AfterFunc(b.opts.Linger, func() { b.onLinger(gen) })
+	}
+	b.dispatchLocked()
+	return nil
+}
+
+// Flush cuts the pending partial batch now instead of waiting for the linger.
+func (b *Batcher[T]) Flush() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.cutLocked()
+	b.dispatchLocked()
+}
+
+// Pending returns how many accepted items have not finished flushing yet.
+func (b *Batcher[T]) Pending() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(b.pending)
+	for _, r := range b.ready {
+		n += len(r)
+	}
+	return n
+}
+
+// Close flushes everything pending and waits for all flushes to finish. If ctx
+// ends first, the flushes still running are cancelled, the batches not yet
+// started are flushed with a cancelled context, and Close returns ctx.Err()
+// once every flush has returned. No goroutine of the batcher is left after
+// Close returns.
+func (b *Batcher[T]) Close(ctx context.Context) error {
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		b.cutLocked()
+		b.dispatchLocked()
+		b.checkIdleLocked()
+	}
+	b.mu.Unlock()
+	var err error
+	select {
+	case <-b.idle:
+	case <-ctx.Done():
+		err = ctx.Err()
+		b.cancel()
+		<-b.idle
+	}
+	b.wg.Wait()
+	b.cancel()
+	return err
+}
+
+func (b *Batcher[T]) onLinger(gen uint64) {
+	defer b.wg.Done()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.timer == nil || gen != b.timerGen {
+		return // stopped after it had already fired
+	}
+	b.timer = nil
+	b.cutLocked()
+	b.dispatchLocked()
+	b.checkIdleLocked()
+}
+
+// cutLocked moves the pending items into a ready batch.
+func (b *Batcher[T]) cutLocked() {
+	if b.timer != nil {
+		if b.timer.Stop() {
+			b.wg.Done()
+		}
+		b.timer = nil
+	}
+	if len(b.pending) == 0 {
+		return
+	}
+	b.ready = append(b.ready, b.pending)
+	b.pending = nil
+	b.pendingBytes = 0
+}
+
+// dispatchLocked starts flushes for ready batches while slots are free.
+func (b *Batcher[T]) dispatchLocked() {
+	for len(b.ready) > 0 && b.inFlight < b.opts.MaxInFlight {
+		items := b.ready[0]
+		b.ready[0] = nil
+		b.ready = b.ready[1:]
+		b.inFlight++
+		b.wg.Add(1)
+		go b.run(items)
+	}
+}
+
+func (b *Batcher[T]) run(items []T) {
+	defer b.wg.Done()
+	b.flush(b.ctx, items)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.inFlight--
+	// With no linger, what piled up during this flush goes next.
+	if b.opts.Linger <= 0 || b.closed {
+		if len(b.ready) == 0 {
+			b.cutLocked()
+		}
+	}
+	b.dispatchLocked()
+	b.checkIdleLocked()
+}
+
+func (b *Batcher[T]) checkIdleLocked() {
+	if !b.closed || b.inFlight > 0 || len(b.ready) > 0 || len(b.pending) > 0 {
+		return
+	}
+	select {
+	case <-b.idle:
+	default:
+		close(b.idle)
+	}
+}
