@@ -121,7 +121,7 @@ func (b *Batcher[T]) Flush() {
 	b.dispatchLocked()
 }
 
-// Pending returns how many accepted items have not finished flushing yet.
+// Pending returns how many accepted items wait for a flush to start.
 func (b *Batcher[T]) Pending() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()

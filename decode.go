@@ -1,0 +1,60 @@
+package sqspool
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+)
+
+// Decoder turns a message body into the handler's type. It must not keep body
+// or v beyond the call.
+type Decoder[T any] func(body string, v *T) error
+
+// DecodeJSON is the default decoder: the body is JSON for *T.
+func DecodeJSON[T any](body string, v *T) error {
+	return json.Unmarshal([]byte(body), v)
+}
+
+// decoderFor returns the decoder a pool of T uses when none is set: the raw
+// body for string and []byte, JSON for everything else.
+func decoderFor[T any]() Decoder[T] {
+	var zero T
+	switch any(&zero).(type) {
+	case *string:
+		return func(body string, v *T) error {
+			*any(v).(*string) = body
+			return nil
+		}
+	case *[]byte:
+		return func(body string, v *T) error {
+			*any(v).(*[]byte) = []byte(body)
+			return nil
+		}
+	}
+	return DecodeJSON[T]
+}
+
+// snsEnvelope is the JSON that SNS wraps around a message it delivers to SQS
+// without raw message delivery.
+type snsEnvelope struct {
+	Type      string
+	MessageID string `json:"MessageId"`
+	TopicArn  string
+	Message   *string
+}
+
+// ErrNotSNSEnvelope is wrapped by the DecodeError of a body that is not an SNS
+// notification while WithSNSEnvelope is set.
+var ErrNotSNSEnvelope = errors.New("body is not an SNS notification envelope")
+
+// unwrapSNS returns the Message field of an SNS notification envelope.
+func unwrapSNS(body string) (string, error) {
+	var env snsEnvelope
+	if err := json.Unmarshal([]byte(body), &env); err != nil {
+		return "", fmt.Errorf("%w: %w", ErrNotSNSEnvelope, err)
+	}
+	if env.Type != "Notification" || env.Message == nil {
+		return "", ErrNotSNSEnvelope
+	}
+	return *env.Message, nil
+}

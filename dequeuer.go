@@ -1,0 +1,290 @@
+package sqspool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go"
+
+	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/batch"
+)
+
+// maxBatch is SQS's limit on entries in one batch call.
+const maxBatch = 10
+
+// entryIDs are the batch entry ids: an entry's index, distinct in a call by
+// construction, as SQS requires.
+var entryIDs = func() (ids [maxBatch]string) {
+	for i := range ids {
+		ids[i] = strconv.Itoa(i)
+	}
+	return ids
+}()
+
+// change is a visibility change for one message.
+type change struct {
+	rec     *record
+	timeout int32 // seconds
+}
+
+// dequeuer sends deletes and visibility changes in batches of up to ten,
+// across all workers, and retries entries that failed transiently.
+type dequeuer struct {
+	client   Client
+	queueURL string
+	attempts int
+	clock    clock.Clock
+	counters *counters
+	log      *slog.Logger
+	onError  func(*Message, error)
+	forget   func(*record)
+
+	deletes   *batch.Batcher[*record]
+	changes   *batch.Batcher[change]
+	unflushed atomic.Int64 // entries not sent because the context ended
+}
+
+func newDequeuer(ctx context.Context, d *dequeuer, cfg *config) *dequeuer {
+	d.deletes = batch.New(ctx, batch.Options{
+		MaxItems: maxBatch, Linger: cfg.deleteLinger, MaxInFlight: cfg.batchConcurrency, Clock: cfg.clock,
+	}, nil, d.flushDeletes)
+	// Visibility changes give messages back or delay retries: no reason to
+	// wait for company beyond what piles up while a call is in flight.
+	d.changes = batch.New(ctx, batch.Options{
+		MaxItems: maxBatch, MaxInFlight: cfg.batchConcurrency, Clock: cfg.clock,
+	}, nil, d.flushChanges)
+	return d
+}
+
+// delete queues a finished message for deletion. The record stays in flight
+// (so duplicates are still dropped and its newest handle is used) until SQS
+// confirms or refuses the delete.
+func (d *dequeuer) delete(rec *record) {
+	if err := d.deletes.Add(rec); err != nil {
+		d.unsent(rec, "DeleteMessageBatch", err)
+	}
+}
+
+// setVisibility queues a visibility change. The record leaves the in-flight
+// set at once: the message is no longer this process's to handle.
+func (d *dequeuer) setVisibility(rec *record, timeout time.Duration) {
+	d.forget(rec)
+	if err := d.changes.Add(change{rec: rec, timeout: int32(timeout / time.Second)}); err != nil {
+		d.unsent(rec, "ChangeMessageVisibilityBatch", err)
+	}
+}
+
+func (d *dequeuer) unsent(rec *record, api string, err error) {
+	d.unflushed.Add(1)
+	d.forget(rec)
+	d.onError(rec.msg, &APIError{API: api, Err: err})
+}
+
+// close flushes what is pending and waits for every call to end.
+func (d *dequeuer) close(ctx context.Context) error {
+	return errors.Join(d.deletes.Close(ctx), d.changes.Close(ctx))
+}
+
+func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
+	gens := make([]uint32, len(recs))
+	entries := make([]types.DeleteMessageBatchRequestEntry, 0, len(recs))
+	call := func(ctx context.Context, idx []int) (*sqs.DeleteMessageBatchOutput, error) {
+		entries = entries[:0]
+		for _, i := range idx {
+			h, gen := recs[i].receipt()
+			gens[i] = gen
+			entries = append(entries, types.DeleteMessageBatchRequestEntry{Id: &entryIDs[i], ReceiptHandle: aws.String(h)})
+		}
+		return d.client.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: &d.queueURL, Entries: entries})
+	}
+	d.send(ctx, apiDeleteMessageBatch, len(recs),
+		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
+			out, err := call(ctx, idx)
+			if err != nil {
+				return nil, nil, err
+			}
+			return successIDs(out.Successful, func(e types.DeleteMessageBatchResultEntry) *string { return e.Id }), out.Failed, nil
+		},
+		func(i int, err error) bool {
+			rec := recs[i]
+			if err == nil {
+				if _, gen := rec.receipt(); gen != gens[i] {
+					return true // a newer delivery came meanwhile: delete with its handle
+				}
+				d.counters.deleted.Add(1)
+			} else {
+				d.counters.deleteErrors.Add(1)
+				d.failed(rec, err)
+			}
+			d.forget(rec)
+			return false
+		})
+}
+
+func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
+	entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, 0, len(chs))
+	d.send(ctx, apiChangeMessageVisibilityBatch, len(chs),
+		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
+			entries = entries[:0]
+			for _, i := range idx {
+				h, _ := chs[i].rec.receipt()
+				entries = append(entries, types.ChangeMessageVisibilityBatchRequestEntry{
+					Id: &entryIDs[i], ReceiptHandle: aws.String(h), VisibilityTimeout: chs[i].timeout,
+				})
+			}
+			out, err := d.client.ChangeMessageVisibilityBatch(ctx, &sqs.ChangeMessageVisibilityBatchInput{QueueUrl: &d.queueURL, Entries: entries})
+			if err != nil {
+				return nil, nil, err
+			}
+			return successIDs(out.Successful, func(e types.ChangeMessageVisibilityBatchResultEntry) *string { return e.Id }), out.Failed, nil
+		},
+		func(i int, err error) bool {
+			if err != nil {
+				// The message still comes back when its visibility timeout
+				// ends; only the timing is lost.
+				d.failed(chs[i].rec, err)
+			}
+			return false
+		})
+}
+
+func (d *dequeuer) failed(rec *record, err error) {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		d.unflushed.Add(1)
+	}
+	d.log.Warn("sqspool: batch entry failed; the message will be delivered again", "message_id", rec.msg.ID, "error", err)
+	d.onError(rec.msg, err)
+}
+
+func successIDs[E any](es []E, id func(E) *string) []string {
+	ids := make([]string, len(es))
+	for i, e := range es {
+		ids[i] = aws.ToString(id(e))
+	}
+	return ids
+}
+
+// send makes a batch call for entries 0..n-1 and reports each entry's final
+// outcome to done exactly once. Entries that failed transiently (the whole
+// call, or the entry with SenderFault false) are sent again, with backoff, up
+// to the configured attempts; a permanent failure is reported at once. done
+// may ask for an entry that succeeded to be sent again.
+func (d *dequeuer) send(ctx context.Context, a api, n int,
+	call func(ctx context.Context, idx []int) (succeeded []string, failed []types.BatchResultErrorEntry, err error),
+	done func(i int, err error) (again bool),
+) {
+	idx := make([]int, n)
+	for i := range idx {
+		idx[i] = i
+	}
+	backoff := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		d.counters.api.add(a)
+		succeeded, failed, err := call(ctx, idx)
+		var retry []int
+		last := attempt >= d.attempts || ctx.Err() != nil
+		if err != nil {
+			d.counters.api.fail(a)
+			err = &APIError{API: a.String(), Err: err}
+			if !retryable(err) || last {
+				for _, i := range idx {
+					done(i, err)
+				}
+				return
+			}
+			retry = idx
+		} else {
+			reported := make([]bool, n)
+			for _, id := range succeeded {
+				if i, ok := entryIndex(id, n); ok && !reported[i] {
+					reported[i] = true
+					if done(i, nil) {
+						retry = append(retry, i)
+					}
+				}
+			}
+			for _, f := range failed {
+				i, ok := entryIndex(aws.ToString(f.Id), n)
+				if !ok || reported[i] {
+					continue
+				}
+				reported[i] = true
+				ferr := &APIError{API: a.String(), EntryCode: aws.ToString(f.Code), Err: errors.New(aws.ToString(f.Message))}
+				if f.SenderFault || last {
+					done(i, ferr)
+					continue
+				}
+				retry = append(retry, i)
+			}
+			for _, i := range idx {
+				if !reported[i] { // neither succeeded nor failed: ask again
+					retry = append(retry, i)
+				}
+			}
+		}
+		if len(retry) == 0 {
+			return
+		}
+		if last || sleep(ctx, d.clock, rand.N(backoff)+time.Millisecond) != nil {
+			cut := fmt.Errorf("sqspool: %s not sent after %d attempts: %w", a, attempt, context.Cause(ctx))
+			if ctx.Err() == nil {
+				cut = fmt.Errorf("sqspool: %s not sent after %d attempts", a, attempt)
+			}
+			for _, i := range retry {
+				done(i, cut)
+			}
+			return
+		}
+		backoff *= 2
+		idx = retry
+	}
+}
+
+func entryIndex(id string, n int) (int, bool) {
+	i, err := strconv.Atoi(id)
+	return i, err == nil && i >= 0 && i < n
+}
+
+// throttleCodes are the error codes with which AWS says "slow down".
+var throttleCodes = map[string]bool{
+	"ThrottlingException": true, "Throttling": true, "RequestThrottled": true,
+	"RequestThrottledException": true, "TooManyRequestsException": true,
+	"RequestLimitExceeded": true, "ProvisionedThroughputExceededException": true,
+	"SlowDown": true, "AWS.SimpleQueueService.RequestThrottled": true,
+}
+
+// retryable reports whether a failed call may succeed if made again: a
+// throttle, a server fault, or a transport error. A client fault (a bad
+// request, missing permission, no such queue) is final.
+func retryable(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var ae smithy.APIError
+	if errors.As(err, &ae) {
+		return throttleCodes[ae.ErrorCode()] || ae.ErrorFault() != smithy.FaultClient
+	}
+	return true
+}
+
+// sleep waits d on clk, or until ctx ends.
+func sleep(ctx context.Context, clk clock.Clock, d time.Duration) error {
+	t := clk.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,181 @@
+package sqspool
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sqspool/sqspool/clock"
+)
+
+// Option configures a pool. Every option has a default, given in its comment;
+// a pool built with no options at all is a reasonable production consumer.
+type Option func(*config)
+
+// DecodeFailurePolicy says what happens to a message whose body does not
+// decode. Either way the handler never sees it and the error hook does.
+type DecodeFailurePolicy int
+
+const (
+	// LeaveMalformed (the default) leaves the message in the queue. It comes
+	// back after its visibility timeout until the queue's redrive policy moves
+	// it to the dead-letter queue, where it can be inspected.
+	LeaveMalformed DecodeFailurePolicy = iota
+	// DeleteMalformed deletes the message once the error hook has seen it.
+	// Use it for queues without a dead-letter queue.
+	DeleteMalformed
+)
+
+// ErrorHook observes every failure: *DecodeError, *PanicError, a handler's
+// error, and *APIError for failed SQS calls. msg is nil when the failure
+// concerns no single message. It runs on the goroutine that saw the failure,
+// so it must be quick.
+type ErrorHook func(ctx context.Context, msg *Message, err error)
+
+type config struct {
+	workers          int
+	pollers          int
+	pollersSet       bool
+	maxMessages      int
+	waitTime         time.Duration
+	visibility       time.Duration // 0: the queue's own
+	handlerTimeout   time.Duration // 0: derived from visibility
+	deleteLinger     time.Duration
+	batchConcurrency int
+	batchAttempts    int
+	shutdownTimeout  time.Duration
+	flushTimeout     time.Duration
+	attributeNames   []string
+	decoder          any // Decoder[T], checked by StartPool
+	snsEnvelope      bool
+	decodePolicy     DecodeFailurePolicy
+	onError          ErrorHook
+	logger           *slog.Logger
+	clock            clock.Clock
+}
+
+func defaultConfig() config {
+	return config{
+		workers:          10,
+		maxMessages:      10,
+		waitTime:         20 * time.Second,
+		deleteLinger:     20 * time.Millisecond,
+		batchConcurrency: 8,
+		batchAttempts:    5,
+		shutdownTimeout:  25 * time.Second,
+		flushTimeout:     5 * time.Second,
+		attributeNames:   []string{"All"},
+		logger:           slog.Default(),
+		clock:            clock.Real,
+	}
+}
+
+func (c *config) validate() error {
+	switch {
+	case c.workers < 1:
+		return fmt.Errorf("sqspool: workers must be at least 1, got %d", c.workers)
+	case c.pollers < 0:
+		return fmt.Errorf("sqspool: pollers must not be negative, got %d", c.pollers)
+	case c.maxMessages < 1 || c.maxMessages > 10:
+		return fmt.Errorf("sqspool: max messages must be 1..10 (an SQS limit), got %d", c.maxMessages)
+	case c.waitTime < 0 || c.waitTime > 20*time.Second:
+		return fmt.Errorf("sqspool: wait time must be 0..20s (an SQS limit), got %v", c.waitTime)
+	case c.visibility < 0 || c.visibility > maxVisibility:
+		return fmt.Errorf("sqspool: visibility timeout must be 0..12h (an SQS limit), got %v", c.visibility)
+	case c.batchConcurrency < 1:
+		return fmt.Errorf("sqspool: batch concurrency must be at least 1, got %d", c.batchConcurrency)
+	case c.batchAttempts < 1:
+		return fmt.Errorf("sqspool: batch attempts must be at least 1, got %d", c.batchAttempts)
+	}
+	if c.pollers == 0 {
+		c.pollers = defaultPollers(c.workers, c.maxMessages)
+	}
+	return nil
+}
+
+// defaultPollers gives one long poll per full receive the workers can take,
+// so that the receive rate follows the worker count.
+func defaultPollers(workers, maxMessages int) int {
+	return max(1, (workers+maxMessages-1)/maxMessages)
+}
+
+// WithWorkers sets how many handlers run at once (default 10). It also bounds
+// how many messages are received and not yet finished.
+func WithWorkers(n int) Option { return func(c *config) { c.workers = n } }
+
+// WithPollers sets how many long polls run at once (default: one for every
+// 10 workers, at least one).
+func WithPollers(n int) Option { return func(c *config) { c.pollers, c.pollersSet = n, true } }
+
+// WithMaxMessages caps the messages asked for in one ReceiveMessage (default
+// and SQS maximum 10).
+func WithMaxMessages(n int) Option { return func(c *config) { c.maxMessages = n } }
+
+// WithWaitTime sets the long-poll wait (default and SQS maximum 20s). Zero
+// turns long polling off, which costs a request per empty poll.
+func WithWaitTime(d time.Duration) Option { return func(c *config) { c.waitTime = d } }
+
+// WithVisibilityTimeout sets the visibility timeout asked for on each receive
+// (default: the queue's own, read once at start with GetQueueAttributes).
+func WithVisibilityTimeout(d time.Duration) Option { return func(c *config) { c.visibility = d } }
+
+// WithHandlerTimeout bounds each handler's context (default: the visibility
+// timeout less a margin, so that a handler is cancelled before SQS would give
+// its message to another consumer).
+func WithHandlerTimeout(d time.Duration) Option { return func(c *config) { c.handlerTimeout = d } }
+
+// WithDeleteLinger sets how long a finished message may wait for others to
+// fill its DeleteMessageBatch call (default 20ms). Under load batches fill to
+// 10 well before it; at low load it bounds the delete latency.
+func WithDeleteLinger(d time.Duration) Option { return func(c *config) { c.deleteLinger = d } }
+
+// WithBatchConcurrency caps the concurrent DeleteMessageBatch calls, and
+// separately the ChangeMessageVisibilityBatch calls (default 8).
+func WithBatchConcurrency(n int) Option { return func(c *config) { c.batchConcurrency = n } }
+
+// WithBatchAttempts sets how many times a batch entry that failed transiently
+// is sent (default 5). After that the message is left to its visibility
+// timeout: it is delivered again, never lost.
+func WithBatchAttempts(n int) Option { return func(c *config) { c.batchAttempts = n } }
+
+// WithShutdownTimeout bounds the graceful stop that begins when StartPool's
+// context is cancelled (default 25s, inside Kubernetes' default 30s grace).
+// Shutdown takes its bound from its own context instead.
+func WithShutdownTimeout(d time.Duration) Option { return func(c *config) { c.shutdownTimeout = d } }
+
+// WithFlushTimeout bounds the final flush of deletes and visibility changes at
+// shutdown when the shutdown deadline has already passed (default 5s):
+// deleting finished work is worth a moment, since otherwise it runs again.
+func WithFlushTimeout(d time.Duration) Option { return func(c *config) { c.flushTimeout = d } }
+
+// WithMessageAttributeNames limits the message attributes received (default
+// "All").
+func WithMessageAttributeNames(names ...string) Option {
+	return func(c *config) { c.attributeNames = names }
+}
+
+// WithDecoder replaces the body decoder (default: JSON, or the raw body when T
+// is string or []byte). T must be the pool's type; StartPool reports a
+// mismatch.
+func WithDecoder[T any](d Decoder[T]) Option { return func(c *config) { c.decoder = d } }
+
+// WithSNSEnvelope unwraps SNS notifications (topics delivering to the queue
+// without raw message delivery) before decoding.
+func WithSNSEnvelope() Option { return func(c *config) { c.snsEnvelope = true } }
+
+// WithDecodeFailure sets the policy for bodies that do not decode (default
+// LeaveMalformed).
+func WithDecodeFailure(p DecodeFailurePolicy) Option { return func(c *config) { c.decodePolicy = p } }
+
+// WithErrorHook sets the observer of every failure (default: none; failures
+// are logged either way).
+func WithErrorHook(h ErrorHook) Option { return func(c *config) { c.onError = h } }
+
+// WithLogger sets the logger (default slog.Default()). Bodies are logged only
+// at debug level.
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithClock sets the clock behind lingers, backoffs and deadlines (default
+// the wall clock). Tests pass a clock.Manual.
+func WithClock(clk clock.Clock) Option { return func(c *config) { c.clock = clk } }

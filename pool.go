@@ -1,0 +1,374 @@
+package sqspool
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Handler handles one decoded message. Returning nil means the work is done
+// and durable: the message is then deleted. Any error, or a panic, leaves the
+// message to come back. MessageFrom(ctx) gives the message's metadata.
+type Handler[T any] func(ctx context.Context, msg *T) error
+
+// Pool consumes one queue with a fixed number of workers. Create it with
+// StartPool; stop it with Shutdown, or by cancelling StartPool's context.
+type Pool struct {
+	cfg      config
+	queue    queueInfo
+	counters counters
+	credits  *credits
+	disp     *dispatcher
+	deq      *dequeuer
+	work     chan *record
+	process  func(*record) bool
+
+	pollCancel    context.CancelFunc
+	handlerCtx    context.Context // carries the parent's values, not its cancellation
+	handlerCancel context.CancelFunc
+
+	pollers     sync.WaitGroup
+	workersLeft atomic.Int64
+	workersDone chan struct{} // closed when the last worker returns
+	running     atomic.Int64  // handlers running now
+
+	stopping    atomic.Bool
+	stopBegun   chan struct{}
+	shutdownReq chan context.Context
+	done        chan struct{} // closed when the stop sequence has finished
+	err         error         // set before done is closed
+}
+
+// StartPool resolves the consumer's queue and starts consuming it: pollers
+// long-poll SQS, workers decode each body into a T and call h, and finished
+// messages are deleted in batches.
+//
+// ctx bounds the pool's life. When it is cancelled the pool stops gracefully,
+// as Shutdown does, within WithShutdownTimeout; handlers keep ctx's values but
+// are cancelled only when that grace runs out. StartPool returns an error,
+// and starts nothing, if the options are invalid or the queue cannot be
+// resolved.
+func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Option) (*Pool, error) {
+	if h == nil {
+		return nil, fmt.Errorf("sqspool: StartPool needs a handler")
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	decode := decoderFor[T]()
+	if cfg.decoder != nil {
+		d, ok := cfg.decoder.(Decoder[T])
+		if !ok {
+			return nil, fmt.Errorf("sqspool: WithDecoder got %T, the pool needs a Decoder[%T]", cfg.decoder, *new(T))
+		}
+		decode = d
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	p := &Pool{
+		cfg:         cfg,
+		workersDone: make(chan struct{}),
+		stopBegun:   make(chan struct{}),
+		shutdownReq: make(chan context.Context),
+		done:        make(chan struct{}),
+	}
+	q, err := c.resolve(ctx, cfg.visibility, &p.counters.api)
+	if err != nil {
+		return nil, err
+	}
+	p.queue = q
+	if q.fifo && !cfg.pollersSet {
+		// One poller keeps a group's batches in receive order even where the
+		// server does not lock a group while it has messages in flight.
+		p.cfg.pollers = 1
+	}
+	p.process = func(rec *record) bool { return handleOne(p, rec, decode, h) }
+	p.start(ctx, c.Client)
+	return p, nil
+}
+
+func (p *Pool) start(parent context.Context, client Client) {
+	cfg := &p.cfg
+	want := min(cfg.maxMessages, cfg.workers)
+	p.credits = newCredits(cfg.workers)
+	// Room for a receive that returned more than it asked for.
+	p.work = make(chan *record, cfg.workers+maxBatch)
+	p.disp = &dispatcher{
+		queueURL: p.queue.url,
+		fifo:     p.queue.fifo,
+		deadline: p.deadline,
+		clock:    cfg.clock,
+		credits:  p.credits,
+		want:     want,
+		counters: &p.counters,
+		work:     p.work,
+		groups:   make(map[string][]*record),
+	}
+	p.handlerCtx, p.handlerCancel = context.WithCancel(context.WithoutCancel(parent))
+	p.deq = newDequeuer(context.WithoutCancel(parent), &dequeuer{
+		client:   client,
+		queueURL: p.queue.url,
+		attempts: cfg.batchAttempts,
+		clock:    cfg.clock,
+		counters: &p.counters,
+		log:      cfg.logger,
+		onError:  func(m *Message, err error) { p.report(p.handlerCtx, m, err) },
+		forget:   p.disp.forget,
+	}, cfg)
+
+	pollCtx, pollCancel := context.WithCancel(parent)
+	p.pollCancel = pollCancel
+	input := newReceiveInput(p.queue.url, cfg, want)
+	for range cfg.pollers {
+		pl := &poller{
+			client:     client,
+			input:      input,
+			want:       want,
+			credits:    p.credits,
+			dispatch:   p.disp.dispatch,
+			calls:      &p.counters.api,
+			onError:    func(err error) { p.report(pollCtx, nil, err) },
+			sleep:      func(ctx context.Context, d time.Duration) error { return sleep(ctx, cfg.clock, d) },
+			minBackoff: 100 * time.Millisecond,
+			maxBackoff: 10 * time.Second,
+		}
+		p.pollers.Add(1)
+		go func() {
+			defer p.pollers.Done()
+			pl.run(pollCtx)
+		}()
+	}
+	p.workersLeft.Store(int64(cfg.workers))
+	for range cfg.workers {
+		go p.worker()
+	}
+	go p.supervise(parent)
+}
+
+// deadline is when the handler of a message received at t is cancelled:
+// before SQS would make the message visible to another consumer.
+func (p *Pool) deadline(t time.Time) time.Time {
+	if p.cfg.handlerTimeout > 0 {
+		return t.Add(p.cfg.handlerTimeout)
+	}
+	v := p.queue.visibility
+	return t.Add(v - min(v/10, 5*time.Second))
+}
+
+func (p *Pool) worker() {
+	defer func() {
+		if p.workersLeft.Add(-1) == 0 {
+			close(p.workersDone)
+		}
+	}()
+	for rec := range p.work {
+		for rec != nil {
+			if p.stopping.Load() {
+				p.giveBack(rec)
+				rec, _ = p.disp.next(rec, false)
+				continue
+			}
+			ok := p.process(rec)
+			p.credits.release(1, p.disp.want)
+			var released []*record
+			rec, released = p.disp.next(rec, ok)
+			p.giveBack(released...)
+		}
+	}
+}
+
+// handleOne decodes rec's body and runs the handler on it. It reports whether
+// the message succeeded; success queues its delete.
+func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) bool {
+	m := rec.msg
+	ctx := context.WithValue(p.handlerCtx, messageKey{}, m)
+	body := m.Body
+	var err error
+	if p.cfg.snsEnvelope {
+		body, err = unwrapSNS(body)
+	}
+	v := new(T)
+	if err == nil {
+		err = decode(body, v)
+	}
+	if err != nil {
+		p.counters.decodeErrors.Add(1)
+		derr := &DecodeError{MessageID: m.ID, Err: err}
+		p.cfg.logger.Warn("sqspool: message body does not decode", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
+		p.cfg.logger.Debug("sqspool: undecodable body", "message_id", m.ID, "body", m.Body)
+		p.report(ctx, m, derr)
+		if p.cfg.decodePolicy == DeleteMalformed {
+			p.deq.delete(rec)
+			return true
+		}
+		p.disp.forget(rec)
+		return false
+	}
+	// The deadline is on the pool's clock; the context's timer is real.
+	ctx, cancel := context.WithTimeout(ctx, rec.deadline.Sub(p.cfg.clock.Now()))
+	p.running.Add(1)
+	err = callHandler(ctx, h, v)
+	p.running.Add(-1)
+	cancel()
+	if err != nil {
+		p.counters.failed.Add(1)
+		var perr *PanicError
+		if asPanic(err, &perr) {
+			p.counters.panics.Add(1)
+			p.cfg.logger.Error("sqspool: handler panicked", "message_id", m.ID, "panic", perr.Value, "stack", string(perr.Stack))
+		} else {
+			p.cfg.logger.Warn("sqspool: handler failed; the message will be delivered again", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
+		}
+		p.report(ctx, m, err)
+		p.disp.forget(rec)
+		return false
+	}
+	p.counters.processed.Add(1)
+	p.deq.delete(rec)
+	return true
+}
+
+func asPanic(err error, target **PanicError) bool {
+	pe, ok := err.(*PanicError)
+	*target = pe
+	return ok
+}
+
+// callHandler runs h, turning a panic into a *PanicError.
+func callHandler[T any](ctx context.Context, h Handler[T], v *T) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return h(ctx, v)
+}
+
+// giveBack makes unstarted messages visible again at once.
+func (p *Pool) giveBack(recs ...*record) {
+	for _, rec := range recs {
+		p.counters.returned.Add(1)
+		p.credits.release(1, p.disp.want)
+		p.deq.setVisibility(rec, 0)
+	}
+}
+
+func (p *Pool) report(ctx context.Context, m *Message, err error) {
+	if p.cfg.onError != nil {
+		p.cfg.onError(ctx, m, err)
+	}
+}
+
+// Stats returns the pool's counters now.
+func (p *Pool) Stats() Stats {
+	return p.counters.snapshot(int64(p.cfg.workers - p.credits.available()))
+}
+
+// QueueURL is the URL of the queue the pool consumes.
+func (p *Pool) QueueURL() string { return p.queue.url }
+
+// Shutdown stops the pool gracefully: it stops receiving (cancelling the long
+// polls in flight), gives every received but unstarted message back to the
+// queue at once, lets running handlers finish, and flushes pending deletes.
+// When ctx ends first, running handlers are cancelled and Shutdown returns a
+// *ShutdownError saying what was cut short. It returns nil when nothing was.
+// Calling it again, or after StartPool's context ended, waits for the same
+// stop.
+func (p *Pool) Shutdown(ctx context.Context) error {
+	select {
+	case p.shutdownReq <- ctx:
+		// This call's ctx bounds the stop, which always ends: wait for it,
+		// final flush included.
+		<-p.done
+		return p.err
+	case <-p.stopBegun:
+	}
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return &ShutdownError{Err: ctx.Err()}
+	}
+}
+
+// Wait blocks until the pool has stopped and every goroutine it started has
+// ended, including handlers that outlived a Shutdown deadline, and returns
+// the stop's error.
+func (p *Pool) Wait() error {
+	<-p.done
+	<-p.workersDone
+	return p.err
+}
+
+// supervise owns the stop: it begins on the first Shutdown or when the
+// parent context ends.
+func (p *Pool) supervise(parent context.Context) {
+	defer close(p.done)
+	var ctx context.Context
+	select {
+	case ctx = <-p.shutdownReq:
+	case <-parent.Done():
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.WithoutCancel(parent), p.cfg.shutdownTimeout)
+		defer cancel()
+	}
+	close(p.stopBegun)
+	p.err = p.stop(ctx)
+}
+
+// abandonGrace is how long a stop waits for cancelled handlers to return.
+const abandonGrace = time.Second
+
+func (p *Pool) stop(ctx context.Context) error {
+	log := p.cfg.logger
+	p.stopping.Store(true)
+	p.pollCancel()
+	p.pollers.Wait()
+	// Nothing sends on work any more. Give back what no worker has taken.
+	var unstarted []*record
+	for len(p.work) > 0 {
+		unstarted = append(unstarted, <-p.work)
+	}
+	unstarted = append(unstarted, p.disp.drainGroups()...)
+	p.giveBack(unstarted...)
+	close(p.work)
+	log.Info("sqspool: stopping", "queue", p.queue.url, "returned", len(unstarted), "running", p.running.Load())
+
+	var serr ShutdownError
+	select {
+	case <-p.workersDone:
+	case <-ctx.Done():
+		serr.Cancelled = int(p.running.Load())
+		p.handlerCancel()
+		t := p.cfg.clock.NewTimer(abandonGrace)
+		select {
+		case <-p.workersDone:
+		case <-t.C():
+			serr.Abandoned = int(p.running.Load())
+		}
+		t.Stop()
+	}
+	flushCtx := ctx
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		flushCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), p.cfg.flushTimeout)
+		defer cancel()
+	}
+	if err := p.deq.close(flushCtx); err != nil {
+		log.Warn("sqspool: final flush cut short", "error", err)
+	}
+	serr.Unflushed = int(p.deq.unflushed.Load())
+	p.handlerCancel()
+	if serr.Cancelled == 0 && serr.Abandoned == 0 && serr.Unflushed == 0 {
+		log.Info("sqspool: stopped", "queue", p.queue.url)
+		return nil
+	}
+	serr.Err = ctx.Err()
+	log.Warn("sqspool: stopped", "queue", p.queue.url, "error", &serr)
+	return &serr
+}

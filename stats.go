@@ -1,0 +1,90 @@
+package sqspool
+
+import "sync/atomic"
+
+// Stats is a snapshot of a pool's counters since it started.
+type Stats struct {
+	Received     int64 // messages received, duplicates included
+	Processed    int64 // handler returned nil
+	Failed       int64 // handler returned an error or panicked
+	Panics       int64 // of Failed, how many panicked
+	DecodeErrors int64 // bodies the decoder rejected
+	Duplicates   int64 // deliveries dropped because the message was in flight here
+	Deleted      int64 // messages SQS confirmed deleted
+	DeleteErrors int64 // deletes that failed for good (the message comes back)
+	Returned     int64 // messages made visible again unstarted, at shutdown
+	InFlight     int64 // received and not yet finished, now
+	// EmptyReceives counts long polls that returned no message.
+	EmptyReceives int64
+	// Calls counts SQS requests by API name; CallErrors the failed ones.
+	Calls      map[string]int64
+	CallErrors map[string]int64
+}
+
+// Requests is the total number of SQS requests made.
+func (s Stats) Requests() int64 {
+	var n int64
+	for _, c := range s.Calls {
+		n += c
+	}
+	return n
+}
+
+type api int
+
+const (
+	apiReceiveMessage api = iota
+	apiDeleteMessageBatch
+	apiChangeMessageVisibilityBatch
+	apiGetQueueURL
+	apiGetQueueAttributes
+	numAPIs
+)
+
+var apiNames = [numAPIs]string{
+	"ReceiveMessage", "DeleteMessageBatch", "ChangeMessageVisibilityBatch", "GetQueueUrl", "GetQueueAttributes",
+}
+
+func (a api) String() string { return apiNames[a] }
+
+type apiCounters struct {
+	calls, errors [numAPIs]atomic.Int64
+	emptyReceives atomic.Int64
+}
+
+func (c *apiCounters) add(a api)  { c.calls[a].Add(1) }
+func (c *apiCounters) fail(a api) { c.errors[a].Add(1) }
+func (c *apiCounters) empty()     { c.emptyReceives.Add(1) }
+
+type counters struct {
+	received, processed, failed, panics, decodeErrors, duplicates atomic.Int64
+	deleted, deleteErrors, returned                               atomic.Int64
+	api                                                           apiCounters
+}
+
+func (c *counters) snapshot(inFlight int64) Stats {
+	s := Stats{
+		Received:      c.received.Load(),
+		Processed:     c.processed.Load(),
+		Failed:        c.failed.Load(),
+		Panics:        c.panics.Load(),
+		DecodeErrors:  c.decodeErrors.Load(),
+		Duplicates:    c.duplicates.Load(),
+		Deleted:       c.deleted.Load(),
+		DeleteErrors:  c.deleteErrors.Load(),
+		Returned:      c.returned.Load(),
+		InFlight:      inFlight,
+		EmptyReceives: c.api.emptyReceives.Load(),
+		Calls:         make(map[string]int64, numAPIs),
+		CallErrors:    make(map[string]int64, numAPIs),
+	}
+	for a := range numAPIs {
+		if n := c.api.calls[a].Load(); n > 0 {
+			s.Calls[a.String()] = n
+		}
+		if n := c.api.errors[a].Load(); n > 0 {
+			s.CallErrors[a.String()] = n
+		}
+	}
+	return s
+}
