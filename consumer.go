@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/sqspool/sqspool/clock"
 )
 
 // maxVisibility is SQS's cap on a visibility timeout, and on the total time a
@@ -22,7 +26,9 @@ const maxVisibility = 12 * time.Hour
 // Consumer names the queue to consume and the client to reach it with.
 type Consumer struct {
 	// Client is usually an *sqs.Client. Its HTTP client must allow a request
-	// to run longer than the long-poll wait (the SDK's default does).
+	// to run longer than the long-poll wait (the SDK's default does). When
+	// nil, a client is made from the default AWS configuration (environment,
+	// shared config files, AWS_ENDPOINT_URL_SQS, instance roles).
 	Client Client
 	// Queue is a queue URL, or a queue name resolved with GetQueueUrl.
 	Queue string
@@ -35,18 +41,28 @@ type queueInfo struct {
 	visibility time.Duration
 }
 
-// resolve finds the queue URL and, unless known, its visibility timeout.
-func (c *Consumer) resolve(ctx context.Context, visibility time.Duration, calls *apiCounters) (queueInfo, error) {
-	if c == nil || c.Client == nil {
-		return queueInfo{}, errors.New("sqspool: Consumer needs a Client")
+// client returns the consumer's client, or one made from the default AWS
+// configuration.
+func (c *Consumer) client(ctx context.Context) (Client, error) {
+	if c.Client != nil {
+		return c.Client, nil
 	}
+	cfg, err := awsconfig.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("sqspool: load default AWS config: %w", err)
+	}
+	return sqs.NewFromConfig(cfg), nil
+}
+
+// resolve finds the queue URL and, unless known, its visibility timeout.
+func (c *Consumer) resolve(ctx context.Context, client Client, visibility time.Duration, calls *apiCounters) (queueInfo, error) {
 	if c.Queue == "" {
 		return queueInfo{}, errors.New("sqspool: Consumer needs a Queue name or URL")
 	}
 	q := queueInfo{url: c.Queue, visibility: visibility}
 	if !strings.Contains(c.Queue, "/") {
 		calls.add(apiGetQueueURL)
-		out, err := c.Client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(c.Queue)})
+		out, err := client.GetQueueUrl(ctx, &sqs.GetQueueUrlInput{QueueName: aws.String(c.Queue)})
 		if err != nil {
 			return q, fmt.Errorf("sqspool: resolve queue %q: %w", c.Queue, err)
 		}
@@ -57,7 +73,7 @@ func (c *Consumer) resolve(ctx context.Context, visibility time.Duration, calls 
 		return q, nil
 	}
 	calls.add(apiGetQueueAttributes)
-	out, err := c.Client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+	out, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       aws.String(q.url),
 		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameVisibilityTimeout},
 	})
@@ -78,47 +94,100 @@ func (c *Consumer) resolve(ctx context.Context, visibility time.Duration, calls 
 type credits struct {
 	mu      sync.Mutex
 	free    int
-	waiters int
-	wake    chan struct{} // closed and replaced to wake waiting pollers
+	waiters []*waiter
 }
 
-func newCredits(n int) *credits { return &credits{free: n, wake: make(chan struct{})} }
+// waiter is a poller waiting for at least need free slots.
+type waiter struct {
+	need int
+	ch   chan struct{} // capacity 1; owned by the poller
+}
 
-// acquire waits until n slots are free and takes them.
-func (c *credits) acquire(ctx context.Context, n int) error {
-	c.mu.Lock()
-	for c.free < n {
-		c.waiters++
-		wake := c.wake
-		c.mu.Unlock()
-		select {
-		case <-wake:
-		case <-ctx.Done():
-			c.mu.Lock()
-			c.waiters--
-			c.mu.Unlock()
-			return ctx.Err()
-		}
-		c.mu.Lock()
-		c.waiters--
+func newCredits(n int) *credits { return &credits{free: n} }
+
+// take takes up to want slots, at least one. It waits for a first free slot,
+// then up to fill for want of them, so that a busy pool receives full batches
+// (one request per ten messages) while a pool with long handlers still puts
+// a freed worker to use within fill.
+func (c *credits) take(ctx context.Context, w *waiter, want int, fill time.Duration, clk clock.Clock) (int, error) {
+	if err := c.wait(ctx, w, 1, nil); err != nil {
+		return 0, err
 	}
-	c.free -= n
-	c.mu.Unlock()
-	return nil
+	if n := c.takeUpTo(want, want); n > 0 {
+		return n, nil
+	}
+	if fill > 0 {
+		t := clk.NewTimer(fill)
+		err := c.wait(ctx, w, want, t.C())
+		t.Stop()
+		if err != nil {
+			return 0, err
+		}
+	}
+	if n := c.takeUpTo(want, 1); n > 0 {
+		return n, nil
+	}
+	return c.take(ctx, w, want, fill, clk) // another poller took them meanwhile
 }
 
-// release returns n slots and wakes the pollers if one may now proceed.
-func (c *credits) release(n int, want int) {
+// takeUpTo takes min(free, want) slots if at least atLeast are free.
+func (c *credits) takeUpTo(want, atLeast int) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.free < atLeast {
+		return 0
+	}
+	n := min(c.free, want)
+	c.free -= n
+	return n
+}
+
+// wait returns once need slots are free, ctx ends, or timeout fires.
+func (c *credits) wait(ctx context.Context, w *waiter, need int, timeout <-chan time.Time) error {
+	c.mu.Lock()
+	if c.free >= need {
+		c.mu.Unlock()
+		return nil
+	}
+	w.need = need
+	c.waiters = append(c.waiters, w)
+	c.mu.Unlock()
+	var err error
+	select {
+	case <-w.ch:
+		return nil // release removed w from the list
+	case <-timeout:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	c.mu.Lock()
+	if i := slices.Index(c.waiters, w); i >= 0 {
+		c.waiters = slices.Delete(c.waiters, i, i+1)
+	} else {
+		<-w.ch // release woke w as we gave up: drain, so that ch is empty next time
+	}
+	c.mu.Unlock()
+	return err
+}
+
+// release returns n slots and wakes the pollers whose need is now met. n < 0
+// only when SQS returned more messages than were asked for.
+func (c *credits) release(n int) {
 	if n == 0 {
 		return
 	}
 	c.mu.Lock()
-	// n < 0 only when SQS returned more than was asked for.
 	c.free += n
-	if c.waiters > 0 && c.free >= want {
-		close(c.wake)
-		c.wake = make(chan struct{})
+	kept := c.waiters[:0]
+	for _, w := range c.waiters {
+		if c.free >= w.need {
+			w.ch <- struct{}{}
+			continue
+		}
+		kept = append(kept, w)
 	}
+	clear(c.waiters[len(kept):])
+	c.waiters = kept
 	c.mu.Unlock()
 }
 
@@ -135,6 +204,8 @@ type poller struct {
 	queueURL   string
 	input      sqs.ReceiveMessageInput
 	want       int
+	fill       time.Duration
+	clock      clock.Clock
 	credits    *credits
 	dispatch   func([]types.Message)
 	calls      *apiCounters
@@ -144,11 +215,10 @@ type poller struct {
 	maxBackoff time.Duration
 }
 
-func newReceiveInput(queueURL string, cfg *config, want int) sqs.ReceiveMessageInput {
+func newReceiveInput(queueURL string, cfg *config) sqs.ReceiveMessageInput {
 	in := sqs.ReceiveMessageInput{
-		QueueUrl:            aws.String(queueURL),
-		MaxNumberOfMessages: int32(want),
-		WaitTimeSeconds:     int32(cfg.waitTime / time.Second),
+		QueueUrl:        aws.String(queueURL),
+		WaitTimeSeconds: int32(cfg.waitTime / time.Second),
 		// Ask with both parameters: real SQS honours the newer one, some
 		// emulators only the older.
 		AttributeNames:              []types.QueueAttributeName{"All"},
@@ -165,15 +235,18 @@ func newReceiveInput(queueURL string, cfg *config, want int) sqs.ReceiveMessageI
 // jitter; throttling is treated the same way.
 func (p *poller) run(ctx context.Context) {
 	backoff := p.minBackoff
+	w := &waiter{ch: make(chan struct{}, 1)}
 	for {
-		if err := p.credits.acquire(ctx, p.want); err != nil {
+		n, err := p.credits.take(ctx, w, p.want, p.fill, p.clock)
+		if err != nil {
 			return
 		}
 		in := p.input // the SDK may keep a pointer to it for the call's life
+		in.MaxNumberOfMessages = int32(n)
 		p.calls.add(apiReceiveMessage)
 		out, err := p.client.ReceiveMessage(ctx, &in)
 		if err != nil {
-			p.credits.release(p.want, p.want)
+			p.credits.release(n)
 			if ctx.Err() != nil {
 				return
 			}
@@ -187,7 +260,7 @@ func (p *poller) run(ctx context.Context) {
 		}
 		backoff = p.minBackoff
 		// A negative release takes slots for any message beyond what was asked.
-		p.credits.release(p.want-len(out.Messages), p.want)
+		p.credits.release(n - len(out.Messages))
 		if len(out.Messages) == 0 {
 			p.calls.empty()
 			continue

@@ -192,6 +192,7 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 		d.counters.api.add(a)
 		succeeded, failed, err := call(ctx, idx)
 		var retry []int
+		transient := false // only SQS's own failures earn a backoff
 		last := attempt >= d.attempts || ctx.Err() != nil
 		if err != nil {
 			d.counters.api.fail(a)
@@ -202,7 +203,7 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 				}
 				return
 			}
-			retry = idx
+			retry, transient = idx, true
 		} else {
 			reported := make([]bool, n)
 			for _, id := range succeeded {
@@ -224,18 +225,18 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 					done(i, ferr)
 					continue
 				}
-				retry = append(retry, i)
+				retry, transient = append(retry, i), true
 			}
 			for _, i := range idx {
 				if !reported[i] { // neither succeeded nor failed: ask again
-					retry = append(retry, i)
+					retry, transient = append(retry, i), true
 				}
 			}
 		}
 		if len(retry) == 0 {
 			return
 		}
-		if last || sleep(ctx, d.clock, rand.N(backoff)+time.Millisecond) != nil {
+		if last || (transient && sleep(ctx, d.clock, rand.N(backoff)+time.Millisecond) != nil) {
 			cut := fmt.Errorf("sqspool: %s not sent after %d attempts: %w", a, attempt, context.Cause(ctx))
 			if ctx.Err() == nil {
 				cut = fmt.Errorf("sqspool: %s not sent after %d attempts", a, attempt)

@@ -45,7 +45,6 @@ type dispatcher struct {
 	deadline func(receivedAt time.Time) time.Time
 	clock    clock.Clock
 	credits  *credits
-	want     int
 	counters *counters
 	work     chan *record
 
@@ -68,7 +67,7 @@ func (d *dispatcher) dispatch(msgs []types.Message) {
 			// its newest receipt handle, which is the one SQS honours.
 			old.(*record).setReceipt(rec.handle)
 			d.counters.duplicates.Add(1)
-			d.credits.release(1, d.want)
+			d.credits.release(1)
 			continue
 		}
 		if d.fifo && !d.enterGroup(rec) {

@@ -42,6 +42,7 @@ type config struct {
 	visibility       time.Duration // 0: the queue's own
 	handlerTimeout   time.Duration // 0: derived from visibility
 	deleteLinger     time.Duration
+	receiveFill      time.Duration
 	batchConcurrency int
 	batchAttempts    int
 	shutdownTimeout  time.Duration
@@ -61,6 +62,7 @@ func defaultConfig() config {
 		maxMessages:      10,
 		waitTime:         20 * time.Second,
 		deleteLinger:     20 * time.Millisecond,
+		receiveFill:      10 * time.Millisecond,
 		batchConcurrency: 8,
 		batchAttempts:    5,
 		shutdownTimeout:  25 * time.Second,
@@ -83,6 +85,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("sqspool: wait time must be 0..20s (an SQS limit), got %v", c.waitTime)
 	case c.visibility < 0 || c.visibility > maxVisibility:
 		return fmt.Errorf("sqspool: visibility timeout must be 0..12h (an SQS limit), got %v", c.visibility)
+	case c.receiveFill < 0 || c.deleteLinger < 0:
+		return fmt.Errorf("sqspool: receive fill and delete linger must not be negative")
 	case c.batchConcurrency < 1:
 		return fmt.Errorf("sqspool: batch concurrency must be at least 1, got %d", c.batchConcurrency)
 	case c.batchAttempts < 1:
@@ -129,6 +133,13 @@ func WithHandlerTimeout(d time.Duration) Option { return func(c *config) { c.han
 // fill its DeleteMessageBatch call (default 20ms). Under load batches fill to
 // 10 well before it; at low load it bounds the delete latency.
 func WithDeleteLinger(d time.Duration) Option { return func(c *config) { c.deleteLinger = d } }
+
+// WithReceiveFill sets how long a poller that has some free workers, but
+// fewer than a full receive's worth, waits for more to free up before it
+// receives (default 10ms). Under load workers free up far faster and every
+// receive asks for 10 messages; with slow handlers a free worker idles at
+// most this long. Zero receives as soon as any worker is free.
+func WithReceiveFill(d time.Duration) Option { return func(c *config) { c.receiveFill = d } }
 
 // WithBatchConcurrency caps the concurrent DeleteMessageBatch calls, and
 // separately the ChangeMessageVisibilityBatch calls (default 8).

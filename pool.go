@@ -2,6 +2,7 @@ package sqspool
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime/debug"
 	"sync"
@@ -52,8 +53,8 @@ type Pool struct {
 // and starts nothing, if the options are invalid or the queue cannot be
 // resolved.
 func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Option) (*Pool, error) {
-	if h == nil {
-		return nil, fmt.Errorf("sqspool: StartPool needs a handler")
+	if c == nil || h == nil {
+		return nil, errors.New("sqspool: StartPool needs a Consumer and a handler")
 	}
 	cfg := defaultConfig()
 	for _, o := range opts {
@@ -77,7 +78,11 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 		shutdownReq: make(chan context.Context),
 		done:        make(chan struct{}),
 	}
-	q, err := c.resolve(ctx, cfg.visibility, &p.counters.api)
+	client, err := c.client(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q, err := c.resolve(ctx, client, cfg.visibility, &p.counters.api)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +93,7 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 		p.cfg.pollers = 1
 	}
 	p.process = func(rec *record) bool { return handleOne(p, rec, decode, h) }
-	p.start(ctx, c.Client)
+	p.start(ctx, client)
 	return p, nil
 }
 
@@ -104,7 +109,6 @@ func (p *Pool) start(parent context.Context, client Client) {
 		deadline: p.deadline,
 		clock:    cfg.clock,
 		credits:  p.credits,
-		want:     want,
 		counters: &p.counters,
 		work:     p.work,
 		groups:   make(map[string][]*record),
@@ -123,12 +127,14 @@ func (p *Pool) start(parent context.Context, client Client) {
 
 	pollCtx, pollCancel := context.WithCancel(parent)
 	p.pollCancel = pollCancel
-	input := newReceiveInput(p.queue.url, cfg, want)
+	input := newReceiveInput(p.queue.url, cfg)
 	for range cfg.pollers {
 		pl := &poller{
 			client:     client,
 			input:      input,
 			want:       want,
+			fill:       cfg.receiveFill,
+			clock:      cfg.clock,
 			credits:    p.credits,
 			dispatch:   p.disp.dispatch,
 			calls:      &p.counters.api,
@@ -174,7 +180,7 @@ func (p *Pool) worker() {
 				continue
 			}
 			ok := p.process(rec)
-			p.credits.release(1, p.disp.want)
+			p.credits.release(1)
 			var released []*record
 			rec, released = p.disp.next(rec, ok)
 			p.giveBack(released...)
@@ -253,7 +259,7 @@ func callHandler[T any](ctx context.Context, h Handler[T], v *T) (err error) {
 func (p *Pool) giveBack(recs ...*record) {
 	for _, rec := range recs {
 		p.counters.returned.Add(1)
-		p.credits.release(1, p.disp.want)
+		p.credits.release(1)
 		p.deq.setVisibility(rec, 0)
 	}
 }

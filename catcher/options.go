@@ -1,0 +1,227 @@
+package catcher
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sqspool/sqspool/clock"
+)
+
+// SQS limits the handler is built around.
+const (
+	// MaxMessageBytes is the SQS limit for one message, body and attributes
+	// together, and for the payload of one SendMessageBatch call.
+	MaxMessageBytes = 1 << 20
+	// maxBatchEntries is the SQS limit of entries per SendMessageBatch call.
+	maxBatchEntries = 10
+	// maxAttributes is the SQS limit of message attributes per message.
+	maxAttributes = 10
+)
+
+// Defaults of the options.
+const (
+	DefaultMaxBodyBytes = 256 << 10
+	DefaultLinger       = 5 * time.Millisecond
+	DefaultMaxInFlight  = 16
+	DefaultSendTimeout  = 10 * time.Second
+	DefaultRetryAfter   = time.Second
+)
+
+// Header names used by default.
+const (
+	HeaderMessageGroupID  = "X-Message-Group-Id"
+	HeaderDeduplicationID = "X-Deduplication-Id"
+	HeaderTraceparent     = "Traceparent"
+	HeaderRequestID       = "X-Request-Id"
+	attributeTraceparent  = "traceparent"
+	attributeRequestID    = "x-request-id"
+)
+
+// Option configures a Handler. Options that are given an invalid value panic
+// in New: they are programming errors, like a bad pattern given to
+// http.ServeMux.
+type Option func(*config)
+
+// FIFOFunc derives the FIFO message group id and deduplication id of a
+// request. An empty string leaves the field unset. An error rejects the
+// request: 400 if it wraps ErrBadRequest, 422 otherwise.
+type FIFOFunc func(r *http.Request, body []byte) (groupID, dedupID string, err error)
+
+// ValidateFunc checks a request body before it is enqueued. An error rejects
+// the request with its message: 400 if it wraps ErrBadRequest, 422 otherwise.
+// It runs on the request's goroutine and must not keep body.
+type ValidateFunc func(body []byte, r *http.Request) error
+
+type headerAttribute struct {
+	header    string // canonical header key
+	attribute string // message attribute name
+}
+
+type config struct {
+	maxBody     int64
+	linger      time.Duration
+	maxInFlight int
+	sendTimeout time.Duration
+	retryAfter  time.Duration
+	clock       clock.Clock
+	json        bool
+	validate    ValidateFunc
+	attributes  []headerAttribute
+	fifo        FIFOFunc
+	logger      *slog.Logger
+}
+
+func defaultConfig() config {
+	return config{
+		maxBody:     DefaultMaxBodyBytes,
+		linger:      DefaultLinger,
+		maxInFlight: DefaultMaxInFlight,
+		sendTimeout: DefaultSendTimeout,
+		retryAfter:  DefaultRetryAfter,
+		clock:       clock.Real,
+		attributes: []headerAttribute{
+			{header: HeaderTraceparent, attribute: attributeTraceparent},
+			{header: HeaderRequestID, attribute: attributeRequestID},
+		},
+	}
+}
+
+// WithMaxBodyBytes sets the largest body accepted, 1 to MaxMessageBytes
+// (default DefaultMaxBodyBytes, 256 KiB). Larger bodies get 413; the handler
+// stops reading at the limit.
+func WithMaxBodyBytes(n int64) Option {
+	if n <= 0 || n > MaxMessageBytes {
+		panic(fmt.Sprintf("catcher: WithMaxBodyBytes(%d): want 1..%d", n, MaxMessageBytes))
+	}
+	return func(c *config) { c.maxBody = n }
+}
+
+// WithLinger sets how long the first request of a partial batch waits for
+// others (default DefaultLinger, 5 ms). Zero sends a partial batch as soon as
+// a call slot is free, which still batches under load. The linger is added to
+// the latency of a request at low load only.
+func WithLinger(d time.Duration) Option {
+	if d < 0 {
+		panic(fmt.Sprintf("catcher: WithLinger(%v): negative", d))
+	}
+	return func(c *config) { c.linger = d }
+}
+
+// WithMaxInFlight bounds the SendMessageBatch calls running at once (default
+// DefaultMaxInFlight, 16).
+func WithMaxInFlight(n int) Option {
+	if n <= 0 {
+		panic(fmt.Sprintf("catcher: WithMaxInFlight(%d): want > 0", n))
+	}
+	return func(c *config) { c.maxInFlight = n }
+}
+
+// WithSendTimeout bounds one SendMessageBatch call, SDK retries included
+// (default DefaultSendTimeout, 10 s). A call that times out answers its
+// requests with 503. Keep it below the server's WriteTimeout.
+func WithSendTimeout(d time.Duration) Option {
+	if d <= 0 {
+		panic(fmt.Sprintf("catcher: WithSendTimeout(%v): want > 0", d))
+	}
+	return func(c *config) { c.sendTimeout = d }
+}
+
+// WithRetryAfter sets the Retry-After of 503 answers (default
+// DefaultRetryAfter, 1 s; rounded up to whole seconds).
+func WithRetryAfter(d time.Duration) Option {
+	if d <= 0 {
+		panic(fmt.Sprintf("catcher: WithRetryAfter(%v): want > 0", d))
+	}
+	return func(c *config) { c.retryAfter = d }
+}
+
+// WithClock sets the clock that drives the linger (default clock.Real).
+// Tests use a clock.Manual.
+func WithClock(c clock.Clock) Option {
+	if c == nil {
+		panic("catcher: WithClock(nil)")
+	}
+	return func(cfg *config) { cfg.clock = c }
+}
+
+// WithJSON rejects bodies that are not well-formed JSON with 400.
+func WithJSON() Option { return func(c *config) { c.json = true } }
+
+// WithValidate sets a validator that runs on every body that passed the
+// other checks (after the JSON check of WithJSON). See ValidateFunc.
+func WithValidate(fn ValidateFunc) Option {
+	if fn == nil {
+		panic("catcher: WithValidate(nil)")
+	}
+	return func(c *config) { c.validate = fn }
+}
+
+// WithHeaderAttributes replaces the mapping from request headers to String
+// message attributes (header name -> attribute name). The default maps
+// traceparent to "traceparent" and X-Request-Id to "x-request-id", so that a
+// W3C trace crosses the queue. An absent or empty header adds no attribute.
+// An empty map turns the mapping off. Attribute names must follow the SQS
+// rules (letters, digits, '_', '-', '.'; not starting with "AWS." or
+// "Amazon."), and there can be at most 10.
+func WithHeaderAttributes(headerToAttribute map[string]string) Option {
+	if len(headerToAttribute) > maxAttributes {
+		panic(fmt.Sprintf("catcher: WithHeaderAttributes: %d attributes, SQS allows %d", len(headerToAttribute), maxAttributes))
+	}
+	attrs := make([]headerAttribute, 0, len(headerToAttribute))
+	seen := make(map[string]bool, len(headerToAttribute))
+	for header, name := range headerToAttribute {
+		if err := checkAttributeName(name); err != nil {
+			panic(fmt.Sprintf("catcher: WithHeaderAttributes: %v", err))
+		}
+		if seen[name] {
+			panic(fmt.Sprintf("catcher: WithHeaderAttributes: attribute %q mapped twice", name))
+		}
+		seen[name] = true
+		if header == "" {
+			panic("catcher: WithHeaderAttributes: empty header name")
+		}
+		attrs = append(attrs, headerAttribute{header: http.CanonicalHeaderKey(header), attribute: name})
+	}
+	// Map order is random; a fixed order keeps entries reproducible.
+	slices.SortFunc(attrs, func(a, b headerAttribute) int { return strings.Compare(a.header, b.header) })
+	return func(c *config) { c.attributes = attrs }
+}
+
+// WithFIFOHeaders takes the MessageGroupId and MessageDeduplicationId from
+// the named headers; an empty name leaves that field unset. For a FIFO queue
+// the default is X-Message-Group-Id and X-Deduplication-Id. On a standard
+// queue a group id enables SQS fair queues.
+func WithFIFOHeaders(groupHeader, dedupHeader string) Option {
+	groupHeader = http.CanonicalHeaderKey(groupHeader)
+	dedupHeader = http.CanonicalHeaderKey(dedupHeader)
+	return WithFIFOFunc(func(r *http.Request, _ []byte) (string, string, error) {
+		var group, dedup string
+		if groupHeader != "" {
+			group = r.Header.Get(groupHeader)
+		}
+		if dedupHeader != "" {
+			dedup = r.Header.Get(dedupHeader)
+		}
+		return group, dedup, nil
+	})
+}
+
+// WithFIFOFunc derives the MessageGroupId and MessageDeduplicationId with fn,
+// for instance from the body. See FIFOFunc.
+func WithFIFOFunc(fn FIFOFunc) Option {
+	if fn == nil {
+		panic("catcher: WithFIFOFunc(nil)")
+	}
+	return func(c *config) { c.fifo = fn }
+}
+
+// WithLogger logs failed SendMessageBatch calls and failed entries, with the
+// SQS error, which the HTTP answer leaves out on purpose (it can name the
+// account and queue). The default is no logging; Stats counts them anyway.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.logger = l }
+}

@@ -1,0 +1,92 @@
+package catcher
+
+import "sync/atomic"
+
+// Reason says why a request was not accepted.
+type Reason string
+
+// The reasons a request is rejected, with the status it gets.
+const (
+	ReasonMethod      Reason = "method"      // 405
+	ReasonTooLarge    Reason = "too_large"   // 413
+	ReasonEmpty       Reason = "empty"       // 400
+	ReasonBadRequest  Reason = "bad_request" // 400: characters, JSON, headers, validator
+	ReasonReadError   Reason = "read_error"  // 400 or 408: the body could not be read
+	ReasonInvalid     Reason = "invalid"     // 422: the validator refused it
+	ReasonThrottled   Reason = "throttled"   // 503: SQS throttled the call or entry
+	ReasonUnavailable Reason = "unavailable" // 503: SQS failed, timed out or was unreachable
+	ReasonClosed      Reason = "closed"      // 503: the handler is closing
+	ReasonCancelled   Reason = "cancelled"   // 503: the request ended before it was sent
+	ReasonRejected    Reason = "rejected"    // 400 or 502: SQS refused the entry or call
+)
+
+var reasons = [...]Reason{
+	ReasonMethod, ReasonTooLarge, ReasonEmpty, ReasonBadRequest, ReasonReadError,
+	ReasonInvalid, ReasonThrottled, ReasonUnavailable, ReasonClosed, ReasonCancelled,
+	ReasonRejected,
+}
+
+// Stats are counters since New. They only grow.
+type Stats struct {
+	// Accepted counts requests answered 202.
+	Accepted uint64
+	// Rejected counts the other requests by reason; every reason is present.
+	Rejected map[Reason]uint64
+	// Calls counts SendMessageBatch calls; CallErrors those that failed as
+	// a whole.
+	Calls, CallErrors uint64
+	// Entries counts the entries sent in those calls; EntryFailures those
+	// SQS listed as failed (or did not report on).
+	Entries, EntryFailures uint64
+	// EntriesPerCall[n] counts the calls that carried n entries.
+	EntriesPerCall [maxBatchEntries + 1]uint64
+}
+
+// CallsPer1000 returns the SendMessageBatch calls made per 1000 requests
+// sent to SQS, the figure that drives the SQS bill of the catcher: 100 is
+// the floor (10 entries per call), 1000 means no batching at all.
+func (s Stats) CallsPer1000() float64 {
+	if s.Entries == 0 {
+		return 0
+	}
+	return float64(s.Calls) * 1000 / float64(s.Entries)
+}
+
+// counters is the lock-free side of Stats.
+type counters struct {
+	accepted       atomic.Uint64
+	rejected       [len(reasons)]atomic.Uint64
+	calls          atomic.Uint64
+	callErrors     atomic.Uint64
+	entries        atomic.Uint64
+	entryFailures  atomic.Uint64
+	entriesPerCall [maxBatchEntries + 1]atomic.Uint64
+}
+
+func (c *counters) reject(r Reason) {
+	for i, x := range reasons {
+		if x == r {
+			c.rejected[i].Add(1)
+			return
+		}
+	}
+	panic("catcher: unknown reason " + string(r)) // a bug: every Reason is listed
+}
+
+func (c *counters) snapshot() Stats {
+	s := Stats{
+		Accepted:      c.accepted.Load(),
+		Rejected:      make(map[Reason]uint64, len(reasons)),
+		Calls:         c.calls.Load(),
+		CallErrors:    c.callErrors.Load(),
+		Entries:       c.entries.Load(),
+		EntryFailures: c.entryFailures.Load(),
+	}
+	for i, r := range reasons {
+		s.Rejected[r] = c.rejected[i].Load()
+	}
+	for i := range c.entriesPerCall {
+		s.EntriesPerCall[i] = c.entriesPerCall[i].Load()
+	}
+	return s
+}
