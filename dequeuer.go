@@ -35,6 +35,7 @@ var entryIDs = func() (ids [maxBatch]string) {
 type change struct {
 	rec     *record
 	timeout int32 // seconds
+	extend  bool  // a heartbeat's: moot once the handler has finished
 }
 
 // dequeuer sends deletes and visibility changes in batches of up to ten,
@@ -79,9 +80,25 @@ func (d *dequeuer) delete(rec *record) {
 // set at once: the message is no longer this process's to handle.
 func (d *dequeuer) setVisibility(rec *record, timeout time.Duration) {
 	d.forget(rec)
-	if err := d.changes.Add(change{rec: rec, timeout: int32(timeout / time.Second)}); err != nil {
+	if err := d.changes.Add(change{rec: rec, timeout: visibilitySeconds(rec, timeout, d.clock.Now())}); err != nil {
 		d.unsent(rec, "ChangeMessageVisibilityBatch", err)
 	}
+}
+
+// extend queues a heartbeat: rec stays invisible for timeout from now.
+func (d *dequeuer) extend(rec *record, timeout time.Duration) {
+	// A closed batcher means the pool is stopping; the handler's deadline
+	// has passed or is about to, so the extension is not needed.
+	_ = d.changes.Add(change{rec: rec, timeout: visibilitySeconds(rec, timeout, d.clock.Now()), extend: true})
+}
+
+// visibilitySeconds rounds a visibility timeout up to whole seconds and caps
+// it so that the message is not kept invisible past 12 hours from its
+// receive, which SQS refuses.
+func visibilitySeconds(rec *record, timeout time.Duration, now time.Time) int32 {
+	left := maxVisibility - now.Sub(rec.msg.ReceivedAt) - time.Second
+	timeout = max(min(timeout, left), 0)
+	return int32((timeout + time.Second - 1) / time.Second)
 }
 
 func (d *dequeuer) unsent(rec *record, api string, err error) {
@@ -131,7 +148,17 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 		})
 }
 
-func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
+func (d *dequeuer) flushChanges(ctx context.Context, all []change) {
+	chs := all[:0:0]
+	for _, c := range all {
+		if !c.extend || c.rec.state.Load() != recFinished {
+			chs = append(chs, c)
+		}
+	}
+	if len(chs) == 0 {
+		return
+	}
+	sent := d.clock.Now()
 	entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, 0, len(chs))
 	d.send(ctx, apiChangeMessageVisibilityBatch, len(chs),
 		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
@@ -149,10 +176,18 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 			return successIDs(out.Successful, func(e types.ChangeMessageVisibilityBatchResultEntry) *string { return e.Id }), out.Failed, nil
 		},
 		func(i int, err error) bool {
-			if err != nil {
+			c := chs[i]
+			switch {
+			case err == nil && c.extend:
+				d.counters.extended.Add(1)
+				c.rec.extended(sent, time.Duration(c.timeout)*time.Second)
+			case err != nil && c.extend && c.rec.state.Load() == recFinished:
+				// The handler finished while the heartbeat was on its way,
+				// and the message may be deleted already: nothing is lost.
+			case err != nil:
 				// The message still comes back when its visibility timeout
 				// ends; only the timing is lost.
-				d.failed(chs[i].rec, err)
+				d.failed(c.rec, err)
 			}
 			return false
 		})

@@ -2,6 +2,7 @@ package sqspool
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
@@ -9,17 +10,26 @@ import (
 	"github.com/sqspool/sqspool/clock"
 )
 
+// The life of a record.
+const (
+	recQueued   int32 = iota // received, waiting for a worker (or behind its FIFO group)
+	recRunning               // a handler has it
+	recFinished              // handled; a delete or visibility change may be pending
+)
+
 // record is the one in-flight entry of a message in this process, from
 // receive until it is deleted or given back. It serves dedup (one record per
-// MessageId), deletes and visibility changes (the newest receipt handle), and
-// FIFO ordering (the group queue).
+// MessageId), deletes and visibility changes (the newest receipt handle), the
+// heartbeat (when SQS would hand the message out again) and FIFO ordering.
 type record struct {
 	msg      *Message
 	deadline time.Time // when the handler's context ends
+	state    atomic.Int32
 
-	mu     sync.Mutex
-	handle string // newest receipt handle
-	gen    uint32 // bumped whenever handle changes
+	mu           sync.Mutex
+	handle       string    // newest receipt handle
+	gen          uint32    // bumped whenever handle changes
+	visibleUntil time.Time // when SQS would deliver the message again
 }
 
 // receipt returns the newest receipt handle and its generation.
@@ -29,29 +39,59 @@ func (r *record) receipt() (string, uint32) {
 	return r.handle, r.gen
 }
 
-func (r *record) setReceipt(h string) {
+// redelivered records a new delivery of the message: its handle, and the
+// visibility timeout that delivery started.
+func (r *record) redelivered(h string, visibleUntil time.Time) {
 	r.mu.Lock()
 	r.handle = h
 	r.gen++
+	r.visibleUntil = visibleUntil
 	r.mu.Unlock()
+}
+
+func (r *record) visibleAt() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.visibleUntil
+}
+
+// extended records that SQS accepted a visibility change made at sent.
+func (r *record) extended(sent time.Time, timeout time.Duration) {
+	r.mu.Lock()
+	if t := sent.Add(timeout); t.After(r.visibleUntil) {
+		r.visibleUntil = t
+	}
+	r.mu.Unlock()
+}
+
+// group is the state of one FIFO message group in this process.
+type group struct {
+	running bool      // a worker has one of its messages
+	waiting []*record // received, in order, behind the running one
+	// After a failure the group is held until the failed message comes
+	// back (or until its delay ends, in case it never does).
+	heldUntil time.Time
+	heldFor   string // MessageId of the failed message
 }
 
 // dispatcher turns received SQS messages into records, drops duplicates of
 // messages already in flight here, keeps FIFO groups in order, and queues
 // the rest for the workers.
 type dispatcher struct {
-	queueURL string
-	fifo     bool
-	deadline func(receivedAt time.Time) time.Time
-	clock    clock.Clock
-	credits  *credits
-	counters *counters
-	work     chan *record
+	queueURL   string
+	fifo       bool
+	visibility time.Duration
+	deadline   func(receivedAt time.Time) time.Time
+	clock      clock.Clock
+	credits    *credits
+	counters   *counters
+	work       chan *record
+	hold       func(rec *record, d time.Duration) // gives a held FIFO message back
 
 	inflight sync.Map // MessageId -> *record
 
 	groupsMu sync.Mutex
-	groups   map[string][]*record // FIFO: a group with a running message -> its waiting messages
+	groups   map[string]*group
 }
 
 // dispatch is called by pollers with what one receive returned. It never
@@ -61,54 +101,99 @@ func (d *dispatcher) dispatch(msgs []types.Message) {
 	d.counters.received.Add(int64(len(msgs)))
 	for i := range msgs {
 		m := newMessage(d.queueURL, msgs[i], now)
-		rec := &record{msg: m, handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(now)}
+		rec := &record{msg: m, handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(now), visibleUntil: now.Add(d.visibility)}
 		if old, loaded := d.inflight.LoadOrStore(m.ID, rec); loaded {
 			// A second delivery of a message still in flight here: keep only
 			// its newest receipt handle, which is the one SQS honours.
-			old.(*record).setReceipt(rec.handle)
+			old.(*record).redelivered(rec.handle, rec.visibleUntil)
 			d.counters.duplicates.Add(1)
 			d.credits.release(1)
 			continue
 		}
-		if d.fifo && !d.enterGroup(rec) {
-			continue
+		if d.fifo {
+			start, holdFor := d.enterGroup(rec, now)
+			if !start {
+				if holdFor > 0 {
+					d.hold(rec, holdFor)
+				}
+				continue
+			}
 		}
 		d.work <- rec
 	}
 }
 
-// enterGroup reports whether rec may start now; if its group is busy, rec
-// waits behind the group's running message.
-func (d *dispatcher) enterGroup(rec *record) bool {
+// enterGroup reports whether rec may start now. If its group is busy, rec
+// waits behind the group's running message; if the group is held after a
+// failure, rec must go back to the queue for holdFor.
+func (d *dispatcher) enterGroup(rec *record, now time.Time) (start bool, holdFor time.Duration) {
 	d.groupsMu.Lock()
 	defer d.groupsMu.Unlock()
-	g := rec.msg.GroupID
-	if waiting, busy := d.groups[g]; busy {
-		d.groups[g] = append(waiting, rec)
-		return false
+	g := d.groups[rec.msg.GroupID]
+	if g == nil {
+		g = &group{}
+		d.groups[rec.msg.GroupID] = g
 	}
-	d.groups[g] = nil
-	return true
+	if !g.heldUntil.IsZero() {
+		if rec.msg.ID != g.heldFor && now.Before(g.heldUntil) {
+			return false, g.heldUntil.Sub(now)
+		}
+		g.heldUntil, g.heldFor = time.Time{}, ""
+	}
+	if g.running {
+		g.waiting = append(g.waiting, rec)
+		return false, 0
+	}
+	g.running = true
+	return true, 0
 }
 
 // next is called when rec's handling ended. On a FIFO queue it returns the
-// group's next message if rec succeeded. If rec failed, the group's waiting
-// messages are returned as released: handling them now would break the
-// group's order, so they go back to the queue.
-func (d *dispatcher) next(rec *record, ok bool) (next *record, released []*record) {
+// group's next message if rec succeeded. If rec failed and comes back after
+// delay, the group's waiting messages are returned as released (handling
+// them now would break the group's order) and the group is held until rec
+// is delivered again.
+func (d *dispatcher) next(rec *record, ok bool, delay time.Duration) (next *record, released []*record) {
 	if !d.fifo {
 		return nil, nil
 	}
 	d.groupsMu.Lock()
 	defer d.groupsMu.Unlock()
-	g := rec.msg.GroupID
-	waiting := d.groups[g]
-	if !ok || len(waiting) == 0 {
-		delete(d.groups, g)
-		return nil, waiting
+	gid := rec.msg.GroupID
+	g := d.groups[gid]
+	if g == nil {
+		return nil, nil
 	}
-	d.groups[g] = waiting[1:]
-	return waiting[0], nil
+	if !ok {
+		released, g.waiting, g.running = g.waiting, nil, false
+		if delay > 0 {
+			g.heldUntil, g.heldFor = d.clock.Now().Add(delay), rec.msg.ID
+		}
+	} else if len(g.waiting) > 0 {
+		next = g.waiting[0]
+		g.waiting = g.waiting[1:]
+		return next, nil
+	}
+	g.running = false
+	if g.heldUntil.IsZero() {
+		delete(d.groups, gid)
+	}
+	return nil, released
+}
+
+// pruneGroups forgets holds that have ended, so that the group map does not
+// grow with every group that ever failed.
+func (d *dispatcher) pruneGroups(now time.Time) {
+	if !d.fifo {
+		return
+	}
+	d.groupsMu.Lock()
+	defer d.groupsMu.Unlock()
+	for id, g := range d.groups {
+		if !g.running && len(g.waiting) == 0 && !now.Before(g.heldUntil) {
+			delete(d.groups, id)
+		}
+	}
 }
 
 // drainGroups removes every FIFO message still waiting behind its group.
@@ -119,14 +204,15 @@ func (d *dispatcher) drainGroups() []*record {
 	d.groupsMu.Lock()
 	defer d.groupsMu.Unlock()
 	var out []*record
-	for g, waiting := range d.groups {
-		out = append(out, waiting...)
-		d.groups[g] = nil
+	for _, g := range d.groups {
+		out = append(out, g.waiting...)
+		g.waiting = nil
 	}
 	return out
 }
 
 // forget ends rec's in-flight life in this process.
 func (d *dispatcher) forget(rec *record) {
+	rec.state.Store(recFinished)
 	d.inflight.CompareAndDelete(rec.msg.ID, rec)
 }

@@ -51,6 +51,8 @@ type config struct {
 	decoder          any // Decoder[T], checked by StartPool
 	snsEnvelope      bool
 	decodePolicy     DecodeFailurePolicy
+	retryBackoff     Backoff
+	heartbeat        bool
 	onError          ErrorHook
 	logger           *slog.Logger
 	clock            clock.Clock
@@ -68,6 +70,8 @@ func defaultConfig() config {
 		shutdownTimeout:  25 * time.Second,
 		flushTimeout:     5 * time.Second,
 		attributeNames:   []string{"All"},
+		retryBackoff:     ExponentialBackoff(2*time.Second, 5*time.Minute),
+		heartbeat:        true,
 		logger:           slog.Default(),
 		clock:            clock.Real,
 	}
@@ -124,10 +128,24 @@ func WithWaitTime(d time.Duration) Option { return func(c *config) { c.waitTime 
 // (default: the queue's own, read once at start with GetQueueAttributes).
 func WithVisibilityTimeout(d time.Duration) Option { return func(c *config) { c.visibility = d } }
 
-// WithHandlerTimeout bounds each handler's context (default: the visibility
-// timeout less a margin, so that a handler is cancelled before SQS would give
-// its message to another consumer).
+// WithHandlerTimeout bounds each handler's context (default: ten visibility
+// timeouts while the heartbeat keeps the message invisible; without the
+// heartbeat, the visibility timeout less a margin, so that a handler is
+// cancelled before SQS would give its message to another consumer).
 func WithHandlerTimeout(d time.Duration) Option { return func(c *config) { c.handlerTimeout = d } }
+
+// WithHeartbeat turns the visibility heartbeat on or off (default on). While
+// a handler runs, the heartbeat extends its message's visibility timeout in
+// batched ChangeMessageVisibilityBatch calls, a third of a timeout ahead,
+// until the handler returns or its timeout (WithHandlerTimeout) ends.
+func WithHeartbeat(on bool) Option { return func(c *config) { c.heartbeat = on } }
+
+// WithRetryBackoff sets when a failed message comes back (default
+// ExponentialBackoff(2s, 5m) on its receive count): its visibility timeout is
+// set to the delay, in batches, instead of running out. nil leaves failed
+// messages to their visibility timeout. A handler can ask for a delay with
+// RetryAfter, or for no retry with NoRetry.
+func WithRetryBackoff(b Backoff) Option { return func(c *config) { c.retryBackoff = b } }
 
 // WithDeleteLinger sets how long a finished message may wait for others to
 // fill its DeleteMessageBatch call (default 20ms). Under load batches fill to

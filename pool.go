@@ -25,9 +25,11 @@ type Pool struct {
 	disp     *dispatcher
 	deq      *dequeuer
 	work     chan *record
-	process  func(*record) bool
+	process  func(*record) (ok bool, delay time.Duration)
 
 	pollCancel    context.CancelFunc
+	beatCancel    context.CancelFunc
+	beatDone      chan struct{}
 	handlerCtx    context.Context // carries the parent's values, not its cancellation
 	handlerCancel context.CancelFunc
 
@@ -92,7 +94,7 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 		// server does not lock a group while it has messages in flight.
 		p.cfg.pollers = 1
 	}
-	p.process = func(rec *record) bool { return handleOne(p, rec, decode, h) }
+	p.process = func(rec *record) (bool, time.Duration) { return handleOne(p, rec, decode, h) }
 	p.start(ctx, client)
 	return p, nil
 }
@@ -104,14 +106,16 @@ func (p *Pool) start(parent context.Context, client Client) {
 	// Room for a receive that returned more than it asked for.
 	p.work = make(chan *record, cfg.workers+maxBatch)
 	p.disp = &dispatcher{
-		queueURL: p.queue.url,
-		fifo:     p.queue.fifo,
-		deadline: p.deadline,
-		clock:    cfg.clock,
-		credits:  p.credits,
-		counters: &p.counters,
-		work:     p.work,
-		groups:   make(map[string][]*record),
+		queueURL:   p.queue.url,
+		fifo:       p.queue.fifo,
+		visibility: p.queue.visibility,
+		deadline:   p.deadline,
+		clock:      cfg.clock,
+		credits:    p.credits,
+		counters:   &p.counters,
+		work:       p.work,
+		hold:       func(rec *record, d time.Duration) { p.giveBack(d, rec) },
+		groups:     make(map[string]*group),
 	}
 	p.handlerCtx, p.handlerCancel = context.WithCancel(context.WithoutCancel(parent))
 	p.deq = newDequeuer(context.WithoutCancel(parent), &dequeuer{
@@ -149,6 +153,15 @@ func (p *Pool) start(parent context.Context, client Client) {
 			pl.run(pollCtx)
 		}()
 	}
+	p.beatDone = make(chan struct{})
+	beatCtx, beatCancel := context.WithCancel(context.Background())
+	p.beatCancel = beatCancel
+	go func() {
+		defer close(p.beatDone)
+		if cfg.heartbeat {
+			p.heartbeat(beatCtx)
+		}
+	}()
 	p.workersLeft.Store(int64(cfg.workers))
 	for range cfg.workers {
 		go p.worker()
@@ -156,13 +169,17 @@ func (p *Pool) start(parent context.Context, client Client) {
 	go p.supervise(parent)
 }
 
-// deadline is when the handler of a message received at t is cancelled:
-// before SQS would make the message visible to another consumer.
+// deadline is when the handler of a message received at t is cancelled.
+// Without the heartbeat that is before SQS would make the message visible to
+// another consumer; with it, ten visibility timeouts (at most 12 hours).
 func (p *Pool) deadline(t time.Time) time.Time {
 	if p.cfg.handlerTimeout > 0 {
 		return t.Add(p.cfg.handlerTimeout)
 	}
 	v := p.queue.visibility
+	if p.cfg.heartbeat {
+		return t.Add(min(10*v, maxVisibility-time.Minute))
+	}
 	return t.Add(v - min(v/10, 5*time.Second))
 }
 
@@ -174,23 +191,25 @@ func (p *Pool) worker() {
 	}()
 	for rec := range p.work {
 		for rec != nil {
+			var released []*record
 			if p.stopping.Load() {
-				p.giveBack(rec)
-				rec, _ = p.disp.next(rec, false)
+				p.giveBack(0, rec)
+				rec, released = p.disp.next(rec, false, 0)
+				p.giveBack(0, released...)
 				continue
 			}
-			ok := p.process(rec)
+			ok, delay := p.process(rec)
 			p.credits.release(1)
-			var released []*record
-			rec, released = p.disp.next(rec, ok)
-			p.giveBack(released...)
+			rec, released = p.disp.next(rec, ok, delay)
+			p.giveBack(delay, released...)
 		}
 	}
 }
 
 // handleOne decodes rec's body and runs the handler on it. It reports whether
-// the message succeeded; success queues its delete.
-func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) bool {
+// the message is done with (succeeded, or dropped for good) and, if not, when
+// it will be delivered again.
+func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
 	m := rec.msg
 	ctx := context.WithValue(p.handlerCtx, messageKey{}, m)
 	body := m.Body
@@ -204,39 +223,60 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) boo
 	}
 	if err != nil {
 		p.counters.decodeErrors.Add(1)
-		derr := &DecodeError{MessageID: m.ID, Err: err}
 		p.cfg.logger.Warn("sqspool: message body does not decode", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
 		p.cfg.logger.Debug("sqspool: undecodable body", "message_id", m.ID, "body", m.Body)
-		p.report(ctx, m, derr)
+		p.report(ctx, m, &DecodeError{MessageID: m.ID, Err: err})
 		if p.cfg.decodePolicy == DeleteMalformed {
-			p.deq.delete(rec)
-			return true
+			p.finish(rec)
+			return true, 0
 		}
+		// Left for the redrive policy: it comes back when its visibility
+		// timeout ends, and its FIFO group waits for it until then.
 		p.disp.forget(rec)
-		return false
+		return false, rec.visibleAt().Sub(p.cfg.clock.Now())
 	}
 	// The deadline is on the pool's clock; the context's timer is real.
 	ctx, cancel := context.WithTimeout(ctx, rec.deadline.Sub(p.cfg.clock.Now()))
+	rec.state.Store(recRunning)
 	p.running.Add(1)
 	err = callHandler(ctx, h, v)
 	p.running.Add(-1)
+	rec.state.Store(recFinished)
 	cancel()
-	if err != nil {
-		p.counters.failed.Add(1)
-		var perr *PanicError
-		if asPanic(err, &perr) {
-			p.counters.panics.Add(1)
-			p.cfg.logger.Error("sqspool: handler panicked", "message_id", m.ID, "panic", perr.Value, "stack", string(perr.Stack))
-		} else {
-			p.cfg.logger.Warn("sqspool: handler failed; the message will be delivered again", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
-		}
-		p.report(ctx, m, err)
-		p.disp.forget(rec)
-		return false
+	if err == nil {
+		p.counters.processed.Add(1)
+		p.finish(rec)
+		return true, 0
 	}
-	p.counters.processed.Add(1)
+	p.counters.failed.Add(1)
+	var perr *PanicError
+	if asPanic(err, &perr) {
+		p.counters.panics.Add(1)
+		p.cfg.logger.Error("sqspool: handler panicked", "message_id", m.ID, "panic", perr.Value, "stack", string(perr.Stack))
+	} else {
+		p.cfg.logger.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
+	}
+	p.report(ctx, m, err)
+	delay, set, final := retryDelay(err, m.ReceiveCount, p.cfg.retryBackoff)
+	switch {
+	case final:
+		p.counters.dropped.Add(1)
+		p.finish(rec)
+		return true, 0
+	case set:
+		p.counters.retried.Add(1)
+		p.deq.setVisibility(rec, delay)
+		return false, delay
+	default:
+		p.disp.forget(rec)
+		return false, rec.visibleAt().Sub(p.cfg.clock.Now())
+	}
+}
+
+// finish deletes a message that is done with.
+func (p *Pool) finish(rec *record) {
+	rec.state.Store(recFinished)
 	p.deq.delete(rec)
-	return true
 }
 
 func asPanic(err error, target **PanicError) bool {
@@ -255,12 +295,12 @@ func callHandler[T any](ctx context.Context, h Handler[T], v *T) (err error) {
 	return h(ctx, v)
 }
 
-// giveBack makes unstarted messages visible again at once.
-func (p *Pool) giveBack(recs ...*record) {
+// giveBack returns unstarted messages to the queue, visible after delay.
+func (p *Pool) giveBack(delay time.Duration, recs ...*record) {
 	for _, rec := range recs {
 		p.counters.returned.Add(1)
 		p.credits.release(1)
-		p.deq.setVisibility(rec, 0)
+		p.deq.setVisibility(rec, delay)
 	}
 }
 
@@ -341,7 +381,7 @@ func (p *Pool) stop(ctx context.Context) error {
 		unstarted = append(unstarted, <-p.work)
 	}
 	unstarted = append(unstarted, p.disp.drainGroups()...)
-	p.giveBack(unstarted...)
+	p.giveBack(0, unstarted...)
 	close(p.work)
 	log.Info("sqspool: stopping", "queue", p.queue.url, "returned", len(unstarted), "running", p.running.Load())
 
@@ -359,6 +399,8 @@ func (p *Pool) stop(ctx context.Context) error {
 		}
 		t.Stop()
 	}
+	p.beatCancel()
+	<-p.beatDone
 	flushCtx := ctx
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc

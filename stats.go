@@ -12,7 +12,10 @@ type Stats struct {
 	Duplicates   int64 // deliveries dropped because the message was in flight here
 	Deleted      int64 // messages SQS confirmed deleted
 	DeleteErrors int64 // deletes that failed for good (the message comes back)
-	Returned     int64 // messages made visible again unstarted, at shutdown
+	Returned     int64 // messages given back unstarted (shutdown, FIFO holds)
+	Retried      int64 // failed messages whose retry delay was set
+	Dropped      int64 // failed messages deleted because the handler said ErrNoRetry
+	Extended     int64 // visibility extensions made by the heartbeat
 	InFlight     int64 // received and not yet finished, now
 	// EmptyReceives counts long polls that returned no message.
 	EmptyReceives int64
@@ -58,7 +61,7 @@ func (c *apiCounters) empty()     { c.emptyReceives.Add(1) }
 
 type counters struct {
 	received, processed, failed, panics, decodeErrors, duplicates atomic.Int64
-	deleted, deleteErrors, returned                               atomic.Int64
+	deleted, deleteErrors, returned, retried, dropped, extended   atomic.Int64
 	api                                                           apiCounters
 }
 
@@ -73,6 +76,9 @@ func (c *counters) snapshot(inFlight int64) Stats {
 		Deleted:       c.deleted.Load(),
 		DeleteErrors:  c.deleteErrors.Load(),
 		Returned:      c.returned.Load(),
+		Retried:       c.retried.Load(),
+		Dropped:       c.dropped.Load(),
+		Extended:      c.extended.Load(),
 		InFlight:      inFlight,
 		EmptyReceives: c.api.emptyReceives.Load(),
 		Calls:         make(map[string]int64, numAPIs),
