@@ -28,6 +28,7 @@ type record struct {
 
 	mu           sync.Mutex
 	handle       string    // newest receipt handle
+	receives     int       // the receive count of that delivery
 	gen          uint32    // bumped whenever handle changes
 	visibleUntil time.Time // when SQS would deliver the message again
 }
@@ -39,13 +40,17 @@ func (r *record) receipt() (string, uint32) {
 	return r.handle, r.gen
 }
 
-// redelivered records a new delivery of the message: its handle, and the
-// visibility timeout that delivery started.
-func (r *record) redelivered(h string, visibleUntil time.Time) {
+// redelivered records another delivery of the message: its handle, and the
+// visibility timeout that delivery started. Concurrent receives can hand
+// deliveries over out of order; the receive count tells which is newer.
+func (r *record) redelivered(h string, receiveCount int, visibleUntil time.Time) {
 	r.mu.Lock()
-	r.handle = h
-	r.gen++
-	r.visibleUntil = visibleUntil
+	if receiveCount >= r.receives {
+		r.handle = h
+		r.receives = receiveCount
+		r.gen++
+		r.visibleUntil = visibleUntil
+	}
 	r.mu.Unlock()
 }
 
@@ -101,11 +106,14 @@ func (d *dispatcher) dispatch(msgs []types.Message) {
 	d.counters.received.Add(int64(len(msgs)))
 	for i := range msgs {
 		m := newMessage(d.queueURL, msgs[i], now)
-		rec := &record{msg: m, handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(now), visibleUntil: now.Add(d.visibility)}
+		rec := &record{
+			msg: m, handle: deref(msgs[i].ReceiptHandle), receives: m.ReceiveCount,
+			deadline: d.deadline(now), visibleUntil: now.Add(d.visibility),
+		}
 		if old, loaded := d.inflight.LoadOrStore(m.ID, rec); loaded {
 			// A second delivery of a message still in flight here: keep only
 			// its newest receipt handle, which is the one SQS honours.
-			old.(*record).redelivered(rec.handle, rec.visibleUntil)
+			old.(*record).redelivered(rec.handle, rec.receives, rec.visibleUntil)
 			d.counters.duplicates.Add(1)
 			d.credits.release(1)
 			continue
