@@ -294,13 +294,15 @@ func TestReceiveErrorsBackOffAndRecover(t *testing.T) {
 	e.fake.FailNext(sqsfake.OpReceiveMessage, 2, throttle)
 	errs := newErrorLog()
 	s := newSeen()
-	p := e.start(s.handler, WithErrorHook(errs.hook), WithWorkers(1))
+	clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 100)}
+	p := e.start(s.handler, WithErrorHook(errs.hook), WithWorkers(1), WithClock(clk), WithHeartbeat(false))
 	for i := range 2 {
 		var aerr *APIError
 		require.ErrorAs(t, errs.next(t), &aerr)
 		assert.Equal(t, "ReceiveMessage", aerr.API)
 		assert.ErrorIs(t, aerr, throttle)
-		require.True(t, e.clk.BlockUntil(1, nil), "the poller waits on a backoff timer")
+		d := <-clk.armed // the poller waits on a backoff timer
+		assert.LessOrEqual(t, d, time.Duration(100<<i)*time.Millisecond+time.Millisecond, "jittered exponential backoff")
 		assert.Equal(t, i+1, e.fake.Calls(sqsfake.OpReceiveMessage), "no hot loop while backing off")
 		e.clk.Advance(time.Minute)
 	}
@@ -583,6 +585,7 @@ type armClock struct {
 }
 
 func (c *armClock) NewTimer(d time.Duration) clock.Timer {
-	c.armed <- d
-	return c.Clock.NewTimer(d)
+	t := c.Clock.NewTimer(d)
+	c.armed <- d // after arming, so that an Advance the test makes fires it
+	return t
 }

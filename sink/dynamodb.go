@@ -1,0 +1,463 @@
+package sink
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/batch"
+	"github.com/sqspool/sqspool/sink/internal/ddbitem"
+)
+
+// DynamoDB's limits and the sink's defaults.
+const (
+	// MaxBatchItems is the most write requests DynamoDB accepts in one
+	// BatchWriteItem call.
+	MaxBatchItems = 25
+	// MaxRequestBytes is DynamoDB's limit on a BatchWriteItem request.
+	MaxRequestBytes = 16 << 20
+	// MaxItemSize is DynamoDB's item size limit (400 KB, counted as 400 KiB).
+	MaxItemSize = 400 << 10
+
+	// DefaultHashKey is the partition key attribute the sink assumes when
+	// WithKeyAttributes is not given. The sink uses the key attributes only
+	// to keep two writes of one key out of the same BatchWriteItem call; if
+	// the table's real key differs, writes still succeed, but such
+	// duplicates cost a ValidationException and a fallback to PutItem.
+	DefaultHashKey = "pk"
+	// DefaultLinger is how long a partial batch waits for more items.
+	DefaultLinger = 5 * time.Millisecond
+	// DefaultMaxInFlight is how many BatchWriteItem calls may run at once.
+	DefaultMaxInFlight = 8
+	// DefaultBackoffBase and DefaultBackoffMax bound the retry backoff: the
+	// n-th retry waits a uniformly random time in (0, min(max, base*2^n)]
+	// ("full jitter"), which spreads retries of throttled writers apart.
+	DefaultBackoffBase = 50 * time.Millisecond
+	DefaultBackoffMax  = 5 * time.Second
+	// DefaultCleanupTimeout bounds the idempotency record's final update or
+	// delete after the caller's context ended (see WithCleanupTimeout).
+	DefaultCleanupTimeout = 10 * time.Second
+
+	// requestOverhead is what one write request adds to a BatchWriteItem
+	// body besides its item: {"PutRequest":{"Item":...}},
+	requestOverhead = 32
+	// requestEnvelope is room for the rest of the request body.
+	requestEnvelope = 4 << 10
+)
+
+// DynamoDBAPI is the part of *dynamodb.Client the sink uses, so tests can
+// pass a fake (see package sink/dynamofake).
+type DynamoDBAPI interface {
+	BatchWriteItem(ctx context.Context, in *dynamodb.BatchWriteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchWriteItemOutput, error)
+	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
+	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
+	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+	GetItem(ctx context.Context, in *dynamodb.GetItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.GetItemOutput, error)
+}
+
+var _ DynamoDBAPI = (*dynamodb.Client)(nil)
+
+// DynamoDBOption configures NewDynamoDB.
+type DynamoDBOption func(*dynamoOptions)
+
+type dynamoOptions struct {
+	linger         time.Duration
+	maxInFlight    int
+	maxBatchItems  int
+	maxBatchBytes  int
+	hashKey        string
+	rangeKey       string
+	ttlAttr        string
+	ttl            time.Duration
+	clock          clock.Clock
+	backoffBase    time.Duration
+	backoffMax     time.Duration
+	cleanupTimeout time.Duration
+	// The typed options hold functions of the item type; NewDynamoDB checks
+	// them against its T.
+	marshal     any
+	keyHook     any
+	idempotency any
+}
+
+// WithLinger sets how long a partial batch waits for more items before it is
+// sent (default DefaultLinger). Zero sends a partial batch as soon as a call
+// slot is free; items arriving meanwhile still pile up into the next batch.
+func WithLinger(d time.Duration) DynamoDBOption {
+	return func(o *dynamoOptions) { o.linger = d }
+}
+
+// WithMaxInFlight bounds the BatchWriteItem calls running at once (default
+// DefaultMaxInFlight). While all are busy, batches grow instead.
+func WithMaxInFlight(n int) DynamoDBOption {
+	return func(o *dynamoOptions) { o.maxInFlight = n }
+}
+
+// WithMaxBatchItems caps the items per BatchWriteItem call, 1 to
+// MaxBatchItems (the default).
+func WithMaxBatchItems(n int) DynamoDBOption {
+	return func(o *dynamoOptions) { o.maxBatchItems = n }
+}
+
+// WithMaxBatchBytes caps the estimated request size of one BatchWriteItem
+// call, at most (and by default) a little under MaxRequestBytes.
+func WithMaxBatchBytes(n int) DynamoDBOption {
+	return func(o *dynamoOptions) { o.maxBatchBytes = n }
+}
+
+// WithKeyAttributes names the table's partition key and, if not empty, sort
+// key (default: DefaultHashKey, no sort key). The sink uses them to keep two
+// writes of the same item out of one BatchWriteItem call, which DynamoDB
+// rejects whole: the later write goes in a following call, so the last
+// writer wins as it would with sequential PutItem calls.
+func WithKeyAttributes(hash, rangeKey string) DynamoDBOption {
+	return func(o *dynamoOptions) { o.hashKey, o.rangeKey = hash, rangeKey }
+}
+
+// WithTTL sets attribute attr of every item to the epoch second ttl after
+// the write, for the table's DynamoDB TTL to expire it. (DynamoDB deletes
+// expired items within about 48 hours, not at once.)
+func WithTTL(attr string, ttl time.Duration) DynamoDBOption {
+	return func(o *dynamoOptions) { o.ttlAttr, o.ttl = attr, ttl }
+}
+
+// WithClock sets the clock for lingers, backoffs, TTLs and idempotency
+// expiries (default clock.Real). Tests pass a *clock.Manual.
+func WithClock(c clock.Clock) DynamoDBOption {
+	return func(o *dynamoOptions) { o.clock = c }
+}
+
+// WithBackoff sets the retry backoff's base and cap (defaults
+// DefaultBackoffBase, DefaultBackoffMax).
+func WithBackoff(base, maxDelay time.Duration) DynamoDBOption {
+	return func(o *dynamoOptions) { o.backoffBase, o.backoffMax = base, maxDelay }
+}
+
+// WithCleanupTimeout bounds how long, in idempotent mode, the sink keeps
+// trying to mark a record COMPLETE or delete it after the caller's context
+// ended (default DefaultCleanupTimeout). These steps outlive the caller's
+// context because skipping them leaves the key blocked until its in-progress
+// expiry.
+func WithCleanupTimeout(d time.Duration) DynamoDBOption {
+	return func(o *dynamoOptions) { o.cleanupTimeout = d }
+}
+
+// WithMarshal replaces attributevalue.MarshalMap as the way items become
+// DynamoDB items. T must be the sink's item type (NewDynamoDB panics
+// otherwise).
+func WithMarshal[T any](marshal func(T) (map[string]types.AttributeValue, error)) DynamoDBOption {
+	return func(o *dynamoOptions) { o.marshal = marshal }
+}
+
+// WithKeyHook sets a function called for every item after marshalling and
+// before sending. It may set or rewrite attributes, typically to derive the
+// primary key ("pk" = "ORDER#"+id, or a sort key from KeyFrom(ctx)). An
+// error fails the Put before anything is sent. T must be the sink's item
+// type.
+func WithKeyHook[T any](hook func(ctx context.Context, item T, av map[string]types.AttributeValue) error) DynamoDBOption {
+	return func(o *dynamoOptions) { o.keyHook = hook }
+}
+
+// DynamoDB is a Sink that writes items to a DynamoDB table, batching the
+// Puts of concurrent callers into BatchWriteItem calls. Create it with
+// NewDynamoDB and Close it when done.
+type DynamoDB[T any] struct {
+	client  DynamoDBAPI
+	table   string
+	o       dynamoOptions
+	marshal func(T) (map[string]types.AttributeValue, error)
+	keyHook func(context.Context, T, map[string]types.AttributeValue) error
+	idem    *idempotency[T]
+	batcher *batch.Batcher[*entry]
+	st      counters
+
+	mu     sync.Mutex
+	closed bool
+	active int           // Puts running
+	idle   chan struct{} // closed when closed and no Put runs
+
+	// handedOver, if set (by tests only), is called once a round of a Put's
+	// items is entirely with the batcher.
+	handedOver func(ctx context.Context, n int)
+}
+
+var _ Sink[struct{}] = (*DynamoDB[struct{}])(nil)
+
+// NewDynamoDB returns a sink writing to table through client. It panics on
+// invalid options (a programming error), such as a typed option made for
+// another item type or a batch limit beyond DynamoDB's.
+//
+// A *dynamodb.Client retries throttled and failed calls itself (3 attempts
+// by default) before the sink sees an error; the sink's own retries, which
+// last until the caller's context ends, come on top.
+func NewDynamoDB[T any](client DynamoDBAPI, table string, opts ...DynamoDBOption) *DynamoDB[T] {
+	o := dynamoOptions{
+		linger:         DefaultLinger,
+		maxInFlight:    DefaultMaxInFlight,
+		maxBatchItems:  MaxBatchItems,
+		maxBatchBytes:  MaxRequestBytes - requestEnvelope,
+		hashKey:        DefaultHashKey,
+		clock:          clock.Real,
+		backoffBase:    DefaultBackoffBase,
+		backoffMax:     DefaultBackoffMax,
+		cleanupTimeout: DefaultCleanupTimeout,
+	}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	switch {
+	case client == nil:
+		panic("sink: NewDynamoDB: nil client")
+	case table == "":
+		panic("sink: NewDynamoDB: empty table name")
+	case o.maxBatchItems < 1 || o.maxBatchItems > MaxBatchItems:
+		panic(fmt.Sprintf("sink: WithMaxBatchItems(%d) outside 1..%d", o.maxBatchItems, MaxBatchItems))
+	case o.maxBatchBytes < 1 || o.maxBatchBytes > MaxRequestBytes-requestEnvelope:
+		panic(fmt.Sprintf("sink: WithMaxBatchBytes(%d) outside 1..%d", o.maxBatchBytes, MaxRequestBytes-requestEnvelope))
+	case o.maxInFlight < 1:
+		panic(fmt.Sprintf("sink: WithMaxInFlight(%d) must be positive", o.maxInFlight))
+	case o.hashKey == "":
+		panic("sink: WithKeyAttributes: empty hash key")
+	case o.backoffBase <= 0 || o.backoffMax < o.backoffBase:
+		panic(fmt.Sprintf("sink: WithBackoff(%v, %v): need 0 < base <= max", o.backoffBase, o.backoffMax))
+	case o.ttlAttr != "" && o.ttl <= 0:
+		panic(fmt.Sprintf("sink: WithTTL(%q, %v): ttl must be positive", o.ttlAttr, o.ttl))
+	case o.clock == nil:
+		panic("sink: WithClock(nil)")
+	}
+	s := &DynamoDB[T]{
+		client:  client,
+		table:   table,
+		o:       o,
+		marshal: typedOption[func(T) (map[string]types.AttributeValue, error)](o.marshal, "WithMarshal"),
+		keyHook: typedOption[func(context.Context, T, map[string]types.AttributeValue) error](o.keyHook, "WithKeyHook"),
+		idle:    make(chan struct{}),
+	}
+	if s.marshal == nil {
+		s.marshal = func(v T) (map[string]types.AttributeValue, error) { return attributevalue.MarshalMap(v) }
+	}
+	if cfg := typedOption[*IdempotencyConfig[T]](o.idempotency, "WithIdempotency"); cfg != nil {
+		s.idem = newIdempotency(*cfg, table)
+	}
+	s.batcher = batch.New(context.Background(), batch.Options{
+		MaxItems:    o.maxBatchItems,
+		MaxBytes:    o.maxBatchBytes,
+		Linger:      o.linger,
+		MaxInFlight: o.maxInFlight,
+		Clock:       o.clock,
+	}, func(e *entry) int { return e.wire }, s.flush)
+	return s
+}
+
+// typedOption returns v as an F, nil for nil, and panics when a typed option
+// was made for another item type than the sink's.
+func typedOption[F any](v any, name string) F {
+	var zero F
+	if v == nil {
+		return zero
+	}
+	f, ok := v.(F)
+	if !ok {
+		panic(fmt.Sprintf("sink: %s: got %T, the sink needs %v", name, v, reflect.TypeFor[F]()))
+	}
+	return f
+}
+
+// Put writes the items and returns once each is durable or has failed; see
+// the Sink contract. Items of one Put go in as few BatchWriteItem calls as
+// their number and size allow, shared with the items of concurrent Puts.
+// Throttling, 5xx errors and unprocessed items are retried with backoff
+// until ctx ends; a ValidationException fails only the items it concerns
+// (found by retrying them one by one with PutItem), reported in a
+// *WriteError. If ctx ends first, Put returns at once with the items not yet
+// known to be written reported failed (they may still land).
+//
+// In idempotent mode (WithIdempotency) Put first takes the call's
+// idempotency key; see the package documentation.
+func (s *DynamoDB[T]) Put(ctx context.Context, items ...T) error {
+	if len(items) == 0 {
+		return nil
+	}
+	if !s.enter() {
+		return fmt.Errorf("sink: put: %w", ErrClosed)
+	}
+	defer s.leave()
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sink: put: %w", context.Cause(ctx))
+	}
+	entries, err := s.prepare(ctx, items)
+	if err != nil {
+		return err
+	}
+	if s.idem != nil {
+		return s.putIdempotent(ctx, items, entries)
+	}
+	return s.submit(ctx, entries)
+}
+
+// Close sends what is pending, waits for every call and every running Put
+// to finish (in idempotent mode a Put still updates its record after its
+// items are written) and releases the sink's goroutines. If ctx ends first,
+// the BatchWriteItem calls still running are cancelled (their items fail)
+// and Close returns ctx's error once they have returned. Later Puts fail
+// with ErrClosed.
+func (s *DynamoDB[T]) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		if s.active == 0 {
+			close(s.idle)
+		}
+	}
+	s.mu.Unlock()
+	if err := s.batcher.Close(ctx); err != nil {
+		return fmt.Errorf("sink: close: %w", err)
+	}
+	select {
+	case <-s.idle:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("sink: close: waiting for running Puts: %w", context.Cause(ctx))
+	}
+}
+
+// enter registers a running Put; it reports false once the sink is closed.
+func (s *DynamoDB[T]) enter() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.active++
+	return true
+}
+
+func (s *DynamoDB[T]) leave() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.active--
+	if s.closed && s.active == 0 {
+		close(s.idle)
+	}
+}
+
+// Stats returns a snapshot of the sink's counters.
+func (s *DynamoDB[T]) Stats() DynamoDBStats { return s.st.snapshot() }
+
+// prepare marshals the items. If any item cannot be sent, none is: the
+// failures are returned as a *WriteError.
+func (s *DynamoDB[T]) prepare(ctx context.Context, items []T) ([]*entry, error) {
+	var ttl types.AttributeValue
+	if s.o.ttlAttr != "" {
+		ttl = &types.AttributeValueMemberN{Value: strconv.FormatInt(s.o.clock.Now().Add(s.o.ttl).Unix(), 10)}
+	}
+	entries := make([]*entry, len(items))
+	var failed []ItemError
+	for i, it := range items {
+		av, err := s.marshal(it)
+		if err == nil && av == nil {
+			av = map[string]types.AttributeValue{}
+		}
+		if err == nil && s.keyHook != nil {
+			err = s.keyHook(ctx, it, av)
+		}
+		if err != nil {
+			failed = append(failed, ItemError{Index: i, Err: fmt.Errorf("sink: marshal: %w", err)})
+			continue
+		}
+		if ttl != nil {
+			av[s.o.ttlAttr] = ttl
+		}
+		if size := ddbitem.Size(av); size > MaxItemSize {
+			failed = append(failed, ItemError{Index: i, Err: fmt.Errorf("%w: %d bytes, limit %d", ErrItemTooLarge, size, MaxItemSize)})
+			continue
+		}
+		key, _ := ddbitem.Key(av, s.o.hashKey, s.o.rangeKey)
+		entries[i] = &entry{index: i, item: av, key: key, wire: ddbitem.WireSize(av) + requestOverhead}
+	}
+	if len(failed) == 0 {
+		return entries, nil
+	}
+	for i, e := range entries {
+		if e != nil {
+			failed = append(failed, ItemError{Index: i, Err: ErrNotSent})
+		}
+	}
+	return nil, newWriteError(len(items), failed)
+}
+
+// DynamoDBStats counts a DynamoDB sink's work since it was created.
+type DynamoDBStats struct {
+	// Calls by API, failed and retried calls included.
+	BatchWriteItemCalls int64
+	PutItemCalls        int64
+	UpdateItemCalls     int64
+	DeleteItemCalls     int64
+	GetItemCalls        int64
+	// ItemsWritten counts items confirmed durable; ItemsFailed items that
+	// failed after they were handed to the batcher (whether or not their
+	// caller was still waiting).
+	ItemsWritten int64
+	ItemsFailed  int64
+	// Retries counts calls repeated after throttling, a 5xx error or
+	// unprocessed items; UnprocessedItems the items DynamoDB handed back.
+	Retries          int64
+	UnprocessedItems int64
+	// DuplicateKeysDeferred counts items moved to a later BatchWriteItem call
+	// because an earlier item of the batch had the same key.
+	DuplicateKeysDeferred int64
+	// ValidationFallbacks counts batches rejected with a ValidationException
+	// and retried item by item.
+	ValidationFallbacks int64
+	// DuplicatesSkipped counts idempotent Puts that wrote nothing because
+	// their key was already COMPLETE; InProgressRejected those that returned
+	// ErrInProgress.
+	DuplicatesSkipped  int64
+	InProgressRejected int64
+}
+
+// Calls returns the DynamoDB API calls made, all APIs together.
+func (s DynamoDBStats) Calls() int64 {
+	return s.BatchWriteItemCalls + s.PutItemCalls + s.UpdateItemCalls + s.DeleteItemCalls + s.GetItemCalls
+}
+
+// CallsPer1000Items returns Calls per 1000 items written (0 before any).
+func (s DynamoDBStats) CallsPer1000Items() float64 {
+	if s.ItemsWritten == 0 {
+		return 0
+	}
+	return float64(s.Calls()) * 1000 / float64(s.ItemsWritten)
+}
+
+type counters struct {
+	batchWriteItem, putItem, updateItem, deleteItem, getItem atomic.Int64
+	written, failed, retries, unprocessed, deferred          atomic.Int64
+	fallbacks, skipped, inProgress                           atomic.Int64
+}
+
+func (c *counters) snapshot() DynamoDBStats {
+	return DynamoDBStats{
+		BatchWriteItemCalls:   c.batchWriteItem.Load(),
+		PutItemCalls:          c.putItem.Load(),
+		UpdateItemCalls:       c.updateItem.Load(),
+		DeleteItemCalls:       c.deleteItem.Load(),
+		GetItemCalls:          c.getItem.Load(),
+		ItemsWritten:          c.written.Load(),
+		ItemsFailed:           c.failed.Load(),
+		Retries:               c.retries.Load(),
+		UnprocessedItems:      c.unprocessed.Load(),
+		DuplicateKeysDeferred: c.deferred.Load(),
+		ValidationFallbacks:   c.fallbacks.Load(),
+		DuplicatesSkipped:     c.skipped.Load(),
+		InProgressRejected:    c.inProgress.Load(),
+	}
+}

@@ -1,0 +1,7 @@
+package sink
+
+import "context"
+
+// SetHandedOverHook lets tests wait until a Put's items are all with the
+// batcher before they move the clock, so a linger cannot split them.
+func SetHandedOverHook[T any](s *DynamoDB[T], f func(ctx context.Context, n int)) { s.handedOver = f }

@@ -1,0 +1,290 @@
+package sink_test
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sqspool/sqspool/sink"
+	"github.com/sqspool/sqspool/sink/dynamofake"
+)
+
+func newIdemEnv(t *testing.T, cfg sink.IdempotencyConfig[order], opts ...sink.DynamoDBOption) *env {
+	cfg.Table = idemTable
+	return newEnv(t, append([]sink.DynamoDBOption{sink.WithIdempotency(cfg)}, opts...)...)
+}
+
+// record returns the idempotency record of message key.
+func (e *env) record(key string) (map[string]types.AttributeValue, bool) {
+	return e.fake.Get(idemTable, map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: table + "#" + key}})
+}
+
+func msg(t *testing.T, id string) context.Context { return sink.WithKey(t.Context(), id) }
+
+func TestIdempotentSecondPutSkipped(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 1}))
+
+	rec, ok := e.record("m-1")
+	require.True(t, ok)
+	assert.Equal(t, sink.StatusComplete, stringAttr(rec, sink.RecordStatusAttribute))
+	assert.Equal(t, strconv.FormatInt(epoch.Add(sink.DefaultIdempotencyExpiry).Unix(), 10), numberAttr(rec, sink.RecordExpiryAttribute))
+	assert.Equal(t, strconv.FormatInt(epoch.Add(sink.DefaultInProgressExpiry).UnixMilli(), 10), numberAttr(rec, sink.RecordInProgressExpiryAttribute))
+	assert.NotContains(t, rec, sink.RecordValidationAttribute)
+
+	// The redelivery writes nothing, even with other items.
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2}))
+	e.assertN("a", 1)
+
+	st := e.sink.Stats()
+	assert.EqualValues(t, 1, st.DuplicatesSkipped)
+	assert.EqualValues(t, 1, st.BatchWriteItemCalls)
+	assert.EqualValues(t, 2, st.PutItemCalls)
+	assert.EqualValues(t, 1, st.UpdateItemCalls)
+
+	require.NoError(t, e.put(msg(t, "m-2"), linger, order{PK: "a", N: 3}), "another key writes")
+	e.assertN("a", 3)
+}
+
+func TestIdempotentInProgress(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{}, sink.WithLinger(0))
+	entered, release := make(chan struct{}), make(chan struct{})
+	e.fake.SetFault(func(_ context.Context, op string) error {
+		if op == dynamofake.OpBatchWriteItem {
+			close(entered)
+			<-release
+		}
+		return nil
+	})
+	first := e.goPut(msg(t, "m-1"), order{PK: "a", N: 1})
+	<-entered
+	err := e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2})
+	assert.ErrorIs(t, err, sink.ErrInProgress)
+	assert.ErrorContains(t, err, "orders#m-1")
+	close(release)
+	require.NoError(t, <-first)
+
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 3}))
+	e.assertN("a", 1)
+	st := e.sink.Stats()
+	assert.EqualValues(t, 1, st.InProgressRejected)
+	assert.EqualValues(t, 1, st.DuplicatesSkipped)
+}
+
+func TestIdempotentConcurrentDuplicatesWriteOnce(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{}, sink.WithLinger(0))
+	const n = 10
+	errs := make(chan error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs <- e.sink.Put(msg(t, "m-1"), order{PK: "a", N: i}) })
+	}
+	wg.Wait()
+	close(errs)
+	var ok, inProgress int
+	for err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case errors.Is(err, sink.ErrInProgress):
+			inProgress++
+		default:
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	st := e.sink.Stats()
+	assert.EqualValues(t, 1, st.ItemsWritten, "exactly one Put wrote")
+	assert.EqualValues(t, 1, st.BatchWriteItemCalls)
+	assert.Equal(t, n, ok+inProgress)
+	assert.EqualValues(t, ok-1, st.DuplicatesSkipped)
+	assert.EqualValues(t, inProgress, st.InProgressRejected)
+}
+
+func TestIdempotentExpiryEnforcedByLibrary(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{Expiry: 10 * time.Minute})
+	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 1}))
+
+	e.clk.Advance(10 * time.Minute) // at the expiry second: still valid
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2}))
+	e.assertN("a", 1)
+
+	// Past it the record is still in the table (no TTL deletion yet), but
+	// the sink treats it as gone.
+	e.clk.Advance(time.Second)
+	_, ok := e.record("m-1")
+	require.True(t, ok)
+	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 3}))
+	e.assertN("a", 3)
+	rec, _ := e.record("m-1")
+	assert.Equal(t, strconv.FormatInt(e.clk.Now().Add(10*time.Minute).Unix(), 10), numberAttr(rec, sink.RecordExpiryAttribute))
+}
+
+func TestIdempotentInProgressExpiry(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	seed := func(ipExpiry time.Time) {
+		e.fake.Set(idemTable, map[string]types.AttributeValue{
+			"id":                                 &types.AttributeValueMemberS{Value: "orders#m-1"},
+			sink.RecordStatusAttribute:           &types.AttributeValueMemberS{Value: sink.StatusInProgress},
+			sink.RecordExpiryAttribute:           &types.AttributeValueMemberN{Value: strconv.FormatInt(epoch.Add(time.Hour).Unix(), 10)},
+			sink.RecordInProgressExpiryAttribute: &types.AttributeValueMemberN{Value: strconv.FormatInt(ipExpiry.UnixMilli(), 10)},
+		})
+	}
+	// A writer that died a moment ago still holds the key...
+	seed(epoch.Add(time.Millisecond))
+	assert.ErrorIs(t, e.sink.Put(msg(t, "m-1"), order{PK: "a"}), sink.ErrInProgress)
+	// ...one whose in-progress expiry passed does not.
+	seed(epoch.Add(-time.Millisecond))
+	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a"}))
+	rec, _ := e.record("m-1")
+	assert.Equal(t, sink.StatusComplete, stringAttr(rec, sink.RecordStatusAttribute))
+}
+
+func TestIdempotentPayloadHash(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{PayloadHash: true}, sink.WithTTL("ttl", time.Hour))
+	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 1}))
+	rec, _ := e.record("m-1")
+	assert.Len(t, stringAttr(rec, sink.RecordValidationAttribute), 64)
+
+	// Same items later: the TTL attribute differs but is not hashed.
+	e.clk.Advance(time.Minute)
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
+	assert.EqualValues(t, 1, e.sink.Stats().DuplicatesSkipped)
+
+	err := e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2})
+	var mismatch *sink.PayloadMismatchError
+	require.ErrorAs(t, err, &mismatch)
+	assert.Equal(t, "orders#m-1", mismatch.Key)
+	assert.ErrorIs(t, err, sink.ErrPayloadMismatch)
+	e.assertN("a", 1)
+}
+
+func TestIdempotentWriteFailureDeletesRecord(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	e.fake.RejectItems(func(_ string, item dynamofake.Item) bool { return stringAttr(item, "pk") == "a" })
+	err := e.put(msg(t, "m-1"), linger, order{PK: "a"})
+	var we *sink.WriteError
+	require.ErrorAs(t, err, &we)
+	_, ok := e.record("m-1")
+	assert.False(t, ok, "the record is deleted so that a retry can run")
+	assert.EqualValues(t, 1, e.sink.Stats().DeleteItemCalls)
+
+	e.fake.RejectItems(nil)
+	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a"}))
+	_, ok = e.item("a")
+	assert.True(t, ok)
+}
+
+func TestIdempotentCleanupOutlivesCallerContext(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{}, sink.WithLinger(0))
+	entered := make(chan struct{})
+	e.fake.SetFault(func(ctx context.Context, op string) error {
+		if op == dynamofake.OpBatchWriteItem {
+			close(entered)
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(msg(t, "m-1"))
+	done := e.goPut(ctx, order{PK: "a"})
+	<-entered
+	cancel()
+	assert.ErrorIs(t, <-done, context.Canceled)
+	_, ok := e.record("m-1")
+	assert.False(t, ok, "deleted although the caller's context ended")
+}
+
+func TestIdempotentCompleteFailureLeavesInProgress(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{InProgressExpiry: time.Minute})
+	e.fake.SetFault(func(_ context.Context, op string) error {
+		if op == dynamofake.OpUpdateItem {
+			return &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "no UpdateItem"}
+		}
+		return nil
+	})
+	err := e.put(msg(t, "m-1"), linger, order{PK: "a", N: 1})
+	assert.ErrorContains(t, err, "stays INPROGRESS")
+	assert.ErrorContains(t, err, "AccessDeniedException")
+	_, ok := e.item("a")
+	assert.True(t, ok, "the items were written")
+	rec, _ := e.record("m-1")
+	assert.Equal(t, sink.StatusInProgress, stringAttr(rec, sink.RecordStatusAttribute))
+
+	// The documented limit: a redelivery waits out the in-progress expiry
+	// and then writes again.
+	e.fake.SetFault(nil)
+	assert.ErrorIs(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2}), sink.ErrInProgress)
+	e.clk.Advance(time.Minute + time.Millisecond)
+	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 2}))
+	e.assertN("a", 2)
+}
+
+func TestIdempotentKeys(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	assert.ErrorIs(t, e.sink.Put(t.Context(), order{PK: "a"}), sink.ErrNoKey)
+	assert.Zero(t, e.fake.TotalCalls())
+
+	// A producer-assigned id: two messages carrying one event write once.
+	byBody := newIdemEnv(t, sink.IdempotencyConfig[order]{
+		Prefix: "events",
+		KeyFunc: func(_ context.Context, items []order) (string, error) {
+			if items[0].Body == "" {
+				return "", errors.New("no event id")
+			}
+			return items[0].Body, nil
+		},
+	})
+	require.NoError(t, byBody.put(msg(t, "m-1"), linger, order{PK: "a", N: 1, Body: "evt-9"}))
+	require.NoError(t, byBody.sink.Put(msg(t, "m-2"), order{PK: "a", N: 2, Body: "evt-9"}))
+	byBody.assertN("a", 1)
+	_, ok := byBody.fake.Get(idemTable, map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: "events#evt-9"}})
+	assert.True(t, ok)
+	assert.ErrorContains(t, byBody.sink.Put(msg(t, "m-3"), order{PK: "a"}), "no event id")
+}
+
+func TestIdempotentReadsRecordWhenConditionFailureHasNoItem(t *testing.T) {
+	// dynalite does not return the item on a failed condition.
+	e := newEnvWithFake(t, []dynamofake.Option{dynamofake.WithoutConditionCheckItem()},
+		sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idemTable}))
+	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 1}))
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2}))
+	st := e.sink.Stats()
+	assert.EqualValues(t, 1, st.DuplicatesSkipped)
+	assert.EqualValues(t, 1, st.GetItemCalls)
+}
+
+func TestIdempotentRetriesThrottledRecordCalls(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	e.fake.Throttle(dynamofake.OpPutItem, 2)
+	e.fake.Throttle(dynamofake.OpUpdateItem, 1)
+	// One item cannot be split: drive the clock from the start, through
+	// the backoffs of the record calls and the linger.
+	require.NoError(t, e.drive(e.goPut(msg(t, "m-1"), order{PK: "a"}), maxDelay))
+	rec, _ := e.record("m-1")
+	assert.Equal(t, sink.StatusComplete, stringAttr(rec, sink.RecordStatusAttribute))
+	assert.EqualValues(t, 3, e.sink.Stats().Retries)
+}
+
+func TestIdempotentUnknownRecordStatus(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	e.fake.Set(idemTable, map[string]types.AttributeValue{
+		"id":                       &types.AttributeValueMemberS{Value: "orders#m-1"},
+		sink.RecordStatusAttribute: &types.AttributeValueMemberS{Value: "WEIRD"},
+		sink.RecordExpiryAttribute: &types.AttributeValueMemberN{Value: strconv.FormatInt(epoch.Add(time.Hour).Unix(), 10)},
+	})
+	assert.ErrorContains(t, e.sink.Put(msg(t, "m-1"), order{PK: "a"}), `unknown status "WEIRD"`)
+	assert.Zero(t, e.fake.Calls(dynamofake.OpBatchWriteItem))
+}
+
+func TestPayloadMismatchErrorMessage(t *testing.T) {
+	err := &sink.PayloadMismatchError{Key: "k", Stored: "0123456789abcdef", Got: "fedcba9876543210"}
+	assert.Equal(t, `sink: idempotency key "k" reused with a different payload (stored hash 0123456789ab, got fedcba987654)`, err.Error())
+}

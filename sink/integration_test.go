@@ -1,0 +1,168 @@
+package sink_test
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/smithy-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/awstest"
+	"github.com/sqspool/sqspool/sink"
+)
+
+// The integration tests run the sink through the real SDK against DynamoDB
+// or an emulator (./scripts/test starts dynalite); they skip unless
+// SQSPOOL_INTEGRATION=1.
+
+func integrationSink(t *testing.T, ddb *dynamodb.Client, tbl string, opts ...sink.DynamoDBOption) *sink.DynamoDB[order] {
+	t.Helper()
+	s := sink.NewDynamoDB[order](ddb, tbl, opts...)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		assert.NoError(t, s.Close(ctx))
+	})
+	return s
+}
+
+func getOrder(t *testing.T, ddb *dynamodb.Client, tbl, pk string) (order, bool) {
+	t.Helper()
+	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: &tbl, Key: keyOf(pk), ConsistentRead: new(true)})
+	require.NoError(t, err)
+	if out.Item == nil {
+		return order{}, false
+	}
+	var o order
+	require.NoError(t, unmarshal(out.Item, &o))
+	return o, true
+}
+
+func TestIntegrationDynamoDBBatchedWrites(t *testing.T) {
+	ddb := awstest.DynamoDB(t)
+	tbl := awstest.NewTable(t, ddb, "pk")
+	s := integrationSink(t, ddb, tbl, sink.WithLinger(20*time.Millisecond))
+
+	// 8 workers, 15 items each, keys repeating within and across workers.
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			items := make([]order, 15)
+			for i := range items {
+				items[i] = order{PK: fmt.Sprint("o", (w*15+i)%100), N: i}
+			}
+			assert.NoError(t, s.Put(t.Context(), items...))
+		})
+	}
+	wg.Wait()
+	for i := range 100 {
+		_, ok := getOrder(t, ddb, tbl, fmt.Sprint("o", i))
+		assert.True(t, ok, "o%d", i)
+	}
+	st := s.Stats()
+	assert.EqualValues(t, 120, st.ItemsWritten)
+	assert.Less(t, st.BatchWriteItemCalls, int64(30), "batched: %+v", st)
+	assert.Zero(t, st.ValidationFallbacks, "no duplicate-key rejections")
+	t.Logf("120 items: %d BatchWriteItem calls, %.0f calls per 1000 items", st.BatchWriteItemCalls, st.CallsPer1000Items())
+
+	// The last write of a key in one Put wins.
+	require.NoError(t, s.Put(t.Context(), order{PK: "d", N: 1}, order{PK: "d", N: 2}, order{PK: "d", N: 3}))
+	o, _ := getOrder(t, ddb, tbl, "d")
+	assert.Equal(t, 3, o.N)
+}
+
+func TestIntegrationDynamoDBValidationFailsOnlyBadItems(t *testing.T) {
+	ddb := awstest.DynamoDB(t)
+	tbl := awstest.NewTable(t, ddb, "pk")
+	// A key hook that leaves one item without its key makes it invalid.
+	s := integrationSink(t, ddb, tbl, sink.WithKeyHook(func(_ context.Context, o order, av map[string]types.AttributeValue) error {
+		if o.PK == "bad" {
+			delete(av, "pk")
+		}
+		return nil
+	}))
+	err := s.Put(t.Context(), order{PK: "good1"}, order{PK: "bad"}, order{PK: "good2"})
+	var we *sink.WriteError
+	require.ErrorAs(t, err, &we)
+	require.Len(t, we.Items, 1)
+	assert.Equal(t, 1, we.Items[0].Index)
+	var apiErr smithy.APIError
+	require.ErrorAs(t, err, &apiErr)
+	assert.Equal(t, "ValidationException", apiErr.ErrorCode())
+	for _, pk := range []string{"good1", "good2"} {
+		_, ok := getOrder(t, ddb, tbl, pk)
+		assert.True(t, ok, pk)
+	}
+}
+
+func TestIntegrationDynamoDBItemSizeLimit(t *testing.T) {
+	ddb := awstest.DynamoDB(t)
+	tbl := awstest.NewTable(t, ddb, "pk")
+	s := integrationSink(t, ddb, tbl)
+	// The largest item the sink lets through is accepted by the server.
+	fits := order{PK: "fits", Body: strings.Repeat("x", sink.MaxItemSize-len("pkfitsn0body")-2)}
+	require.NoError(t, s.Put(t.Context(), fits))
+	err := s.Put(t.Context(), order{PK: "big", Body: strings.Repeat("x", sink.MaxItemSize)})
+	assert.ErrorIs(t, err, sink.ErrItemTooLarge)
+}
+
+func TestIntegrationDynamoDBIdempotency(t *testing.T) {
+	ddb := awstest.DynamoDB(t)
+	tbl := awstest.NewTable(t, ddb, "pk")
+	idem := awstest.NewTable(t, ddb, "id")
+	// The manual clock drives the record expiries the sink writes and
+	// compares; with no linger and no throttling nothing waits on it.
+	clk := clock.NewManual(time.Now())
+	s := integrationSink(t, ddb, tbl, sink.WithClock(clk), sink.WithLinger(0),
+		sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idem, Expiry: time.Hour, PayloadHash: true}))
+	ctx := sink.WithKey(t.Context(), "m-1")
+
+	require.NoError(t, s.Put(ctx, order{PK: "a", N: 1}))
+	require.NoError(t, s.Put(ctx, order{PK: "a", N: 1}), "redelivery")
+	assert.EqualValues(t, 1, s.Stats().DuplicatesSkipped)
+	assert.ErrorIs(t, s.Put(ctx, order{PK: "a", N: 2}), sink.ErrPayloadMismatch)
+	o, _ := getOrder(t, ddb, tbl, "a")
+	assert.Equal(t, 1, o.N)
+
+	// Expired by the sink's clock, though still in the table.
+	clk.Advance(time.Hour + time.Second)
+	require.NoError(t, s.Put(ctx, order{PK: "a", N: 3}))
+	o, _ = getOrder(t, ddb, tbl, "a")
+	assert.Equal(t, 3, o.N)
+
+	// A record held by a live writer.
+	_, err := ddb.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: &idem, Item: map[string]types.AttributeValue{
+		"id":                                 &types.AttributeValueMemberS{Value: tbl + "#m-2"},
+		sink.RecordStatusAttribute:           &types.AttributeValueMemberS{Value: sink.StatusInProgress},
+		sink.RecordExpiryAttribute:           &types.AttributeValueMemberN{Value: strconv.FormatInt(clk.Now().Add(time.Hour).Unix(), 10)},
+		sink.RecordInProgressExpiryAttribute: &types.AttributeValueMemberN{Value: strconv.FormatInt(clk.Now().Add(time.Minute).UnixMilli(), 10)},
+	}})
+	require.NoError(t, err)
+	assert.ErrorIs(t, s.Put(sink.WithKey(t.Context(), "m-2"), order{PK: "b"}), sink.ErrInProgress)
+	clk.Advance(time.Minute + time.Second)
+	require.NoError(t, s.Put(sink.WithKey(t.Context(), "m-2"), order{PK: "b"}), "in-progress expired")
+
+	// A failed write releases the key.
+	bad := integrationSink(t, ddb, tbl, sink.WithClock(clk), sink.WithLinger(0),
+		sink.WithKeyHook(func(_ context.Context, _ order, av map[string]types.AttributeValue) error {
+			delete(av, "pk")
+			return nil
+		}),
+		sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idem}))
+	var we *sink.WriteError
+	require.ErrorAs(t, bad.Put(sink.WithKey(t.Context(), "m-3"), order{PK: "c"}), &we)
+	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: &idem, ConsistentRead: new(true),
+		Key: map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: tbl + "#m-3"}}})
+	require.NoError(t, err)
+	assert.Nil(t, out.Item, "record deleted after the failed write")
+	t.Logf("stats: %+v", s.Stats())
+}
