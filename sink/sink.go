@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+
+	"github.com/sqspool/sqspool"
 )
 
 // Sink stores the results of message handlers.
@@ -38,20 +40,40 @@ func (f Func[T]) Put(ctx context.Context, items ...T) error { return f(ctx, item
 type keyContextKey struct{}
 
 // WithKey returns a copy of ctx that carries key as the idempotency key of the
-// work done under it. The pool calls it with the SQS MessageId of every
-// message before its handler runs, so a sink can recognise a redelivery of
-// the same message. A handler that knows a better key (an id the producer
-// assigned, stable across re-sends of the same logical event) may call it
-// again to override the MessageId.
+// work done under it. Inside a sqspool handler the key defaults to the SQS
+// MessageId of the message being handled, so a sink recognises a redelivery
+// of the same message with no call at all. A handler that knows a better key
+// (an id the producer assigned, stable across re-sends of the same logical
+// event) calls WithKey to use it instead.
 func WithKey(ctx context.Context, key string) context.Context {
 	return context.WithValue(ctx, keyContextKey{}, key)
 }
 
-// KeyFrom returns the idempotency key stored in ctx by WithKey. ok is false
-// when there is none or it is empty.
+// KeyFrom returns the idempotency key of ctx: the one set by WithKey, else
+// the MessageId of the sqspool message whose handler ctx belongs to. ok is
+// false when there is none or it is empty.
 func KeyFrom(ctx context.Context) (key string, ok bool) {
-	key, _ = ctx.Value(keyContextKey{}).(string)
-	return key, key != ""
+	if key, _ = ctx.Value(keyContextKey{}).(string); key != "" {
+		return key, true
+	}
+	if m, found := sqspool.MessageFrom(ctx); found {
+		return m.ID, m.ID != ""
+	}
+	return "", false
+}
+
+// Pipe makes a sqspool handler of the classic consumer: process the message
+// into a result, write the result to s, and only then let the pool delete
+// the message. Any error, from process or from s, leaves the message to be
+// delivered again.
+func Pipe[T, R any](process func(ctx context.Context, msg *T) (R, error), s Sink[R]) sqspool.Handler[T] {
+	return func(ctx context.Context, msg *T) error {
+		r, err := process(ctx, msg)
+		if err != nil {
+			return err
+		}
+		return s.Put(ctx, r)
+	}
 }
 
 var (
