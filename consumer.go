@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -197,16 +198,24 @@ func (c *credits) available() int {
 	return c.free
 }
 
+func (p *poller) unadmit(n int) {
+	if p.breaker != nil {
+		p.breaker.unadmit(n)
+	}
+}
+
 // poller long-polls the queue while slots are free and hands what it
 // receives to the dispatcher.
 type poller struct {
 	client     Client
 	queueURL   string
 	input      sqs.ReceiveMessageInput
-	want       int
+	want       int           // most messages per receive
+	limit      *atomic.Int64 // the pool's live concurrency limit
 	fill       time.Duration
 	clock      clock.Clock
 	credits    *credits
+	breaker    *breaker // nil: always admit
 	dispatch   func([]types.Message)
 	calls      *apiCounters
 	onError    func(error)
@@ -237,8 +246,16 @@ func (p *poller) run(ctx context.Context) {
 	backoff := p.minBackoff
 	w := &waiter{ch: make(chan struct{}, 1)}
 	for {
-		n, err := p.credits.take(ctx, w, p.want, p.fill, p.clock)
+		want := min(p.want, max(int(p.limit.Load()), 1))
+		if p.breaker != nil {
+			var err error
+			if want, err = p.breaker.admit(ctx, want); err != nil {
+				return
+			}
+		}
+		n, err := p.credits.take(ctx, w, want, p.fill, p.clock)
 		if err != nil {
+			p.unadmit(want)
 			return
 		}
 		in := p.input // the SDK may keep a pointer to it for the call's life
@@ -247,6 +264,7 @@ func (p *poller) run(ctx context.Context) {
 		out, err := p.client.ReceiveMessage(ctx, &in)
 		if err != nil {
 			p.credits.release(n)
+			p.unadmit(want)
 			if ctx.Err() != nil {
 				return
 			}
@@ -261,6 +279,7 @@ func (p *poller) run(ctx context.Context) {
 		backoff = p.minBackoff
 		// A negative release takes slots for any message beyond what was asked.
 		p.credits.release(n - len(out.Messages))
+		p.unadmit(want - len(out.Messages))
 		if len(out.Messages) == 0 {
 			p.calls.empty()
 			continue

@@ -52,6 +52,8 @@ type config struct {
 	snsEnvelope      bool
 	decodePolicy     DecodeFailurePolicy
 	retryBackoff     Backoff
+	breaker          *CircuitBreaker
+	adaptive         *AdaptiveConcurrency
 	heartbeat        bool
 	onError          ErrorHook
 	logger           *slog.Logger
@@ -95,6 +97,10 @@ func (c *config) validate() error {
 		return fmt.Errorf("sqspool: batch concurrency must be at least 1, got %d", c.batchConcurrency)
 	case c.batchAttempts < 1:
 		return fmt.Errorf("sqspool: batch attempts must be at least 1, got %d", c.batchAttempts)
+	}
+	if c.adaptive != nil {
+		a := c.adaptive.withDefaults(c.workers)
+		c.adaptive, c.workers = &a, a.Max // one worker goroutine per slot the limit may reach
 	}
 	if c.pollers == 0 {
 		c.pollers = defaultPollers(c.workers, c.maxMessages)
@@ -146,6 +152,19 @@ func WithHeartbeat(on bool) Option { return func(c *config) { c.heartbeat = on }
 // messages to their visibility timeout. A handler can ask for a delay with
 // RetryAfter, or for no retry with NoRetry.
 func WithRetryBackoff(b Backoff) Option { return func(c *config) { c.retryBackoff = b } }
+
+// WithCircuitBreaker stops receiving while handlers fail against a broken
+// downstream, instead of burning the messages' receive counts into the
+// dead-letter queue (default: off). See CircuitBreaker for the defaults of
+// its zero fields.
+func WithCircuitBreaker(cb CircuitBreaker) Option { return func(c *config) { c.breaker = &cb } }
+
+// WithAdaptiveConcurrency lets the number of handlers running at once move
+// between a.Min and a.Max with the handlers' latency (default: off, the
+// fixed WithWorkers). See AdaptiveConcurrency for the algorithm.
+func WithAdaptiveConcurrency(a AdaptiveConcurrency) Option {
+	return func(c *config) { c.adaptive = &a }
+}
 
 // WithDeleteLinger sets how long a finished message may wait for others to
 // fill its DeleteMessageBatch call (default 20ms). Under load batches fill to

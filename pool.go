@@ -22,14 +22,17 @@ type Pool struct {
 	queue    queueInfo
 	counters counters
 	credits  *credits
+	limit    atomic.Int64 // slots receives may fill: the workers, or the adaptive limit
+	limiter  *limiter     // nil unless WithAdaptiveConcurrency
+	brk      *breaker     // nil unless WithCircuitBreaker
 	disp     *dispatcher
 	deq      *dequeuer
 	work     chan *record
 	process  func(*record) (ok bool, delay time.Duration)
 
 	pollCancel    context.CancelFunc
-	beatCancel    context.CancelFunc
-	beatDone      chan struct{}
+	bgCancel      context.CancelFunc // heartbeat and adaptive limit
+	bg            sync.WaitGroup
 	handlerCtx    context.Context // carries the parent's values, not its cancellation
 	handlerCancel context.CancelFunc
 
@@ -102,7 +105,18 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 func (p *Pool) start(parent context.Context, client Client) {
 	cfg := &p.cfg
 	want := min(cfg.maxMessages, cfg.workers)
-	p.credits = newCredits(cfg.workers)
+	slots := cfg.workers
+	if cfg.adaptive != nil {
+		p.limiter = newLimiter(*cfg.adaptive)
+		slots = p.limiter.cfg.Min
+	}
+	p.limit.Store(int64(slots))
+	p.credits = newCredits(slots)
+	if cfg.breaker != nil {
+		p.brk = newBreaker(*cfg.breaker, cfg.clock, func(from, to BreakerState) {
+			cfg.logger.Warn("sqspool: circuit breaker "+to.String(), "queue", p.queue.url, "from", from.String())
+		})
+	}
 	// Room for a receive that returned more than it asked for.
 	p.work = make(chan *record, cfg.workers+maxBatch)
 	p.disp = &dispatcher{
@@ -137,9 +151,11 @@ func (p *Pool) start(parent context.Context, client Client) {
 			client:     client,
 			input:      input,
 			want:       want,
+			limit:      &p.limit,
 			fill:       cfg.receiveFill,
 			clock:      cfg.clock,
 			credits:    p.credits,
+			breaker:    p.brk,
 			dispatch:   p.disp.dispatch,
 			calls:      &p.counters.api,
 			onError:    func(err error) { p.report(pollCtx, nil, err) },
@@ -153,15 +169,22 @@ func (p *Pool) start(parent context.Context, client Client) {
 			pl.run(pollCtx)
 		}()
 	}
-	p.beatDone = make(chan struct{})
-	beatCtx, beatCancel := context.WithCancel(context.Background())
-	p.beatCancel = beatCancel
-	go func() {
-		defer close(p.beatDone)
-		if cfg.heartbeat {
-			p.heartbeat(beatCtx)
-		}
-	}()
+	bgCtx, bgCancel := context.WithCancel(context.Background())
+	p.bgCancel = bgCancel
+	if cfg.heartbeat {
+		p.bg.Add(1)
+		go func() {
+			defer p.bg.Done()
+			p.heartbeat(bgCtx)
+		}()
+	}
+	if p.limiter != nil {
+		p.bg.Add(1)
+		go func() {
+			defer p.bg.Done()
+			p.adapt(bgCtx)
+		}()
+	}
 	p.workersLeft.Store(int64(cfg.workers))
 	for range cfg.workers {
 		go p.worker()
@@ -192,7 +215,7 @@ func (p *Pool) worker() {
 	for rec := range p.work {
 		for rec != nil {
 			var released []*record
-			if p.stopping.Load() {
+			if p.stopping.Load() || (p.brk != nil && !p.brk.allows()) {
 				p.giveBack(0, rec)
 				rec, released = p.disp.next(rec, false, 0)
 				p.giveBack(0, released...)
@@ -238,11 +261,18 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	// The deadline is on the pool's clock; the context's timer is real.
 	ctx, cancel := context.WithTimeout(ctx, rec.deadline.Sub(p.cfg.clock.Now()))
 	rec.state.Store(recRunning)
-	p.running.Add(1)
+	running := p.running.Add(1)
+	began := p.cfg.clock.Now()
 	err = callHandler(ctx, h, v)
+	if p.limiter != nil {
+		p.limiter.observe(p.cfg.clock.Now().Sub(began), running)
+	}
 	p.running.Add(-1)
 	rec.state.Store(recFinished)
 	cancel()
+	if p.brk != nil {
+		p.brk.record(err)
+	}
 	if err == nil {
 		p.counters.processed.Add(1)
 		p.finish(rec)
@@ -312,7 +342,11 @@ func (p *Pool) report(ctx context.Context, m *Message, err error) {
 
 // Stats returns the pool's counters now.
 func (p *Pool) Stats() Stats {
-	return p.counters.snapshot(int64(p.cfg.workers - p.credits.available()))
+	limit := p.limit.Load()
+	s := p.counters.snapshot(limit - int64(p.credits.available()))
+	s.ConcurrencyLimit = limit
+	s.Breaker, s.BreakerOpens = p.brk.snapshot()
+	return s
 }
 
 // QueueURL is the URL of the queue the pool consumes.
@@ -399,8 +433,8 @@ func (p *Pool) stop(ctx context.Context) error {
 		}
 		t.Stop()
 	}
-	p.beatCancel()
-	<-p.beatDone
+	p.bgCancel()
+	p.bg.Wait()
 	flushCtx := ctx
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc

@@ -17,6 +17,12 @@ type Stats struct {
 	Dropped      int64 // failed messages deleted because the handler said ErrNoRetry
 	Extended     int64 // visibility extensions made by the heartbeat
 	InFlight     int64 // received and not yet finished, now
+	// ConcurrencyLimit is how many messages may be held at once now: the
+	// worker count, or the live limit under WithAdaptiveConcurrency.
+	ConcurrencyLimit int64
+	// Breaker is the circuit breaker's state; BreakerOpens counts openings.
+	Breaker      BreakerState
+	BreakerOpens int64
 	// EmptyReceives counts long polls that returned no message.
 	EmptyReceives int64
 	// Calls counts SQS requests by API name; CallErrors the failed ones.

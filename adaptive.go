@@ -1,0 +1,132 @@
+package sqspool
+
+import (
+	"context"
+	"math"
+	"sync/atomic"
+	"time"
+)
+
+// AdaptiveConcurrency configures WithAdaptiveConcurrency. Zero fields take
+// the defaults in their comments.
+//
+// The limit follows the downstream, Vegas-style (after Netflix's
+// concurrency-limits): every Interval it estimates how many handlers are
+// only waiting inside the downstream, queue = limit × (1 − baseline ÷
+// latency), where latency is the handlers' mean over the interval and
+// baseline the lowest mean seen (re-learned when even the minimum limit is
+// slower than it, i.e. the downstream got slower for good). Below
+// 3·log10(limit) waiting, the limit grows by log10(limit); above
+// 6·log10(limit), it shrinks by as much. A downstream whose latency starts
+// to climb at K concurrent calls thus holds the limit a few above K, where
+// throughput is already at its best, instead of at Max. A limit that is not
+// in use, because the queue runs dry, shrinks toward what is. The limit stays
+// within [Min, Max]; receives ask only for what it leaves free.
+type AdaptiveConcurrency struct {
+	// Min and Max bound the number of handlers running at once (defaults 1
+	// and the pool's worker count).
+	Min, Max int
+	// Interval is how often the limit is adjusted (default 250ms). An
+	// interval with fewer than three outcomes is skipped.
+	Interval time.Duration
+}
+
+func (a *AdaptiveConcurrency) withDefaults(workers int) AdaptiveConcurrency {
+	d := *a
+	if d.Max <= 0 {
+		d.Max = workers
+	}
+	d.Min = min(max(d.Min, 1), d.Max)
+	if d.Interval <= 0 {
+		d.Interval = 250 * time.Millisecond
+	}
+	return d
+}
+
+// limiter holds the live concurrency limit and the samples that move it.
+type limiter struct {
+	cfg AdaptiveConcurrency
+
+	limit    float64 // the credits hold its rounded value
+	baseline time.Duration
+
+	// Written by workers, drained by adjust.
+	latencySum atomic.Int64 // nanoseconds
+	samples    atomic.Int64
+	peak       atomic.Int64 // most handlers running at once this interval
+}
+
+func newLimiter(cfg AdaptiveConcurrency) *limiter {
+	return &limiter{cfg: cfg, limit: float64(cfg.Min)}
+}
+
+// observe records a handler's latency and how many were running with it.
+func (l *limiter) observe(d time.Duration, running int64) {
+	l.latencySum.Add(int64(d))
+	l.samples.Add(1)
+	for {
+		p := l.peak.Load()
+		if running <= p || l.peak.CompareAndSwap(p, running) {
+			return
+		}
+	}
+}
+
+// adjust computes the next limit from the interval's samples and the number
+// of handlers running now. It reports false when the interval had too few
+// samples to judge.
+func (l *limiter) adjust(running int64) (int, bool) {
+	n := l.samples.Swap(0)
+	sum := l.latencySum.Swap(0)
+	peak := float64(l.peak.Swap(0))
+	lo, hi := float64(l.cfg.Min), float64(l.cfg.Max)
+	switch {
+	case n == 0 && running == 0:
+		// Idle: the queue is empty. Give back concurrency slowly.
+		l.limit = math.Max(lo, l.limit*0.9)
+		return int(math.Round(l.limit)), true
+	case n < 3:
+		return int(math.Round(l.limit)), false
+	}
+	latency := time.Duration(sum / n)
+	if l.baseline == 0 || latency < l.baseline || (l.limit <= lo && float64(latency) > 1.5*float64(l.baseline)) {
+		l.baseline = latency
+	}
+	step := math.Max(1, math.Log10(l.limit))
+	queued := l.limit * (1 - float64(l.baseline)/float64(latency))
+	switch {
+	case peak < 0.5*l.limit:
+		// The limit is not in use (the queue runs dry): shrink toward use.
+		l.limit = math.Max(peak+step, l.limit*0.9)
+	case queued < 3*step:
+		l.limit += step
+	case queued > 6*step:
+		l.limit -= step
+	}
+	l.limit = math.Min(math.Max(l.limit, lo), hi)
+	return int(math.Round(l.limit)), true
+}
+
+// adapt runs the limiter until ctx ends, moving the pool's credits.
+func (p *Pool) adapt(ctx context.Context) {
+	for {
+		t := p.cfg.clock.NewTimer(p.limiter.cfg.Interval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C():
+		}
+		if next, ok := p.limiter.adjust(p.running.Load()); ok {
+			p.setLimit(next)
+		}
+	}
+}
+
+// setLimit moves the number of slots receives may fill. Shrinking takes
+// effect as running handlers finish.
+func (p *Pool) setLimit(n int) {
+	if old := p.limit.Swap(int64(n)); old != int64(n) {
+		p.credits.release(n - int(old))
+	}
+}

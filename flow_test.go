@@ -1,0 +1,196 @@
+package sqspool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sqspool/sqspool/clock"
+)
+
+func newTestBreaker(clk clock.Clock, changes chan BreakerState) *breaker {
+	return newBreaker(CircuitBreaker{
+		Window: 10 * time.Second, MinRequests: 4, FailureRatio: 0.5, CoolDown: 30 * time.Second, Probes: 2,
+		OnStateChange: func(_, to BreakerState) {
+			if changes != nil {
+				changes <- to
+			}
+		},
+	}, clk, func(from, to BreakerState) {})
+}
+
+func TestBreakerOpensOnFailureRatioAndProbesAfterCoolDown(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	b := newTestBreaker(clk, nil)
+	boom := errors.New("downstream down")
+	b.record(nil)
+	b.record(boom)
+	b.record(nil)
+	assert.True(t, b.allows(), "3 outcomes are below MinRequests")
+	b.record(boom)
+	assert.False(t, b.allows(), "2 of 4 failed: open")
+	state, opens := b.snapshot()
+	assert.Equal(t, BreakerOpen, state)
+	assert.EqualValues(t, 1, opens)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := b.admit(ctx, 10)
+	assert.ErrorIs(t, err, context.Canceled, "an open breaker admits nothing")
+
+	clk.Advance(30 * time.Second)
+	n, err := b.admit(context.Background(), 10)
+	require.NoError(t, err)
+	assert.Equal(t, 2, n, "half-open lets the probes through")
+	n2, err := b.admit(ctx, 10)
+	assert.Error(t, err, "and no more")
+	assert.Zero(t, n2)
+	b.record(nil)
+	b.record(nil)
+	state, _ = b.snapshot()
+	assert.Equal(t, BreakerClosed, state, "the probes succeeded")
+	n, _ = b.admit(context.Background(), 10)
+	assert.Equal(t, 10, n)
+}
+
+func TestBreakerReopensWhenAProbeFails(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	b := newTestBreaker(clk, nil)
+	for range 4 {
+		b.record(errors.New("x"))
+	}
+	clk.Advance(30 * time.Second)
+	n, err := b.admit(context.Background(), 10)
+	require.NoError(t, err)
+	b.unadmit(n - 1) // the receive brought one message
+	b.record(errors.New("still down"))
+	state, opens := b.snapshot()
+	assert.Equal(t, BreakerOpen, state)
+	assert.EqualValues(t, 2, opens)
+}
+
+func TestBreakerWindowForgetsOldOutcomes(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	b := newTestBreaker(clk, nil)
+	for range 3 {
+		b.record(errors.New("x"))
+	}
+	clk.Advance(11 * time.Second) // the failures slid out of the window
+	b.record(nil)
+	b.record(errors.New("x"))
+	b.record(nil)
+	b.record(nil)
+	assert.True(t, b.allows(), "1 of the 4 outcomes in the window failed")
+}
+
+func TestBreakerIgnoresNoRetryErrors(t *testing.T) {
+	b := newTestBreaker(clock.NewManual(time.Now()), nil)
+	for range 10 {
+		b.record(NoRetry(errors.New("bad order")))
+	}
+	assert.True(t, b.allows(), "a message's own fault says nothing of the downstream")
+}
+
+// The issue's scenario: a downstream outage must not push good messages
+// into the dead-letter queue, must not keep the pool receiving, and must
+// end by itself when the downstream is back.
+func TestBreakerKeepsAnOutageOutOfTheDLQ(t *testing.T) {
+	e := newEnv(t, nil)
+	dlq := e.fake.MustCreateQueue("orders-dlq", nil)
+	e.queue = e.fake.MustCreateQueue("orders-guarded", map[string]string{
+		"VisibilityTimeout": "30",
+		"RedrivePolicy":     fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"3"}`, e.fake.QueueARN("orders-dlq")),
+	})
+	e.sendOrders(40)
+	var down atomic.Bool
+	down.Store(true)
+	changes := make(chan BreakerState, 10)
+	s := newSeen()
+	p := e.start(func(ctx context.Context, o *order) error {
+		if down.Load() {
+			return errors.New("table unavailable")
+		}
+		return s.handler(ctx, o)
+	}, WithWorkers(4), WithCircuitBreaker(CircuitBreaker{
+		MinRequests: 4, CoolDown: time.Minute, Probes: 2,
+		OnStateChange: func(_, to BreakerState) { changes <- to },
+	}))
+	require.Equal(t, BreakerOpen, <-changes)
+	receivesAtOpen := e.fake.Calls("ReceiveMessage")
+
+	// Still down at the first probe: it opens again.
+	e.clk.Advance(time.Minute)
+	require.Equal(t, BreakerHalfOpen, <-changes)
+	require.Equal(t, BreakerOpen, <-changes)
+
+	down.Store(false)
+	e.clk.Advance(time.Minute)
+	require.Equal(t, BreakerHalfOpen, <-changes)
+	require.Equal(t, BreakerClosed, <-changes)
+	s.wait(t, 40) // processing resumed by itself
+	e.shutdown(p)
+
+	fs := e.fake.Stats(dlq)
+	assert.Zero(t, fs.Visible+fs.InFlight, "no message reached the DLQ because of the outage")
+	assert.LessOrEqual(t, receivesAtOpen, 8, "the outage was noticed within a few receives")
+	st := p.Stats()
+	assert.EqualValues(t, 2, st.BreakerOpens)
+	assert.Equal(t, BreakerClosed, st.Breaker)
+}
+
+// simulate runs the limiter against a downstream whose latency is base up to
+// knee handlers at once and grows in proportion beyond, and returns the
+// limits it chose.
+func simulate(l *limiter, knee int, base time.Duration, rounds int) []int {
+	var limits []int
+	limit := l.cfg.Min
+	for range rounds {
+		c := limit
+		lat := base * time.Duration(math.Max(1, float64(c)/float64(knee))*1000) / 1000
+		for range 50 {
+			l.observe(lat, int64(c))
+		}
+		limit, _ = l.adjust(int64(c))
+		limits = append(limits, limit)
+	}
+	return limits
+}
+
+func TestAdaptiveLimitSettlesNearTheKneeNotAtTheMaximum(t *testing.T) {
+	for _, knee := range []int{8, 32} {
+		l := newLimiter((&AdaptiveConcurrency{Min: 1, Max: 256}).withDefaults(256))
+		limits := simulate(l, knee, 10*time.Millisecond, 300)
+		settled := limits[len(limits)-50:]
+		for _, lim := range settled {
+			assert.GreaterOrEqual(t, lim, knee, "knee %d: throughput needs at least the knee", knee)
+			assert.LessOrEqual(t, lim, 2*knee, "knee %d: far below the maximum", knee)
+		}
+	}
+}
+
+func TestAdaptiveLimitShrinksWhenIdle(t *testing.T) {
+	l := newLimiter((&AdaptiveConcurrency{Min: 2, Max: 64}).withDefaults(64))
+	l.limit = 40
+	for range 100 {
+		l.adjust(0)
+	}
+	assert.InDelta(t, 2, l.limit, 0.01, "an empty queue needs no concurrency")
+}
+
+func TestAdaptivePoolStartsAtMinAndReportsItsLimit(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(20)
+	s := newSeen()
+	p := e.start(s.handler, WithAdaptiveConcurrency(AdaptiveConcurrency{Min: 2, Max: 16}))
+	s.wait(t, 20)
+	st := p.Stats()
+	e.shutdown(p)
+	assert.EqualValues(t, 2, st.ConcurrencyLimit, "the manual clock never ticked the limiter")
+}
