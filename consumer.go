@@ -218,6 +218,8 @@ type poller struct {
 	breaker    *breaker // nil: always admit
 	dispatch   func([]types.Message)
 	calls      *apiCounters
+	observe    func(a api, entries int, began time.Time, err error)
+	received   func(at time.Time)
 	onError    func(error)
 	sleep      func(ctx context.Context, d time.Duration) error
 	minBackoff time.Duration
@@ -261,7 +263,15 @@ func (p *poller) run(ctx context.Context) {
 		in := p.input // the SDK may keep a pointer to it for the call's life
 		in.MaxNumberOfMessages = int32(n)
 		p.calls.add(apiReceiveMessage)
+		began := p.clock.Now()
 		out, err := p.client.ReceiveMessage(ctx, &in)
+		if ctx.Err() == nil {
+			got := 0
+			if out != nil {
+				got = len(out.Messages)
+			}
+			p.observe(apiReceiveMessage, got, began, err)
+		}
 		if err != nil {
 			p.credits.release(n)
 			p.unadmit(want)
@@ -277,6 +287,7 @@ func (p *poller) run(ctx context.Context) {
 			continue
 		}
 		backoff = p.minBackoff
+		p.received(p.clock.Now())
 		// A negative release takes slots for any message beyond what was asked.
 		p.credits.release(n - len(out.Messages))
 		p.unadmit(want - len(out.Messages))

@@ -49,6 +49,8 @@ type dequeuer struct {
 	log      *slog.Logger
 	onError  func(*Message, error)
 	forget   func(*record)
+	observe  func(a api, entries int, began time.Time, err error)
+	deleted  func(*Message)
 
 	deletes   *batch.Batcher[*record]
 	changes   *batch.Batcher[change]
@@ -139,6 +141,7 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 					return true // a newer delivery came meanwhile: delete with its handle
 				}
 				d.counters.deleted.Add(1)
+				d.deleted(rec.msg)
 			} else {
 				d.counters.deleteErrors.Add(1)
 				d.failed(rec, err)
@@ -225,7 +228,9 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		d.counters.api.add(a)
+		began := d.clock.Now()
 		succeeded, failed, err := call(ctx, idx)
+		d.observe(a, len(idx), began, err)
 		var retry []int
 		transient := false // only SQS's own failures earn a backoff
 		last := attempt >= d.attempts || ctx.Err() != nil

@@ -92,6 +92,7 @@ type dispatcher struct {
 	counters   *counters
 	work       chan *record
 	hold       func(rec *record, d time.Duration) // gives a held FIFO message back
+	observer   Observer                           // nil: none
 
 	inflight sync.Map // MessageId -> *record
 
@@ -106,6 +107,9 @@ func (d *dispatcher) dispatch(msgs []types.Message) {
 	d.counters.received.Add(int64(len(msgs)))
 	for i := range msgs {
 		m := newMessage(d.queueURL, msgs[i], now)
+		if d.observer != nil {
+			d.observer.Received(m)
+		}
 		rec := &record{
 			msg: m, handle: deref(msgs[i].ReceiptHandle), receives: m.ReceiveCount,
 			deadline: d.deadline(now), visibleUntil: now.Add(d.visibility),

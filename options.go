@@ -56,6 +56,7 @@ type config struct {
 	adaptive         *AdaptiveConcurrency
 	heartbeat        bool
 	onError          ErrorHook
+	observer         Observer
 	logger           *slog.Logger
 	clock            clock.Clock
 }

@@ -40,6 +40,7 @@ type Pool struct {
 	workersLeft atomic.Int64
 	workersDone chan struct{} // closed when the last worker returns
 	running     atomic.Int64  // handlers running now
+	lastReceive atomic.Int64  // unix nanoseconds of the last successful receive
 
 	stopping    atomic.Bool
 	stopBegun   chan struct{}
@@ -129,6 +130,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 		counters:   &p.counters,
 		work:       p.work,
 		hold:       func(rec *record, d time.Duration) { p.giveBack(d, rec) },
+		observer:   cfg.observer,
 		groups:     make(map[string]*group),
 	}
 	p.handlerCtx, p.handlerCancel = context.WithCancel(context.WithoutCancel(parent))
@@ -141,6 +143,12 @@ func (p *Pool) start(parent context.Context, client Client) {
 		log:      cfg.logger,
 		onError:  func(m *Message, err error) { p.report(p.handlerCtx, m, err) },
 		forget:   p.disp.forget,
+		observe:  p.observeCall,
+		deleted: func(m *Message) {
+			if p.cfg.observer != nil {
+				p.cfg.observer.Deleted(m)
+			}
+		},
 	}, cfg)
 
 	pollCtx, pollCancel := context.WithCancel(parent)
@@ -158,6 +166,8 @@ func (p *Pool) start(parent context.Context, client Client) {
 			breaker:    p.brk,
 			dispatch:   p.disp.dispatch,
 			calls:      &p.counters.api,
+			observe:    p.observeCall,
+			received:   func(t time.Time) { p.lastReceive.Store(t.UnixNano()) },
 			onError:    func(err error) { p.report(pollCtx, nil, err) },
 			sleep:      func(ctx context.Context, d time.Duration) error { return sleep(ctx, cfg.clock, d) },
 			minBackoff: 100 * time.Millisecond,
@@ -260,6 +270,10 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	}
 	// The deadline is on the pool's clock; the context's timer is real.
 	ctx, cancel := context.WithTimeout(ctx, rec.deadline.Sub(p.cfg.clock.Now()))
+	done := func(error) {}
+	if p.cfg.observer != nil {
+		ctx, done = p.cfg.observer.Start(ctx, m)
+	}
 	rec.state.Store(recRunning)
 	running := p.running.Add(1)
 	began := p.cfg.clock.Now()
@@ -269,6 +283,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	}
 	p.running.Add(-1)
 	rec.state.Store(recFinished)
+	done(err)
 	cancel()
 	if p.brk != nil {
 		p.brk.record(err)
@@ -331,6 +346,12 @@ func (p *Pool) giveBack(delay time.Duration, recs ...*record) {
 		p.counters.returned.Add(1)
 		p.credits.release(1)
 		p.deq.setVisibility(rec, delay)
+	}
+}
+
+func (p *Pool) observeCall(a api, entries int, began time.Time, err error) {
+	if p.cfg.observer != nil {
+		p.cfg.observer.Call(a.String(), entries, p.cfg.clock.Now().Sub(began), err)
 	}
 }
 

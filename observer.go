@@ -1,0 +1,68 @@
+package sqspool
+
+import (
+	"context"
+	"time"
+)
+
+// Observer sees each message's life and every SQS call, for metrics and
+// tracing without touching handlers. Package otelsqspool implements it with
+// OpenTelemetry; embed NopObserver to implement only some methods. Methods
+// run on the pool's goroutines: keep them quick and safe for concurrent use.
+type Observer interface {
+	// Received is called for every delivery, duplicates included.
+	Received(m *Message)
+	// Start is called as a handler is about to run. The context it returns
+	// is the handler's (a span may ride in it); done is called with the
+	// handler's result once it returns.
+	Start(ctx context.Context, m *Message) (hctx context.Context, done func(err error))
+	// Deleted is called when SQS confirmed that m was deleted.
+	Deleted(m *Message)
+	// Call is called after every SQS request with its API name, how many
+	// entries or messages it carried, its latency and its error.
+	Call(api string, entries int, latency time.Duration, err error)
+}
+
+// NopObserver does nothing. Embed it in an Observer that needs only some of
+// the methods.
+type NopObserver struct{}
+
+func (NopObserver) Received(*Message) {}
+
+func (NopObserver) Start(ctx context.Context, _ *Message) (context.Context, func(error)) {
+	return ctx, func(error) {}
+}
+
+func (NopObserver) Deleted(*Message) {}
+
+func (NopObserver) Call(string, int, time.Duration, error) {}
+
+// WithObserver sets an Observer (default: none).
+func WithObserver(o Observer) Option { return func(c *config) { c.observer = o } }
+
+// Health is what a readiness or liveness probe needs to know of a pool.
+type Health struct {
+	// Polling is true while the pool is receiving: started and not stopping.
+	Polling bool
+	// LastReceive is when a ReceiveMessage call last succeeded (empty or not).
+	LastReceive time.Time
+	// PendingDeletes is how many finished messages wait for their delete.
+	PendingDeletes int
+	// Breaker is the circuit breaker's state (closed when there is none).
+	Breaker BreakerState
+}
+
+// Health reports whether the pool is polling, when it last received, and
+// the backlog of deletes. A readiness probe might require Polling and a
+// LastReceive younger than two long-poll waits.
+func (p *Pool) Health() Health {
+	h := Health{
+		Polling:        !p.stopping.Load(),
+		PendingDeletes: p.deq.deletes.Pending(),
+	}
+	if ns := p.lastReceive.Load(); ns > 0 {
+		h.LastReceive = time.Unix(0, ns)
+	}
+	h.Breaker, _ = p.brk.snapshot()
+	return h
+}
