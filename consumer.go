@@ -207,24 +207,27 @@ func (p *poller) unadmit(n int) {
 // poller long-polls the queue while slots are free and hands what it
 // receives to the dispatcher.
 type poller struct {
-	client     Client
-	queueURL   string
-	input      sqs.ReceiveMessageInput
-	want       int           // most messages per receive
-	limit      *atomic.Int64 // the pool's live concurrency limit
-	fill       time.Duration
-	clock      clock.Clock
-	credits    *credits
-	breaker    *breaker // nil: always admit
-	dispatch   func([]types.Message)
-	calls      *apiCounters
-	observe    func(a api, entries int, began time.Time, err error)
-	received   func(at time.Time)
-	onError    func(error)
-	sleep      func(ctx context.Context, d time.Duration) error
-	minBackoff time.Duration
-	maxBackoff time.Duration
+	client   Client
+	queueURL string
+	input    sqs.ReceiveMessageInput
+	want     int           // most messages per receive
+	limit    *atomic.Int64 // the pool's live concurrency limit
+	fill     time.Duration
+	clock    clock.Clock
+	credits  *credits
+	breaker  *breaker // nil: always admit
+	dispatch func([]types.Message)
+	calls    *apiCounters
+	observe  func(a api, entries int, began time.Time, err error)
+	received func(at time.Time)
+	onError  func(error)
 }
+
+// Receive errors back off between these bounds.
+const (
+	minReceiveBackoff = 100 * time.Millisecond
+	maxReceiveBackoff = 10 * time.Second
+)
 
 func newReceiveInput(queueURL string, cfg *config) sqs.ReceiveMessageInput {
 	in := sqs.ReceiveMessageInput{
@@ -245,7 +248,7 @@ func newReceiveInput(queueURL string, cfg *config) sqs.ReceiveMessageInput {
 // run polls until ctx ends. Receive errors back off exponentially with full
 // jitter; throttling is treated the same way.
 func (p *poller) run(ctx context.Context) {
-	backoff := p.minBackoff
+	backoff := minReceiveBackoff
 	w := &waiter{ch: make(chan struct{}, 1)}
 	for {
 		want := min(p.want, max(int(p.limit.Load()), 1))
@@ -280,13 +283,13 @@ func (p *poller) run(ctx context.Context) {
 			}
 			p.calls.fail(apiReceiveMessage)
 			p.onError(&APIError{API: "ReceiveMessage", Err: err})
-			if p.sleep(ctx, rand.N(backoff)+time.Millisecond) != nil {
+			if sleep(ctx, p.clock, rand.N(backoff)+time.Millisecond) != nil {
 				return
 			}
-			backoff = min(2*backoff, p.maxBackoff)
+			backoff = min(2*backoff, maxReceiveBackoff)
 			continue
 		}
-		backoff = p.minBackoff
+		backoff = minReceiveBackoff
 		p.received(p.clock.Now())
 		// A negative release takes slots for any message beyond what was asked.
 		p.credits.release(n - len(out.Messages))

@@ -156,22 +156,19 @@ func (p *Pool) start(parent context.Context, client Client) {
 	input := newReceiveInput(p.queue.url, cfg)
 	for range cfg.pollers {
 		pl := &poller{
-			client:     client,
-			input:      input,
-			want:       want,
-			limit:      &p.limit,
-			fill:       cfg.receiveFill,
-			clock:      cfg.clock,
-			credits:    p.credits,
-			breaker:    p.brk,
-			dispatch:   p.disp.dispatch,
-			calls:      &p.counters.api,
-			observe:    p.observeCall,
-			received:   func(t time.Time) { p.lastReceive.Store(t.UnixNano()) },
-			onError:    func(err error) { p.report(pollCtx, nil, err) },
-			sleep:      func(ctx context.Context, d time.Duration) error { return sleep(ctx, cfg.clock, d) },
-			minBackoff: 100 * time.Millisecond,
-			maxBackoff: 10 * time.Second,
+			client:   client,
+			input:    input,
+			want:     want,
+			limit:    &p.limit,
+			fill:     cfg.receiveFill,
+			clock:    cfg.clock,
+			credits:  p.credits,
+			breaker:  p.brk,
+			dispatch: p.disp.dispatch,
+			calls:    &p.counters.api,
+			observe:  p.observeCall,
+			received: func(t time.Time) { p.lastReceive.Store(t.UnixNano()) },
+			onError:  func(err error) { p.report(pollCtx, nil, err) },
 		}
 		p.pollers.Add(1)
 		go func() {
