@@ -216,7 +216,7 @@ type poller struct {
 	clock    clock.Clock
 	credits  *credits
 	breaker  *breaker // nil: always admit
-	dispatch func([]types.Message)
+	dispatch func(msgs []types.Message, sent time.Time)
 	calls    *apiCounters
 	observe  func(a api, entries int, began time.Time, err error)
 	received func(at time.Time)
@@ -298,6 +298,6 @@ func (p *poller) run(ctx context.Context) {
 			p.calls.empty()
 			continue
 		}
-		p.dispatch(out.Messages)
+		p.dispatch(out.Messages, began)
 	}
 }

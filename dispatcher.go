@@ -100,9 +100,12 @@ type dispatcher struct {
 	groups   map[string]*group
 }
 
-// dispatch is called by pollers with what one receive returned. It never
-// blocks: the work channel holds as many records as there are slots.
-func (d *dispatcher) dispatch(msgs []types.Message) {
+// dispatch is called by pollers with what one receive returned; sent is when
+// the receive was sent, the earliest moment SQS may have started the
+// messages' visibility timeouts, which is what deadlines and the heartbeat
+// count from. It never blocks: the work channel holds as many records as
+// there are slots.
+func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
 	now := d.clock.Now()
 	d.counters.received.Add(int64(len(msgs)))
 	for i := range msgs {
@@ -112,7 +115,7 @@ func (d *dispatcher) dispatch(msgs []types.Message) {
 		}
 		rec := &record{
 			msg: m, handle: deref(msgs[i].ReceiptHandle), receives: m.ReceiveCount,
-			deadline: d.deadline(now), visibleUntil: now.Add(d.visibility),
+			deadline: d.deadline(sent), visibleUntil: sent.Add(d.visibility),
 		}
 		if old, loaded := d.inflight.LoadOrStore(m.ID, rec); loaded {
 			// A second delivery of a message still in flight here: keep only

@@ -48,6 +48,10 @@ type Health struct {
 	LastReceive time.Time
 	// PendingDeletes is how many finished messages wait for their delete.
 	PendingDeletes int
+	// Saturated is true while every slot is held: the pool is not receiving
+	// because it is busy, not because it is stuck, so a stale LastReceive is
+	// expected.
+	Saturated bool
 	// Breaker is the circuit breaker's state (closed when there is none).
 	Breaker BreakerState
 }
@@ -63,6 +67,7 @@ func (p *Pool) Health() Health {
 	if ns := p.lastReceive.Load(); ns > 0 {
 		h.LastReceive = time.Unix(0, ns)
 	}
+	h.Saturated = p.credits.available() <= 0
 	h.Breaker, _ = p.brk.snapshot()
 	return h
 }

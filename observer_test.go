@@ -97,6 +97,7 @@ func TestHealth(t *testing.T) {
 	assert.False(t, h.LastReceive.IsZero())
 	assert.Equal(t, 1, h.PendingDeletes, "the delete waits for its linger")
 	assert.Equal(t, BreakerClosed, h.Breaker)
+	assert.False(t, h.Saturated, "one of ten workers was used")
 	e.shutdown(p)
 	h = p.Health()
 	assert.False(t, h.Polling)

@@ -70,7 +70,7 @@ func defaultConfig() config {
 		receiveFill:      10 * time.Millisecond,
 		batchConcurrency: 8,
 		batchAttempts:    5,
-		shutdownTimeout:  25 * time.Second,
+		shutdownTimeout:  20 * time.Second,
 		flushTimeout:     5 * time.Second,
 		attributeNames:   []string{"All"},
 		retryBackoff:     ExponentialBackoff(2*time.Second, 5*time.Minute),
@@ -189,7 +189,8 @@ func WithBatchConcurrency(n int) Option { return func(c *config) { c.batchConcur
 func WithBatchAttempts(n int) Option { return func(c *config) { c.batchAttempts = n } }
 
 // WithShutdownTimeout bounds the graceful stop that begins when StartPool's
-// context is cancelled (default 25s, inside Kubernetes' default 30s grace).
+// context is cancelled (default 20s: with the 1s given to cancelled handlers
+// and the 5s final flush, at most 26s, inside Kubernetes' default 30s grace).
 // Shutdown takes its bound from its own context instead.
 func WithShutdownTimeout(d time.Duration) Option { return func(c *config) { c.shutdownTimeout = d } }
 

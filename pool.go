@@ -255,15 +255,19 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 		p.counters.decodeErrors.Add(1)
 		p.cfg.logger.Warn("sqspool: message body does not decode", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
 		p.cfg.logger.Debug("sqspool: undecodable body", "message_id", m.ID, "body", m.Body)
-		p.report(ctx, m, &DecodeError{MessageID: m.ID, Err: err})
+		// The message's fate is settled before the hook hears of it, so that
+		// its next delivery is never mistaken for a duplicate of this one.
 		if p.cfg.decodePolicy == DeleteMalformed {
 			p.finish(rec)
-			return true, 0
+			ok = true
+		} else {
+			// Left for the redrive policy: it comes back when its visibility
+			// timeout ends, and its FIFO group waits for it until then.
+			p.disp.forget(rec)
+			delay = rec.visibleAt().Sub(p.cfg.clock.Now())
 		}
-		// Left for the redrive policy: it comes back when its visibility
-		// timeout ends, and its FIFO group waits for it until then.
-		p.disp.forget(rec)
-		return false, rec.visibleAt().Sub(p.cfg.clock.Now())
+		p.report(ctx, m, &DecodeError{MessageID: m.ID, Err: err})
+		return ok, delay
 	}
 	// The deadline is on the pool's clock; the context's timer is real.
 	ctx, cancel := context.WithTimeout(ctx, rec.deadline.Sub(p.cfg.clock.Now()))
@@ -298,21 +302,21 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	} else {
 		p.cfg.logger.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
 	}
-	p.report(ctx, m, err)
 	delay, set, final := retryDelay(err, m.ReceiveCount, p.cfg.retryBackoff)
 	switch {
 	case final:
 		p.counters.dropped.Add(1)
 		p.finish(rec)
-		return true, 0
+		ok, delay = true, 0
 	case set:
 		p.counters.retried.Add(1)
 		p.deq.setVisibility(rec, delay)
-		return false, delay
 	default:
 		p.disp.forget(rec)
-		return false, rec.visibleAt().Sub(p.cfg.clock.Now())
+		delay = rec.visibleAt().Sub(p.cfg.clock.Now())
 	}
+	p.report(ctx, m, err)
+	return ok, delay
 }
 
 // finish deletes a message that is done with.

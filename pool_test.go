@@ -223,8 +223,8 @@ func TestInFlightRecordsStayBoundedOverManyMessages(t *testing.T) {
 	<-done
 	e.shutdown(p)
 	assert.Equal(t, 0, inflightLen(p))
-	// Workers plus deletes pending in batch calls: far below n.
-	assert.Less(t, peak.Load(), int64(16+8*10+10))
+	// Workers plus deletes on their way: a few hundred at most, far below n.
+	assert.Less(t, peak.Load(), int64(500))
 }
 
 // mangler corrupts the receipt handle of chosen messages on delete, so that

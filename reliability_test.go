@@ -160,7 +160,7 @@ func fifoMsg(id, group string) types.Message {
 func TestFIFOGroupIsHeldAfterAFailureUntilTheFailedMessageReturns(t *testing.T) {
 	clk := clock.NewManual(time.Now())
 	d, held := fifoDispatcher(clk)
-	d.dispatch([]types.Message{fifoMsg("1", "g"), fifoMsg("2", "g")})
+	d.dispatch([]types.Message{fifoMsg("1", "g"), fifoMsg("2", "g")}, clk.Now())
 	first := <-d.work
 	require.Equal(t, "1", first.msg.ID)
 	require.Empty(t, d.work, "2 waits behind 1")
@@ -172,12 +172,12 @@ func TestFIFOGroupIsHeldAfterAFailureUntilTheFailedMessageReturns(t *testing.T) 
 	d.forget(released[0])
 
 	// A server that does not lock the group delivers 2 again before 1.
-	d.dispatch([]types.Message{fifoMsg("2", "g")})
+	d.dispatch([]types.Message{fifoMsg("2", "g")}, clk.Now())
 	assert.Empty(t, d.work)
 	assert.Equal(t, []time.Duration{10 * time.Second}, *held, "2 goes back for the rest of the hold")
 
 	clk.Advance(3 * time.Second)
-	d.dispatch([]types.Message{fifoMsg("1", "g")})
+	d.dispatch([]types.Message{fifoMsg("1", "g")}, clk.Now())
 	again := <-d.work
 	assert.Equal(t, "1", again.msg.ID, "the failed message itself ends the hold")
 }
@@ -185,12 +185,12 @@ func TestFIFOGroupIsHeldAfterAFailureUntilTheFailedMessageReturns(t *testing.T) 
 func TestFIFOHoldEndsWhenItsDelayHasPassed(t *testing.T) {
 	clk := clock.NewManual(time.Now())
 	d, _ := fifoDispatcher(clk)
-	d.dispatch([]types.Message{fifoMsg("1", "g")})
+	d.dispatch([]types.Message{fifoMsg("1", "g")}, clk.Now())
 	first := <-d.work
 	d.forget(first)
 	d.next(first, false, 10*time.Second)
 	clk.Advance(11 * time.Second) // 1 went to a DLQ, say, and never came back
-	d.dispatch([]types.Message{fifoMsg("2", "g")})
+	d.dispatch([]types.Message{fifoMsg("2", "g")}, clk.Now())
 	assert.Equal(t, "2", (<-d.work).msg.ID)
 	d.pruneGroups(clk.Now())
 	assert.Len(t, d.groups, 1, "the running group stays")
@@ -200,7 +200,7 @@ func TestFIFOHoldEndsWhenItsDelayHasPassed(t *testing.T) {
 func TestPruneGroupsForgetsEndedHolds(t *testing.T) {
 	clk := clock.NewManual(time.Now())
 	d, _ := fifoDispatcher(clk)
-	d.dispatch([]types.Message{fifoMsg("1", "g")})
+	d.dispatch([]types.Message{fifoMsg("1", "g")}, clk.Now())
 	first := <-d.work
 	d.next(first, false, 10*time.Second)
 	d.pruneGroups(clk.Now())

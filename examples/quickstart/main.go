@@ -24,7 +24,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	// SIGTERM cancels ctx: the pool stops receiving and drains within 25s.
+	// SIGTERM cancels ctx: the pool stops receiving and drains within 20s.
 	if err := pool.Wait(); err != nil {
 		log.Fatal(err)
 	}
