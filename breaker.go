@@ -13,11 +13,11 @@ import (
 type BreakerState int32
 
 const (
-	// BreakerClosed: messages flow.
+	// BreakerClosed lets messages flow.
 	BreakerClosed BreakerState = iota
-	// BreakerOpen: the downstream is failing; nothing is received.
+	// BreakerOpen receives nothing: the downstream is failing.
 	BreakerOpen
-	// BreakerHalfOpen: a few probe messages test whether it recovered.
+	// BreakerHalfOpen lets a few probe messages test whether it recovered.
 	BreakerHalfOpen
 )
 

@@ -208,7 +208,6 @@ func (p *poller) unadmit(n int) {
 // receives to the dispatcher.
 type poller struct {
 	client   Client
-	queueURL string
 	input    sqs.ReceiveMessageInput
 	want     int           // most messages per receive
 	limit    *atomic.Int64 // the pool's live concurrency limit

@@ -125,6 +125,7 @@ func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
 			d.credits.release(1)
 			continue
 		}
+		d.counters.held.Add(1)
 		if d.fifo {
 			start, holdFor := d.enterGroup(rec, now)
 			if !start {

@@ -27,14 +27,18 @@ type Observer interface {
 // the methods.
 type NopObserver struct{}
 
+// Received does nothing.
 func (NopObserver) Received(*Message) {}
 
+// Start returns ctx and a done that does nothing.
 func (NopObserver) Start(ctx context.Context, _ *Message) (context.Context, func(error)) {
 	return ctx, func(error) {}
 }
 
+// Deleted does nothing.
 func (NopObserver) Deleted(*Message) {}
 
+// Call does nothing.
 func (NopObserver) Call(string, int, time.Duration, error) {}
 
 // WithObserver sets an Observer (default: none).
@@ -67,7 +71,7 @@ func (p *Pool) Health() Health {
 	if ns := p.lastReceive.Load(); ns > 0 {
 		h.LastReceive = time.Unix(0, ns)
 	}
-	h.Saturated = p.credits.available() <= 0
+	h.Saturated = p.counters.held.Load() >= p.limit.Load()
 	h.Breaker, _ = p.brk.snapshot()
 	return h
 }

@@ -19,7 +19,6 @@ type recordingObserver struct {
 	deleted  int
 	calls    map[string]int
 	entries  map[string]int
-	ctxKey   any
 }
 
 type spanKey struct{}
@@ -92,10 +91,11 @@ func TestHealth(t *testing.T) {
 	s := newSeen()
 	p := e.start(s.handler, WithDeleteLinger(time.Hour))
 	s.wait(t, 1)
+	require.Eventually(t, func() bool { return p.Health().PendingDeletes == 1 }, 10*time.Second, time.Millisecond,
+		"the delete waits for its linger")
 	h := p.Health()
 	assert.True(t, h.Polling)
 	assert.False(t, h.LastReceive.IsZero())
-	assert.Equal(t, 1, h.PendingDeletes, "the delete waits for its linger")
 	assert.Equal(t, BreakerClosed, h.Breaker)
 	assert.False(t, h.Saturated, "one of ten workers was used")
 	e.shutdown(p)

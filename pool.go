@@ -229,7 +229,7 @@ func (p *Pool) worker() {
 				continue
 			}
 			ok, delay := p.process(rec)
-			p.credits.release(1)
+			p.releaseSlot()
 			rec, released = p.disp.next(rec, ok, delay)
 			p.giveBack(delay, released...)
 		}
@@ -341,11 +341,17 @@ func callHandler[T any](ctx context.Context, h Handler[T], v *T) (err error) {
 	return h(ctx, v)
 }
 
+// releaseSlot frees the slot of a message that is done with here.
+func (p *Pool) releaseSlot() {
+	p.counters.held.Add(-1)
+	p.credits.release(1)
+}
+
 // giveBack returns unstarted messages to the queue, visible after delay.
 func (p *Pool) giveBack(delay time.Duration, recs ...*record) {
 	for _, rec := range recs {
 		p.counters.returned.Add(1)
-		p.credits.release(1)
+		p.releaseSlot()
 		p.deq.setVisibility(rec, delay)
 	}
 }
@@ -365,7 +371,7 @@ func (p *Pool) report(ctx context.Context, m *Message, err error) {
 // Stats returns the pool's counters now.
 func (p *Pool) Stats() Stats {
 	limit := p.limit.Load()
-	s := p.counters.snapshot(limit - int64(p.credits.available()))
+	s := p.counters.snapshot()
 	s.ConcurrencyLimit = limit
 	s.Breaker, s.BreakerOpens = p.brk.snapshot()
 	return s

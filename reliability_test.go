@@ -54,6 +54,7 @@ func TestNoHeartbeatForFinishedMessages(t *testing.T) {
 	// Deletes wait for the linger, which this clock never reaches.
 	p := e.start(s.handler, WithClock(clk), WithDeleteLinger(time.Hour))
 	s.wait(t, 3)
+	require.Eventually(t, func() bool { return p.Stats().Processed == 3 }, 10*time.Second, time.Millisecond)
 	for d := range clk.armed {
 		if d == 10*time.Second {
 			break

@@ -68,10 +68,11 @@ func (c *apiCounters) empty()     { c.emptyReceives.Add(1) }
 type counters struct {
 	received, processed, failed, panics, decodeErrors, duplicates atomic.Int64
 	deleted, deleteErrors, returned, retried, dropped, extended   atomic.Int64
+	held                                                          atomic.Int64 // messages holding a slot
 	api                                                           apiCounters
 }
 
-func (c *counters) snapshot(inFlight int64) Stats {
+func (c *counters) snapshot() Stats {
 	s := Stats{
 		Received:      c.received.Load(),
 		Processed:     c.processed.Load(),
@@ -85,7 +86,7 @@ func (c *counters) snapshot(inFlight int64) Stats {
 		Retried:       c.retried.Load(),
 		Dropped:       c.dropped.Load(),
 		Extended:      c.extended.Load(),
-		InFlight:      inFlight,
+		InFlight:      c.held.Load(),
 		EmptyReceives: c.api.emptyReceives.Load(),
 		Calls:         make(map[string]int64, numAPIs),
 		CallErrors:    make(map[string]int64, numAPIs),

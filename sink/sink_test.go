@@ -24,7 +24,7 @@ func TestKeyContext(t *testing.T) {
 	assert.Equal(t, "producer-7", k, "a later WithKey overrides")
 	_, ok = sink.KeyFrom(sink.WithKey(ctx, ""))
 	assert.False(t, ok, "an empty key is no key")
-	_, ok = sink.KeyFrom(context.WithValue(t.Context(), struct{}{}, "m-1"))
+	_, ok = sink.KeyFrom(context.WithValue(t.Context(), otherKey{}, "m-1"))
 	assert.False(t, ok)
 }
 
@@ -103,3 +103,6 @@ func TestWriteErrorMessage(t *testing.T) {
 	err := &sink.WriteError{Items: items, Total: 9}
 	assert.Equal(t, "sink: 5 of 9 items not written; item 0: x; item 1: x; item 2: x; and 2 more", err.Error())
 }
+
+// otherKey is a context key of another package's, holding a string.
+type otherKey struct{}

@@ -274,7 +274,7 @@ func TestHookCanHoldACall(t *testing.T) {
 
 func TestSetFaultsValidates(t *testing.T) {
 	f, _ := newFake()
-	assert.Panics(t, func() { f.SetFaults(sqsfake.Faults{"Recieve": {ErrorRate: 1}}) })
+	assert.Panics(t, func() { f.SetFaults(sqsfake.Faults{"NoSuchAPI": {ErrorRate: 1}}) })
 	assert.Panics(t, func() { f.SetFaults(sqsfake.Faults{sqsfake.OpReceiveMessage: {ErrorRate: 1.5}}) })
 	assert.Panics(t, func() { f.SetFaults(sqsfake.Faults{sqsfake.OpDeleteMessage: {PartialFailureRate: 0.1}}) })
 	assert.Panics(t, func() { f.SetFaults(sqsfake.Faults{sqsfake.OpSendMessage: {DuplicateRate: 0.1}}) })

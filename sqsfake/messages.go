@@ -275,7 +275,7 @@ func (f *Fake) receiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, 
 	if in.VisibilityTimeout < 0 || in.VisibilityTimeout > maxVisibilityTimeout {
 		return nil, errInvalidParameter("Value %d for parameter VisibilityTimeout is invalid. Reason: Must be >= 0 and <= 43200, if provided.", in.VisibilityTimeout)
 	}
-	mask := systemAttributeMask(in.AttributeNames, in.MessageSystemAttributeNames)
+	mask := systemAttributeMask(in.AttributeNames, in.MessageSystemAttributeNames) //nolint:staticcheck // SA1019: clients still send the deprecated parameter, and SQS honours it
 	r := receiveRequest{max: maxMessages}
 	if flt.DuplicateRate > 0 {
 		r.duplicate = func() bool { return f.roll(flt.DuplicateRate) }
