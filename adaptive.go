@@ -3,6 +3,7 @@ package sqspool
 import (
 	"context"
 	"math"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -123,10 +124,52 @@ func (p *Pool) adapt(ctx context.Context) {
 	}
 }
 
-// setLimit moves the number of slots receives may fill. Shrinking takes
-// effect as running handlers finish.
+// setLimit moves the number of handlers that may run at once. Shrinking
+// takes effect as running handlers finish.
 func (p *Pool) setLimit(n int) {
 	if old := p.limit.Swap(int64(n)); old != int64(n) {
 		p.credits.release(n - int(old))
+	}
+}
+
+// sizer sets the read-ahead: how many messages may be received beyond the
+// handlers that can run, so that the next receive is already on its way when
+// handlers free up instead of starting only then. It is the work the pool
+// finishes in one receive's latency (gocloud's pubsub sizes its buffer the
+// same way, on a longer horizon), at most one receive per poller. Those
+// messages wait about one round trip for a worker, and the heartbeat keeps
+// them invisible meanwhile.
+type sizer struct {
+	mu       sync.Mutex
+	latency  time.Duration // moving average of non-empty receives
+	lastAt   time.Time
+	lastDone int64
+}
+
+// resizeEvery is how often the read-ahead is recomputed at most.
+const resizeEvery = 100 * time.Millisecond
+
+// resize is called by pollers after each receive that brought messages.
+func (p *Pool) resize(latency time.Duration) {
+	s := &p.sizer
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.latency == 0 {
+		s.latency = latency
+	} else {
+		s.latency += (latency - s.latency) / 4
+	}
+	now := p.cfg.clock.Now()
+	elapsed := now.Sub(s.lastAt)
+	if elapsed < resizeEvery {
+		return
+	}
+	c := &p.counters
+	done := c.processed.Load() + c.failed.Load() + c.decodeErrors.Load()
+	rate := float64(done-s.lastDone) / elapsed.Seconds()
+	s.lastAt, s.lastDone = now, done
+	ahead := min(int64(math.Ceil(rate*s.latency.Seconds())), int64(p.cfg.pollers*p.cfg.maxMessages))
+	if old := p.readAhead.Swap(ahead); old != ahead {
+		p.credits.release(int(ahead - old))
 	}
 }

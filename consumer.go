@@ -89,16 +89,17 @@ func (c *Consumer) resolve(ctx context.Context, client Client, visibility time.D
 	return q, nil
 }
 
-// credits counts the worker slots that no received message holds. A poller
-// takes slots before it receives, so that no message waits in a buffer while
-// its visibility timeout runs.
+// credits counts the slots that no received message holds. A poller takes
+// slots before it receives, so that no more messages are held than the pool
+// has room for: its workers, plus a read-ahead of about one receive's latency
+// worth of work (see Pool.resize).
 type credits struct {
 	mu      sync.Mutex
 	free    int
-	waiters []*waiter
+	waiters []*waiter // served in arrival order, so no poller starves
 }
 
-// waiter is a poller waiting for at least need free slots.
+// waiter is a poller waiting to be granted need slots.
 type waiter struct {
 	need int
 	ch   chan struct{} // capacity 1; owned by the poller
@@ -106,57 +107,60 @@ type waiter struct {
 
 func newCredits(n int) *credits { return &credits{free: n} }
 
-// take takes up to want slots, at least one. It waits for a first free slot,
-// then up to fill for want of them, so that a busy pool receives full batches
-// (one request per ten messages) while a pool with long handlers still puts
-// a freed worker to use within fill.
+// take takes up to want slots, at least one. It waits for a first slot, then
+// up to fill for the rest, so that a busy pool receives full batches (one
+// request per ten messages) while a pool with long handlers still puts a
+// freed slot to use within fill. Slots are handed out whole and in order, so
+// that pollers do not split a batch's worth between them.
 func (c *credits) take(ctx context.Context, w *waiter, want int, fill time.Duration, clk clock.Clock) (int, error) {
-	if err := c.wait(ctx, w, 1, nil); err != nil {
+	if _, err := c.wait(ctx, w, 1, nil); err != nil {
 		return 0, err
 	}
-	if n := c.takeUpTo(want, want); n > 0 {
-		return n, nil
-	}
-	if fill > 0 {
+	got := 1 + c.takeUpTo(want-1)
+	if got < want && fill > 0 {
 		t := clk.NewTimer(fill)
-		err := c.wait(ctx, w, want, t.C())
+		granted, err := c.wait(ctx, w, want-got, t.C())
 		t.Stop()
-		if err != nil {
+		switch {
+		case err != nil:
+			c.release(got)
 			return 0, err
+		case granted:
+			got = want
+		default:
+			got += c.takeUpTo(want - got)
 		}
 	}
-	if n := c.takeUpTo(want, 1); n > 0 {
-		return n, nil
-	}
-	return c.take(ctx, w, want, fill, clk) // another poller took them meanwhile
+	return got, nil
 }
 
-// takeUpTo takes min(free, want) slots if at least atLeast are free.
-func (c *credits) takeUpTo(want, atLeast int) int {
+// takeUpTo takes what is free, up to n slots.
+func (c *credits) takeUpTo(n int) int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.free < atLeast {
-		return 0
+	if len(c.waiters) > 0 || c.free <= 0 {
+		return 0 // earlier waiters come first
 	}
-	n := min(c.free, want)
+	n = min(c.free, n)
 	c.free -= n
 	return n
 }
 
-// wait returns once need slots are free, ctx ends, or timeout fires.
-func (c *credits) wait(ctx context.Context, w *waiter, need int, timeout <-chan time.Time) error {
+// wait is granted need slots, or gives up when timeout fires (granted false)
+// or ctx ends (an error, and nothing granted).
+func (c *credits) wait(ctx context.Context, w *waiter, need int, timeout <-chan time.Time) (granted bool, err error) {
 	c.mu.Lock()
-	if c.free >= need {
+	if len(c.waiters) == 0 && c.free >= need {
+		c.free -= need
 		c.mu.Unlock()
-		return nil
+		return true, nil
 	}
 	w.need = need
 	c.waiters = append(c.waiters, w)
 	c.mu.Unlock()
-	var err error
 	select {
 	case <-w.ch:
-		return nil // release removed w from the list
+		return true, nil // release granted the slots and removed w
 	case <-timeout:
 	case <-ctx.Done():
 		err = ctx.Err()
@@ -164,38 +168,40 @@ func (c *credits) wait(ctx context.Context, w *waiter, need int, timeout <-chan 
 	c.mu.Lock()
 	if i := slices.Index(c.waiters, w); i >= 0 {
 		c.waiters = slices.Delete(c.waiters, i, i+1)
-	} else {
-		<-w.ch // release woke w as we gave up: drain, so that ch is empty next time
+		c.grantLocked() // those behind w may fit now
+		c.mu.Unlock()
+		return false, err
 	}
 	c.mu.Unlock()
-	return err
+	<-w.ch // granted as we gave up
+	if err != nil {
+		c.release(need)
+		return false, err
+	}
+	return true, nil
 }
 
-// release returns n slots and wakes the pollers whose need is now met. n < 0
-// only when SQS returned more messages than were asked for.
+// release returns n slots and grants waiting pollers what now fits. n < 0
+// takes slots away: when SQS returned more messages than were asked for, or
+// when the pool shrinks.
 func (c *credits) release(n int) {
 	if n == 0 {
 		return
 	}
 	c.mu.Lock()
 	c.free += n
-	kept := c.waiters[:0]
-	for _, w := range c.waiters {
-		if c.free >= w.need {
-			w.ch <- struct{}{}
-			continue
-		}
-		kept = append(kept, w)
-	}
-	clear(c.waiters[len(kept):])
-	c.waiters = kept
+	c.grantLocked()
 	c.mu.Unlock()
 }
 
-func (c *credits) available() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.free
+func (c *credits) grantLocked() {
+	for len(c.waiters) > 0 && c.free >= c.waiters[0].need {
+		w := c.waiters[0]
+		c.free -= w.need
+		c.waiters[0] = nil
+		c.waiters = c.waiters[1:]
+		w.ch <- struct{}{}
+	}
 }
 
 func (p *poller) unadmit(n int) {
@@ -218,7 +224,7 @@ type poller struct {
 	dispatch func(msgs []types.Message, sent time.Time)
 	calls    *apiCounters
 	observe  func(a api, entries int, began time.Time, err error)
-	received func(at time.Time)
+	received func(sent, at time.Time, n int)
 	onError  func(error)
 }
 
@@ -289,7 +295,7 @@ func (p *poller) run(ctx context.Context) {
 			continue
 		}
 		backoff = minReceiveBackoff
-		p.received(p.clock.Now())
+		p.received(began, p.clock.Now(), len(out.Messages))
 		// A negative release takes slots for any message beyond what was asked.
 		p.credits.release(n - len(out.Messages))
 		p.unadmit(want - len(out.Messages))

@@ -61,10 +61,11 @@ func newDequeuer(ctx context.Context, d *dequeuer, cfg *config) *dequeuer {
 	d.deletes = batch.New(ctx, batch.Options{
 		MaxItems: maxBatch, Linger: cfg.deleteLinger, MaxInFlight: cfg.batchConcurrency, Clock: cfg.clock,
 	}, nil, d.flushDeletes)
-	// Visibility changes give messages back or delay retries: no reason to
-	// wait for company beyond what piles up while a call is in flight.
+	// Visibility changes (retry delays, FIFO holds, heartbeats) come one
+	// message at a time; the same linger makes them share calls. Shutdown
+	// flushes the give-backs at once.
 	d.changes = batch.New(ctx, batch.Options{
-		MaxItems: maxBatch, MaxInFlight: cfg.batchConcurrency, Clock: cfg.clock,
+		MaxItems: maxBatch, Linger: cfg.deleteLinger, MaxInFlight: cfg.batchConcurrency, Clock: cfg.clock,
 	}, nil, d.flushChanges)
 	return d
 }

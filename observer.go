@@ -71,7 +71,7 @@ func (p *Pool) Health() Health {
 	if ns := p.lastReceive.Load(); ns > 0 {
 		h.LastReceive = time.Unix(0, ns)
 	}
-	h.Saturated = p.counters.held.Load() >= p.limit.Load()
+	h.Saturated = p.counters.held.Load() >= p.limit.Load()+p.readAhead.Load()
 	h.Breaker, _ = p.brk.snapshot()
 	return h
 }

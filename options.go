@@ -110,17 +110,19 @@ func (c *config) validate() error {
 }
 
 // defaultPollers gives one long poll per full receive the workers can take,
-// so that the receive rate follows the worker count.
+// so that the receive rate follows the worker count; with the read-ahead,
+// each poller's next receive overlaps the handling of its last.
 func defaultPollers(workers, maxMessages int) int {
-	return max(1, (workers+maxMessages-1)/maxMessages)
+	return max(1, workers/maxMessages)
 }
 
-// WithWorkers sets how many handlers run at once (default 10). It also bounds
-// how many messages are received and not yet finished.
+// WithWorkers sets how many handlers run at once (default 10). Messages held
+// are bounded by it plus a read-ahead of at most one receive per poller (see
+// Stats.ReadAhead).
 func WithWorkers(n int) Option { return func(c *config) { c.workers = n } }
 
 // WithPollers sets how many long polls run at once (default: one for every
-// 10 workers, at least one).
+// full 10 workers, at least one; one on FIFO queues).
 func WithPollers(n int) Option { return func(c *config) { c.pollers, c.pollersSet = n, true } }
 
 // WithMaxMessages caps the messages asked for in one ReceiveMessage (default
@@ -169,7 +171,8 @@ func WithAdaptiveConcurrency(a AdaptiveConcurrency) Option {
 
 // WithDeleteLinger sets how long a finished message may wait for others to
 // fill its DeleteMessageBatch call (default 20ms). Under load batches fill to
-// 10 well before it; at low load it bounds the delete latency.
+// 10 well before it; at low load it bounds the delete latency. Visibility
+// changes (retry delays, heartbeats) share calls the same way.
 func WithDeleteLinger(d time.Duration) Option { return func(c *config) { c.deleteLinger = d } }
 
 // WithReceiveFill sets how long a poller that has some free workers, but

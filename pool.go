@@ -18,17 +18,19 @@ type Handler[T any] func(ctx context.Context, msg *T) error
 // Pool consumes one queue with a fixed number of workers. Create it with
 // StartPool; stop it with Shutdown, or by cancelling StartPool's context.
 type Pool struct {
-	cfg      config
-	queue    queueInfo
-	counters counters
-	credits  *credits
-	limit    atomic.Int64 // slots receives may fill: the workers, or the adaptive limit
-	limiter  *limiter     // nil unless WithAdaptiveConcurrency
-	brk      *breaker     // nil unless WithCircuitBreaker
-	disp     *dispatcher
-	deq      *dequeuer
-	work     chan *record
-	process  func(*record) (ok bool, delay time.Duration)
+	cfg       config
+	queue     queueInfo
+	counters  counters
+	credits   *credits
+	limit     atomic.Int64 // handlers that may run at once: the workers, or the adaptive limit
+	readAhead atomic.Int64 // slots beyond limit, so that receives overlap handling
+	sizer     sizer
+	limiter   *limiter // nil unless WithAdaptiveConcurrency
+	brk       *breaker // nil unless WithCircuitBreaker
+	disp      *dispatcher
+	deq       *dequeuer
+	work      chan *record
+	process   func(*record) (ok bool, delay time.Duration)
 
 	pollCancel    context.CancelFunc
 	bgCancel      context.CancelFunc // heartbeat and adaptive limit
@@ -118,8 +120,9 @@ func (p *Pool) start(parent context.Context, client Client) {
 			cfg.logger.Warn("sqspool: circuit breaker "+to.String(), "queue", p.queue.url, "from", from.String())
 		})
 	}
-	// Room for a receive that returned more than it asked for.
-	p.work = make(chan *record, cfg.workers+maxBatch)
+	// Room for every slot, read-ahead included, and for a receive that
+	// returned more than it asked for.
+	p.work = make(chan *record, cfg.workers+cfg.pollers*cfg.maxMessages+maxBatch)
 	p.disp = &dispatcher{
 		queueURL:   p.queue.url,
 		fifo:       p.queue.fifo,
@@ -167,8 +170,13 @@ func (p *Pool) start(parent context.Context, client Client) {
 			dispatch: p.disp.dispatch,
 			calls:    &p.counters.api,
 			observe:  p.observeCall,
-			received: func(t time.Time) { p.lastReceive.Store(t.UnixNano()) },
-			onError:  func(err error) { p.report(pollCtx, nil, err) },
+			received: func(sent, at time.Time, n int) {
+				p.lastReceive.Store(at.UnixNano())
+				if n > 0 {
+					p.resize(at.Sub(sent))
+				}
+			},
+			onError: func(err error) { p.report(pollCtx, nil, err) },
 		}
 		p.pollers.Add(1)
 		go func() {
@@ -373,6 +381,7 @@ func (p *Pool) Stats() Stats {
 	limit := p.limit.Load()
 	s := p.counters.snapshot()
 	s.ConcurrencyLimit = limit
+	s.ReadAhead = p.readAhead.Load()
 	s.Breaker, s.BreakerOpens = p.brk.snapshot()
 	return s
 }
@@ -444,6 +453,7 @@ func (p *Pool) stop(ctx context.Context) error {
 	}
 	unstarted = append(unstarted, p.disp.drainGroups()...)
 	p.giveBack(0, unstarted...)
+	p.deq.changes.Flush() // at once, not after a linger
 	close(p.work)
 	log.Info("sqspool: stopping", "queue", p.queue.url, "returned", len(unstarted), "running", p.running.Load())
 

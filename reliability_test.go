@@ -51,19 +51,25 @@ func TestNoHeartbeatForFinishedMessages(t *testing.T) {
 	e.sendOrders(3)
 	s := newSeen()
 	clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 100)}
+	heartbeatArmed := func() {
+		for d := range clk.armed {
+			if d == 10*time.Second {
+				return
+			}
+		}
+	}
 	// Deletes wait for the linger, which this clock never reaches.
 	p := e.start(s.handler, WithClock(clk), WithDeleteLinger(time.Hour))
 	s.wait(t, 3)
 	require.Eventually(t, func() bool { return p.Stats().Processed == 3 }, 10*time.Second, time.Millisecond)
-	for d := range clk.armed {
-		if d == 10*time.Second {
-			break
-		}
-	}
-	e.clk.Advance(25 * time.Second)
+	heartbeatArmed()
+	e.clk.Advance(10 * time.Second) // a tick that would extend all three, were they running
+	heartbeatArmed()                // the tick is over
+	assert.Zero(t, p.deq.changes.Pending(), "a finished message waiting for its delete is not extended")
 	e.shutdown(p)
-	assert.Zero(t, p.Stats().Extended, "a finished message waiting for its delete is not extended")
+	assert.Zero(t, p.Stats().Extended)
 	assert.Zero(t, e.fake.Calls("ChangeMessageVisibilityBatch"))
+	assert.EqualValues(t, 3, p.Stats().Deleted)
 }
 
 func TestRetryAfterSetsTheRedeliveryDelay(t *testing.T) {

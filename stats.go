@@ -20,6 +20,10 @@ type Stats struct {
 	// ConcurrencyLimit is how many messages may be held at once now: the
 	// worker count, or the live limit under WithAdaptiveConcurrency.
 	ConcurrencyLimit int64
+	// ReadAhead is how many messages may be held beyond ConcurrencyLimit
+	// now, so that receives overlap handling (about one receive latency of
+	// work, at most one receive per poller).
+	ReadAhead int64
 	// Breaker is the circuit breaker's state; BreakerOpens counts openings.
 	Breaker      BreakerState
 	BreakerOpens int64

@@ -17,6 +17,11 @@ package awstest_test
 //     WaitTimeSeconds is over; AWS returns as soon as it has any. If a
 //     visibility timeout expires meanwhile, one response can hold the same
 //     message twice.
+//   - A FIFO message made visible again by ChangeMessageVisibility is queued
+//     by when it became visible, not by its sequence number, so a group's
+//     order does not survive a released message (seen by test/faults).
+//   - A cancelled long poll keeps running on the server until its wait ends
+//     and can take messages that were given back meanwhile.
 //   - Every ChangeMessageVisibility (extension or release) adds 1 to
 //     ApproximateReceiveCount, as a receive would; with a RedrivePolicy the
 //     message goes to the DLQ when its visibility timeout expires with

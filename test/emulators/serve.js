@@ -38,7 +38,15 @@ function fail(err) {
 process.on("uncaughtException", fail);
 process.on("unhandledRejection", fail);
 
+// A client that disconnects mid-request (a consumer killed by a crash test)
+// makes the request stream emit "aborted"/"error"; unhandled, that would be an
+// uncaught exception and take the whole emulator down with it.
+function tolerateAbortedRequests(server) {
+  server.on("request", (req) => req.on("error", () => {}));
+}
+
 function announce(server) {
+  tolerateAbortedRequests(server);
   const bound = server.address().port;
   fs.writeFileSync(portFile + ".tmp", String(bound) + "\n");
   fs.renameSync(portFile + ".tmp", portFile);

@@ -1,0 +1,69 @@
+// Command sqsbench runs the sqspool benchmark scenarios in one process and
+// prints a table: messages per second, SQS requests per 1000 messages,
+// allocations and bytes per message, peak heap and goroutines, each row with
+// its target and PASS or MISS.
+//
+//	cd bench && go run ./cmd/sqsbench                 # every scenario, < 5 min
+//	cd bench && go run ./cmd/sqsbench -short          # CI smoke, < 30 s
+//	cd bench && go run ./cmd/sqsbench -scenario cost  # one (or a list: 1,3,memory)
+//
+// Targets are reported, never enforced: the exit status is non-zero only
+// when a scenario is broken (an error, lost or undeleted messages, a
+// timeout), in -short mode and in full mode alike.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"time"
+
+	"github.com/sqspool/sqspool/bench/internal/scen"
+)
+
+func main() {
+	short := flag.Bool("short", false, "CI smoke: every scenario at small sizes (< 30 s); fails only if something is broken")
+	which := flag.String("scenario", "all", "scenarios to run: names or numbers, comma-separated (1 overhead, 2 latency, 3 cost, 4 gocloud, 5 memory, 6 catcher, 7 sink)")
+	quiet := flag.Bool("q", false, "no progress lines on stderr")
+	flag.Parse()
+
+	list, err := scen.Find(*which)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sqsbench:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	o := scen.Opts{Short: *short}
+	if !*quiet {
+		o.Log = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
+	}
+	fmt.Printf("sqsbench: %s, GOMAXPROCS=%d, NumCPU=%d, %s, short=%v\n", runtime.Version(), runtime.GOMAXPROCS(0), runtime.NumCPU(), time.Now().UTC().Format(time.RFC3339), *short)
+	fmt.Printf("load average at start: %s\n", scen.LoadAvg())
+	var all []scen.Result
+	failed := 0
+	began := time.Now()
+	for _, s := range list {
+		t0 := time.Now()
+		rs, err := s.Run(ctx, o)
+		all = append(all, rs...)
+		if err != nil {
+			failed++
+			fmt.Fprintf(os.Stderr, "sqsbench: scenario %d %s BROKEN: %v\n", s.Num, s.Name, err)
+			all = append(all, scen.Result{Scenario: fmt.Sprintf("%d %s", s.Num, s.Name), Variant: "BROKEN", Note: err.Error()})
+		}
+		if o.Log != nil {
+			o.Log("scenario %d %s done in %v (load average %s)", s.Num, s.Name, time.Since(t0).Round(time.Millisecond), scen.LoadAvg())
+		}
+	}
+	fmt.Println()
+	fmt.Print(scen.Table(all))
+	fmt.Printf("\ntotal time %v; load average at end: %s\n", time.Since(began).Round(time.Second), scen.LoadAvg())
+	if failed > 0 {
+		fmt.Fprintf(os.Stderr, "sqsbench: %d scenario(s) broken\n", failed)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,339 @@
+package scen
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"gocloud.dev/pubsub/awssnssqs"
+
+	"github.com/sqspool/sqspool"
+	"github.com/sqspool/sqspool/sqsfake"
+)
+
+// Parameters of scenarios 2 and 4.
+const (
+	httpLatency    = 10 * time.Millisecond // every SQS call, on the fake
+	handlerTime    = 5 * time.Millisecond
+	httpWorkers    = 64
+	receiveBatch   = 10
+	defaultPerPoll = 10 // the pool's default: one poller per 10 workers
+)
+
+// httpFake is an sqsfake served over loopback HTTP, with counters of the
+// connections opened and of the ReceiveMessage calls running at once.
+type httpFake struct {
+	fake    *sqsfake.Fake
+	url     string
+	srv     *httptest.Server
+	client  *sqs.Client
+	handler http.Handler
+
+	conns                  atomic.Int64
+	receiving, maxReceives atomic.Int64
+}
+
+func (h *httpFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("X-Amz-Target") == "AmazonSQS.ReceiveMessage" {
+		n := h.receiving.Add(1)
+		defer h.receiving.Add(-1)
+		for {
+			m := h.maxReceives.Load()
+			if n <= m || h.maxReceives.CompareAndSwap(m, n) {
+				break
+			}
+		}
+	}
+	h.handler.ServeHTTP(w, r)
+}
+
+// newHTTPFake preloads n messages, then turns on the latency and serves the
+// fake on 127.0.0.1 with the SDK's default HTTP client.
+func newHTTPFake(ctx context.Context, n int, latency time.Duration, sdkOpts ...func(*sqs.Options)) (*httpFake, error) {
+	f, url, err := newPreloaded(ctx, "latency", n)
+	if err != nil {
+		return nil, err
+	}
+	if latency > 0 {
+		f.SetFaults(sqsfake.Faults{sqsfake.AllOps: {Latency: latency}})
+	}
+	h := &httpFake{fake: f, url: url, handler: f.Handler()}
+	h.srv = httptest.NewUnstartedServer(h)
+	h.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			h.conns.Add(1)
+		}
+	}
+	h.srv.Start()
+	h.client = f.NewSDKClient(h.srv.URL, sdkOpts...)
+	return h, nil
+}
+
+func (h *httpFake) close() { h.srv.Close() }
+
+// latencyRun is one consumer's measurement over the HTTP fake.
+type latencyRun struct {
+	rate, reqPer1000, allocs, bytes, cpu float64
+	peakHeap                             uint64
+	g0, gPeak, g1                        int
+	conns                                int64
+	maxReceives                          int64
+	calls                                map[string]int
+}
+
+// sleepDecode is the scenarios' handler work besides decoding.
+func sleepDecode() { time.Sleep(handlerTime) }
+
+func runLatencyPool(ctx context.Context, n int, opts ...sqspool.Option) (latencyRun, error) {
+	return runLatencyPoolSDK(ctx, n, nil, opts...)
+}
+
+func runLatencyPoolSDK(ctx context.Context, n int, sdkOpts []func(*sqs.Options), opts ...sqspool.Option) (latencyRun, error) {
+	h, err := newHTTPFake(ctx, n, httpLatency, sdkOpts...)
+	if err != nil {
+		return latencyRun{}, err
+	}
+	defer h.close()
+	p := newProgress(n, sqsRequests(h.fake))
+	g0 := runtime.NumGoroutine()
+	_ = liveHeap()
+	a := startAllocs()
+	s := startSampler()
+	pool, err := sqspool.StartPool(ctx, &sqspool.Consumer{Client: h.client, Queue: h.url},
+		func(ctx context.Context, b *Body) error { sleepDecode(); p.add(1); return nil },
+		append([]sqspool.Option{sqspool.WithWorkers(httpWorkers), sqspool.WithLogger(quiet)}, opts...)...)
+	if err != nil {
+		return latencyRun{}, err
+	}
+	werr := p.wait(ctx, 3*time.Minute)
+	serr := pool.Shutdown(ctx)
+	if werr != nil || serr != nil {
+		return latencyRun{}, errors.Join(werr, serr)
+	}
+	r := latencyRun{g0: g0, conns: h.conns.Load(), maxReceives: h.maxReceives.Load(), calls: h.fake.CallCounts()}
+	r.cpu = a.cpuPerMsg(int64(n))
+	r.allocs, r.bytes = a.perMsg(int64(n))
+	r.peakHeap, r.gPeak = s.end()
+	r.rate, r.reqPer1000 = p.window()
+	if err := pool.Wait(); err != nil {
+		return r, err
+	}
+	r.g1 = runtime.NumGoroutine()
+	if st := h.fake.Stats(h.url); st.Deleted != int64(n) {
+		return r, fmt.Errorf("sqspool over HTTP deleted %d of %d", st.Deleted, n)
+	}
+	return r, nil
+}
+
+// runLatencyGocloud consumes with a gocloud.dev awssnssqs subscription and
+// the same handler concurrency: httpWorkers goroutines each Receive, run the
+// handler (sleep, decode) and Ack.
+func runLatencyGocloud(ctx context.Context, n int) (latencyRun, error) {
+	h, err := newHTTPFake(ctx, n, httpLatency)
+	if err != nil {
+		return latencyRun{}, err
+	}
+	defer h.close()
+	p := newProgress(n, sqsRequests(h.fake))
+	g0 := runtime.NumGoroutine()
+	_ = liveHeap()
+	a := startAllocs()
+	s := startSampler()
+	sub := awssnssqs.OpenSubscriptionV2(ctx, h.client, h.url, &awssnssqs.SubscriptionOptions{Raw: true, WaitTime: 20 * time.Second})
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	errc := make(chan error, httpWorkers)
+	for range httpWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				m, err := sub.Receive(rctx)
+				if err != nil {
+					if rctx.Err() == nil {
+						errc <- err
+					}
+					return
+				}
+				sleepDecode()
+				var b Body
+				if err := json.Unmarshal(m.Body, &b); err != nil {
+					m.Nack()
+					errc <- err
+					return
+				}
+				m.Ack()
+				p.add(1)
+			}
+		}()
+	}
+	werr := p.wait(ctx, 3*time.Minute)
+	select {
+	case err := <-errc:
+		werr = errors.Join(werr, err)
+	default:
+	}
+	cancel()
+	wg.Wait()
+	serr := sub.Shutdown(context.WithoutCancel(ctx))
+	if werr != nil {
+		return latencyRun{}, werr
+	}
+	r := latencyRun{g0: g0, conns: h.conns.Load(), maxReceives: h.maxReceives.Load(), calls: h.fake.CallCounts()}
+	r.cpu = a.cpuPerMsg(int64(n))
+	r.allocs, r.bytes = a.perMsg(int64(n))
+	r.peakHeap, r.gPeak = s.end()
+	r.rate, r.reqPer1000 = p.window()
+	r.g1 = runtime.NumGoroutine()
+	if serr != nil {
+		return r, fmt.Errorf("gocloud shutdown: %w", serr)
+	}
+	if st := h.fake.Stats(h.url); st.Deleted != int64(n) {
+		return r, fmt.Errorf("gocloud deleted %d of %d", st.Deleted, n)
+	}
+	return r, nil
+}
+
+// LatencyRun consumes n messages over the HTTP fake with sqspool, or with
+// gocloud.dev, for go test benchmarks.
+func LatencyRun(ctx context.Context, n int, gocloud bool) (Result, error) {
+	run := runLatencyGocloud
+	if !gocloud {
+		run = func(ctx context.Context, n int) (latencyRun, error) { return runLatencyPool(ctx, n) }
+	}
+	r, err := run(ctx, n)
+	res := r.result("bench", "bench")
+	res.Msgs = int64(n)
+	return res, err
+}
+
+// bestOf runs a measurement rounds times and keeps the fastest: other
+// processes on the machine only ever slow a run down.
+func bestOf(rounds int, run func() (latencyRun, error)) (latencyRun, error) {
+	var best latencyRun
+	for range rounds {
+		r, err := run()
+		if err != nil {
+			return r, err
+		}
+		if r.rate > best.rate {
+			best = r
+		}
+	}
+	return best, nil
+}
+
+// latencyBound is min(workers / handler time, pollers x 10 / receive
+// latency), with the pool's default poller count.
+func latencyBound() (bound float64, pollers int) {
+	pollers = (httpWorkers + defaultPerPoll - 1) / defaultPerPoll
+	byWorkers := float64(httpWorkers) / handlerTime.Seconds()
+	byPollers := float64(pollers*receiveBatch) / httpLatency.Seconds()
+	return min(byWorkers, byPollers), pollers
+}
+
+func (r latencyRun) result(scenario, variant string) Result {
+	return Result{
+		Scenario: scenario, Variant: variant, Rate: r.rate, ReqPer1000: r.reqPer1000,
+		AllocsPerMsg: r.allocs, BytesPerMsg: r.bytes, CPUPerMsg: r.cpu, PeakHeap: r.peakHeap,
+		GStart: r.g0, GPeak: r.gPeak, GEnd: r.g1,
+	}
+}
+
+// Latency is scenario 2: the pool over HTTP (the real SDK client against
+// sqsfake.Handler on loopback) with 10 ms per SQS call, a 5 ms handler and
+// 64 workers, against the bound min(workers/handler time, pollers x 10 /
+// receive latency).
+func Latency(ctx context.Context, o Opts) ([]Result, error) {
+	n := o.size(30_000, 2_000)
+	r, err := bestOf(o.size(2, 1), func() (latencyRun, error) { return runLatencyPool(ctx, n) })
+	if err != nil {
+		return nil, err
+	}
+	bound, pollers := latencyBound()
+	// What the pool can do when a worker slot is held from the receive on:
+	// each slot turns over once per receive latency plus handler time.
+	slotBound := float64(httpWorkers) / (httpLatency + handlerTime).Seconds()
+	res := r.result("2 latency", fmt.Sprintf("sqspool HTTP, %d workers, %v/call, %v handler", httpWorkers, httpLatency, handlerTime))
+	res.Msgs = int64(n)
+	res.Target = fmt.Sprintf(">= 90%% of bound %.0f/s", bound)
+	res.Verdict = verdict(r.rate >= 0.9*bound)
+	res.Note = fmt.Sprintf("best of %d rounds; %.0f%% of bound (pollers=%d by ceil(workers/10); most concurrent receives seen %d); slot-held bound workers/(recv+handler)=%.0f/s; %d TCP conns opened; calls %v",
+		o.size(2, 1), 100*r.rate/bound, pollers, r.maxReceives, slotBound, r.conns, r.calls)
+	o.logf("latency: %.0f msgs/s (%.0f%% of bound %.0f), %.1f req/1000", r.rate, 100*r.rate/bound, bound, r.reqPer1000)
+	out := []Result{res}
+	if o.Short {
+		return out, nil
+	}
+	// Diagnostics: the same pool with one knob turned, to show what holds
+	// the rate down. Not targets.
+	idle64 := func(o *sqs.Options) {
+		o.HTTPClient = awshttp.NewBuildableClient().WithTransportOptions(func(t *http.Transport) { t.MaxIdleConnsPerHost = 64 })
+	}
+	for _, d := range []struct {
+		name string
+		sdk  []func(*sqs.Options)
+		opts []sqspool.Option
+	}{
+		{"diagnostic: WithReceiveFill(0)", nil, []sqspool.Option{sqspool.WithReceiveFill(0)}},
+		{"diagnostic: WithPollers(6) (floor(workers/10))", nil, []sqspool.Option{sqspool.WithPollers(6)}},
+		{fmt.Sprintf("diagnostic: WithWorkers(%d), 7 pollers (64 + 7x10 slots for receives in flight)", httpWorkers+70), nil, []sqspool.Option{sqspool.WithWorkers(httpWorkers + 70), sqspool.WithPollers(7)}},
+		{"diagnostic: SDK HTTP client with MaxIdleConnsPerHost 64 (default 10)", []func(*sqs.Options){idle64}, nil},
+	} {
+		r, err := runLatencyPoolSDK(ctx, n/2, d.sdk, d.opts...)
+		if err != nil {
+			return out, fmt.Errorf("%s: %w", d.name, err)
+		}
+		dr := r.result("2 latency", d.name)
+		dr.Msgs = int64(n / 2)
+		dr.Note = fmt.Sprintf("%.0f%% of the 64-worker bound %.0f/s; most concurrent receives %d; %d TCP conns opened; calls %v", 100*r.rate/bound, bound, r.maxReceives, r.conns, r.calls)
+		o.logf("latency: %s: %.0f msgs/s, %.1f req/1000", d.name, r.rate, r.reqPer1000)
+		out = append(out, dr)
+	}
+	return out, nil
+}
+
+// SideBySide is scenario 4: the pool and a gocloud.dev awssnssqs
+// subscription against the same HTTP fake setup, same latency and handler
+// concurrency, in the same run.
+func SideBySide(ctx context.Context, o Opts) ([]Result, error) {
+	n := o.size(30_000, 2_000)
+	var pr, gr latencyRun
+	for round := range o.size(2, 1) {
+		r, err := runLatencyPool(ctx, n)
+		if err != nil {
+			return nil, fmt.Errorf("sqspool: %w", err)
+		}
+		o.logf("gocloud side by side, round %d: sqspool %.0f msgs/s, %.1f req/1000 (load %s)", round+1, r.rate, r.reqPer1000, LoadAvg())
+		if r.rate > pr.rate {
+			pr = r
+		}
+		r, err = runLatencyGocloud(ctx, n)
+		if err != nil {
+			return nil, fmt.Errorf("gocloud: %w", err)
+		}
+		o.logf("gocloud side by side, round %d: gocloud %.0f msgs/s, %.1f req/1000 (load %s)", round+1, r.rate, r.reqPer1000, LoadAvg())
+		if r.rate > gr.rate {
+			gr = r
+		}
+	}
+	a := pr.result("4 vs gocloud", fmt.Sprintf("sqspool, %d workers", httpWorkers))
+	a.Msgs = int64(n)
+	a.Target = "rate >= gocloud, fewer req/msg"
+	a.Verdict = verdict(pr.rate >= gr.rate && pr.reqPer1000 < gr.reqPer1000)
+	a.Note = fmt.Sprintf("best of %d rounds each, alternating; %.2fx gocloud rate, %.2fx its requests; %d TCP conns; calls %v", o.size(2, 1), pr.rate/gr.rate, pr.reqPer1000/gr.reqPer1000, pr.conns, pr.calls)
+	b := gr.result("4 vs gocloud", fmt.Sprintf("gocloud.dev awssnssqs, %d handler goroutines", httpWorkers))
+	b.Msgs = int64(n)
+	b.Note = fmt.Sprintf("most concurrent receives %d; %d TCP conns; calls %v", gr.maxReceives, gr.conns, gr.calls)
+	return []Result{a, b}, nil
+}

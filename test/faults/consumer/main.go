@@ -1,0 +1,222 @@
+// Command consumer is the child process of the fault suite (package
+// github.com/sqspool/sqspool/test/faults): a sqspool consumer that the tests
+// start, SIGKILL and SIGTERM, and whose event log they read afterwards.
+//
+// It consumes -queue with the SDK's default configuration (so
+// AWS_ENDPOINT_URL_SQS and AWS_ENDPOINT_URL_DYNAMODB point it at emulators
+// or at an sqsfake served over HTTP). Each body is {"pid": N}. The handler
+// optionally works for -work, then, when -table and -idem-table are set,
+// writes the item {pk: MessageId, pid: N} through sink.NewDynamoDB in
+// idempotent mode (key: the MessageId) with sink.Pipe.
+//
+// Every line of the -log file is one write(2) on a file opened with
+// O_APPEND, so that the lines of several processes, one after the other or
+// killed mid-way, stay whole. A line is "PID EVENT ARGS...":
+//
+//	READY                          the pool has started
+//	R  N                           a ReceiveMessage call returned N > 0 messages
+//	H  MSGID PRODUCERID RECEIVES   a handler call began
+//	W  MSGID                       BatchWriteItem confirmed the item written
+//	OK MSGID                       the handler returned nil (the pool deletes)
+//	E  MSGID ERROR                 the handler returned an error
+//	STOP                           SIGTERM or SIGINT arrived
+//	EXIT MILLIS ERROR STATSJSON    the stop took MILLIS; ERROR is "nil" or the
+//	                               stop's error; STATSJSON is sqspool.Stats
+//
+// The exit status is 0 after a clean stop, 3 when the stop returned an
+// error, 2 on a start-up failure.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/sqspool/sqspool"
+	"github.com/sqspool/sqspool/sink"
+	"github.com/sqspool/sqspool/test/faults"
+)
+
+type job struct {
+	PID int `json:"pid"`
+}
+
+type result struct {
+	PK  string `dynamodbav:"pk"`
+	PID int    `dynamodbav:"pid"`
+}
+
+// eventLog appends whole lines to the shared log.
+type eventLog struct {
+	f   *os.File
+	tag string
+}
+
+func (l *eventLog) event(format string, args ...any) {
+	line := l.tag + " " + fmt.Sprintf(format, args...) + "\n"
+	if _, err := l.f.Write([]byte(line)); err != nil {
+		fmt.Fprintln(os.Stderr, "consumer: event log:", err)
+	}
+}
+
+// loggingDynamoDB logs every item that a BatchWriteItem call confirms
+// written (those not handed back as UnprocessedItems).
+type loggingDynamoDB struct {
+	sink.DynamoDBAPI
+	log *eventLog
+}
+
+func (c loggingDynamoDB) BatchWriteItem(ctx context.Context, in *dynamodb.BatchWriteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchWriteItemOutput, error) {
+	out, err := c.DynamoDBAPI.BatchWriteItem(ctx, in, opts...)
+	if err != nil {
+		return out, err
+	}
+	for _, pk := range faults.ConfirmedPuts(in, out, "pk") {
+		c.log.event("W %s", pk)
+	}
+	return out, nil
+}
+
+// loggingSQS logs how many messages each ReceiveMessage call returned.
+type loggingSQS struct {
+	*sqs.Client
+	log *eventLog
+}
+
+func (c loggingSQS) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	out, err := c.Client.ReceiveMessage(ctx, in, opts...)
+	if err == nil && len(out.Messages) > 0 {
+		c.log.event("R %d", len(out.Messages))
+	}
+	return out, err
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	var (
+		queue      = flag.String("queue", "", "queue URL")
+		logPath    = flag.String("log", "", "event log (appended)")
+		workers    = flag.Int("workers", 8, "sqspool.WithWorkers")
+		maxMsgs    = flag.Int("max", 10, "sqspool.WithMaxMessages")
+		wait       = flag.Duration("wait", time.Second, "sqspool.WithWaitTime")
+		shutdown   = flag.Duration("shutdown", 5*time.Second, "sqspool.WithShutdownTimeout")
+		work       = flag.Duration("work", 0, "how long each handler works")
+		deaf       = flag.Bool("deaf", false, "handlers ignore their context's cancellation (a hung handler)")
+		table      = flag.String("table", "", "results table (with -idem-table: write through the idempotent DynamoDB sink)")
+		idemTable  = flag.String("idem-table", "", "idempotency table")
+		inProgress = flag.Duration("in-progress", 2*time.Second, "sink IdempotencyConfig.InProgressExpiry")
+		backoff    = flag.Duration("backoff", 500*time.Millisecond, "base of sqspool.ExponentialBackoff (cap 4 times the base)")
+	)
+	flag.Parse()
+	if *queue == "" || *logPath == "" {
+		fmt.Fprintln(os.Stderr, "consumer: -queue and -log are required")
+		return 2
+	}
+	f, err := os.OpenFile(*logPath, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "consumer:", err)
+		return 2
+	}
+	defer f.Close()
+	log := &eventLog{f: f, tag: fmt.Sprint(os.Getpid())}
+
+	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stopSignals()
+	cfg, err := config.LoadDefaultConfig(context.Background())
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "consumer:", err)
+		return 2
+	}
+
+	var store *sink.DynamoDB[result]
+	if *table != "" && *idemTable != "" {
+		ddb := loggingDynamoDB{DynamoDBAPI: dynamodb.NewFromConfig(cfg), log: log}
+		store = sink.NewDynamoDB[result](ddb, *table, sink.WithIdempotency(sink.IdempotencyConfig[result]{
+			Table: *idemTable, InProgressExpiry: *inProgress, Expiry: time.Hour,
+		}))
+	}
+	process := func(ctx context.Context, j *job) (result, error) {
+		m, _ := sqspool.MessageFrom(ctx)
+		log.event("H %s %d %d", m.ID, j.PID, m.ReceiveCount)
+		if *work > 0 {
+			t := time.NewTimer(*work) // the work itself, not synchronisation
+			defer t.Stop()
+			done := ctx.Done()
+			if *deaf {
+				done = nil
+			}
+			select {
+			case <-t.C:
+			case <-done:
+				return result{}, ctx.Err()
+			}
+		}
+		return result{PK: m.ID, PID: j.PID}, nil
+	}
+	var put sink.Sink[result] = sink.Func[result](func(context.Context, ...result) error { return nil })
+	if store != nil {
+		put = store
+	}
+	pipe := sink.Pipe(process, put)
+	handler := func(ctx context.Context, j *job) error {
+		m, _ := sqspool.MessageFrom(ctx)
+		if err := pipe(ctx, j); err != nil {
+			log.event("E %s %s", m.ID, strings.ReplaceAll(err.Error(), "\n", " "))
+			return err
+		}
+		log.event("OK %s", m.ID)
+		return nil
+	}
+
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	pool, err := sqspool.StartPool(ctx, &sqspool.Consumer{Client: loggingSQS{Client: sqs.NewFromConfig(cfg), log: log}, Queue: *queue}, handler,
+		sqspool.WithWorkers(*workers),
+		sqspool.WithMaxMessages(*maxMsgs),
+		sqspool.WithWaitTime(*wait),
+		sqspool.WithShutdownTimeout(*shutdown),
+		sqspool.WithRetryBackoff(sqspool.ExponentialBackoff(*backoff, 4**backoff)),
+		sqspool.WithLogger(quiet),
+	)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "consumer:", err)
+		return 2
+	}
+	log.event("READY")
+	<-ctx.Done()
+	stopAt := time.Now()
+	log.event("STOP")
+	// The pool began its stop when ctx ended; Shutdown waits for that stop
+	// (bounded by -shutdown) and returns its error.
+	stopErr := pool.Shutdown(context.Background())
+	if store != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		stopErr = errors.Join(stopErr, store.Close(cctx))
+		cancel()
+	}
+	stats, _ := json.Marshal(pool.Stats())
+	msg := "nil"
+	if stopErr != nil {
+		msg = strings.ReplaceAll(stopErr.Error(), " ", "_")
+	}
+	log.event("EXIT %d %s %s", time.Since(stopAt).Milliseconds(), msg, stats)
+	if stopErr != nil {
+		return 3
+	}
+	return 0
+}
