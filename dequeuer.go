@@ -116,14 +116,14 @@ func (d *dequeuer) close(ctx context.Context) error {
 }
 
 func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
-	gens := make([]uint32, len(recs))
+	var gens [maxBatch]uint32
+	var handles [maxBatch]string
 	entries := make([]types.DeleteMessageBatchRequestEntry, 0, len(recs))
 	call := func(ctx context.Context, idx []int) (*sqs.DeleteMessageBatchOutput, error) {
 		entries = entries[:0]
 		for _, i := range idx {
-			h, gen := recs[i].receipt()
-			gens[i] = gen
-			entries = append(entries, types.DeleteMessageBatchRequestEntry{Id: &entryIDs[i], ReceiptHandle: aws.String(h)})
+			handles[i], gens[i] = recs[i].receipt()
+			entries = append(entries, types.DeleteMessageBatchRequestEntry{Id: &entryIDs[i], ReceiptHandle: &handles[i]})
 		}
 		return d.client.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: &d.queueURL, Entries: entries})
 	}
@@ -163,14 +163,15 @@ func (d *dequeuer) flushChanges(ctx context.Context, all []change) {
 		return
 	}
 	sent := d.clock.Now()
+	var handles [maxBatch]string
 	entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, 0, len(chs))
 	d.send(ctx, apiChangeMessageVisibilityBatch, len(chs),
 		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
 			entries = entries[:0]
 			for _, i := range idx {
-				h, _ := chs[i].rec.receipt()
+				handles[i], _ = chs[i].rec.receipt()
 				entries = append(entries, types.ChangeMessageVisibilityBatchRequestEntry{
-					Id: &entryIDs[i], ReceiptHandle: aws.String(h), VisibilityTimeout: chs[i].timeout,
+					Id: &entryIDs[i], ReceiptHandle: &handles[i], VisibilityTimeout: chs[i].timeout,
 				})
 			}
 			out, err := d.client.ChangeMessageVisibilityBatch(ctx, &sqs.ChangeMessageVisibilityBatchInput{QueueUrl: &d.queueURL, Entries: entries})

@@ -22,7 +22,9 @@ const (
 // MessageId), deletes and visibility changes (the newest receipt handle), the
 // heartbeat (when SQS would hand the message out again) and FIFO ordering.
 type record struct {
-	msg      *Message
+	msg      *Message // points at m
+	m        Message
+	ctx      msgContext // the handler's context, before its deadline
 	deadline time.Time // when the handler's context ends
 	state    atomic.Int32
 
@@ -94,7 +96,8 @@ type dispatcher struct {
 	hold       func(rec *record, d time.Duration) // gives a held FIFO message back
 	observer   Observer                           // nil: none
 
-	inflight sync.Map // MessageId -> *record
+	inflightMu sync.Mutex
+	inflight   map[string]*record // MessageId -> its record
 
 	groupsMu sync.Mutex
 	groups   map[string]*group
@@ -109,18 +112,17 @@ func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
 	now := d.clock.Now()
 	d.counters.received.Add(int64(len(msgs)))
 	for i := range msgs {
-		m := newMessage(d.queueURL, msgs[i], now)
+		rec := &record{handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(sent), visibleUntil: sent.Add(d.visibility)}
+		m := &rec.m
+		fillMessage(m, d.queueURL, msgs[i], now)
+		rec.msg, rec.receives = m, m.ReceiveCount
 		if d.observer != nil {
 			d.observer.Received(m)
 		}
-		rec := &record{
-			msg: m, handle: deref(msgs[i].ReceiptHandle), receives: m.ReceiveCount,
-			deadline: d.deadline(sent), visibleUntil: sent.Add(d.visibility),
-		}
-		if old, loaded := d.inflight.LoadOrStore(m.ID, rec); loaded {
+		if old, loaded := d.track(rec); loaded {
 			// A second delivery of a message still in flight here: keep only
 			// its newest receipt handle, which is the one SQS honours.
-			old.(*record).redelivered(rec.handle, rec.receives, rec.visibleUntil)
+			old.redelivered(rec.handle, rec.receives, rec.visibleUntil)
 			d.counters.duplicates.Add(1)
 			d.credits.release(1)
 			continue
@@ -227,8 +229,34 @@ func (d *dispatcher) drainGroups() []*record {
 	return out
 }
 
+// track adds rec to the in-flight set, unless its message is there already.
+func (d *dispatcher) track(rec *record) (old *record, loaded bool) {
+	d.inflightMu.Lock()
+	defer d.inflightMu.Unlock()
+	if old, loaded = d.inflight[rec.msg.ID]; loaded {
+		return old, true
+	}
+	d.inflight[rec.msg.ID] = rec
+	return rec, false
+}
+
 // forget ends rec's in-flight life in this process.
 func (d *dispatcher) forget(rec *record) {
 	rec.state.Store(recFinished)
-	d.inflight.CompareAndDelete(rec.msg.ID, rec)
+	d.inflightMu.Lock()
+	if d.inflight[rec.msg.ID] == rec {
+		delete(d.inflight, rec.msg.ID)
+	}
+	d.inflightMu.Unlock()
+}
+
+// inFlight returns the records in flight now.
+func (d *dispatcher) inFlight() []*record {
+	d.inflightMu.Lock()
+	defer d.inflightMu.Unlock()
+	recs := make([]*record, 0, len(d.inflight))
+	for _, r := range d.inflight {
+		recs = append(recs, r)
+	}
+	return recs
 }

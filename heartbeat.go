@@ -23,13 +23,11 @@ func (p *Pool) heartbeat(ctx context.Context) {
 		case <-t.C():
 		}
 		now := p.cfg.clock.Now()
-		p.disp.inflight.Range(func(_, v any) bool {
-			rec := v.(*record)
+		for _, rec := range p.disp.inFlight() {
 			if rec.state.Load() != recFinished && rec.visibleAt().Sub(now) <= tick+vis/3 {
 				p.deq.extend(rec, vis)
 			}
-			return true
-		})
+		}
 		p.disp.pruneGroups(now)
 	}
 }

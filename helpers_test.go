@@ -179,9 +179,7 @@ func (l *errorLog) next(t *testing.T) error {
 }
 
 func inflightLen(p *Pool) int {
-	n := 0
-	p.disp.inflight.Range(func(any, any) bool { n++; return true })
-	return n
+	return len(p.disp.inFlight())
 }
 
 var _ = types.Message{}

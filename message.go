@@ -37,6 +37,20 @@ type Message struct {
 
 type messageKey struct{}
 
+// msgContext is a handler's context: the pool's handler context carrying the
+// message, held in the message's record so that it costs no allocation.
+type msgContext struct {
+	context.Context
+	msg *Message
+}
+
+func (c *msgContext) Value(key any) any {
+	if key == (messageKey{}) {
+		return c.msg
+	}
+	return c.Context.Value(key)
+}
+
 // MessageFrom returns the metadata of the message whose handler received ctx.
 // It is how a handler, which is given only the decoded body, learns the
 // MessageId, receive count, attributes and timestamps of its delivery.
@@ -45,9 +59,10 @@ func MessageFrom(ctx context.Context) (*Message, bool) {
 	return m, ok
 }
 
-// newMessage copies what the consumer needs out of an SQS message.
-func newMessage(queueURL string, m types.Message, receivedAt time.Time) *Message {
-	msg := &Message{
+// fillMessage copies what the consumer needs out of an SQS message into msg,
+// in place: a record holds its Message, which saves an allocation each.
+func fillMessage(msg *Message, queueURL string, m types.Message, receivedAt time.Time) {
+	*msg = Message{
 		ID:                deref(m.MessageId),
 		Body:              deref(m.Body),
 		QueueURL:          queueURL,
@@ -57,14 +72,13 @@ func newMessage(queueURL string, m types.Message, receivedAt time.Time) *Message
 	}
 	a := m.Attributes
 	if a == nil {
-		return msg
+		return
 	}
 	msg.ReceiveCount, _ = strconv.Atoi(a[string(types.MessageSystemAttributeNameApproximateReceiveCount)])
 	msg.SentAt = epochMillis(a[string(types.MessageSystemAttributeNameSentTimestamp)])
 	msg.FirstReceivedAt = epochMillis(a[string(types.MessageSystemAttributeNameApproximateFirstReceiveTimestamp)])
 	msg.GroupID = a[string(types.MessageSystemAttributeNameMessageGroupId)]
 	msg.DeduplicationID = a[string(types.MessageSystemAttributeNameMessageDeduplicationId)]
-	return msg
 }
 
 func epochMillis(s string) time.Time {

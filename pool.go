@@ -135,6 +135,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 		hold:       func(rec *record, d time.Duration) { p.giveBack(d, rec) },
 		observer:   cfg.observer,
 		groups:     make(map[string]*group),
+		inflight:   make(map[string]*record),
 	}
 	p.handlerCtx, p.handlerCancel = context.WithCancel(context.WithoutCancel(parent))
 	p.deq = newDequeuer(context.WithoutCancel(parent), &dequeuer{
@@ -249,7 +250,8 @@ func (p *Pool) worker() {
 // it will be delivered again.
 func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
 	m := rec.msg
-	ctx := context.WithValue(p.handlerCtx, messageKey{}, m)
+	rec.ctx = msgContext{Context: p.handlerCtx, msg: m}
+	ctx := context.Context(&rec.ctx)
 	body := m.Body
 	var err error
 	if p.cfg.snsEnvelope {

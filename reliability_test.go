@@ -152,7 +152,7 @@ func fifoDispatcher(clk clock.Clock) (*dispatcher, *[]time.Duration) {
 		deadline: func(t time.Time) time.Time { return t.Add(time.Minute) },
 		credits:  newCredits(10), counters: &counters{}, work: make(chan *record, 10),
 		hold:   func(_ *record, d time.Duration) { held = append(held, d) },
-		groups: map[string]*group{},
+		groups: map[string]*group{}, inflight: map[string]*record{},
 	}
 	return d, &held
 }

@@ -95,6 +95,9 @@ func (b *Batcher[T]) Add(item T) error {
 	if b.opts.MaxBytes > 0 && len(b.pending) > 0 && b.pendingBytes+n > b.opts.MaxBytes {
 		b.cutLocked()
 	}
+	if b.pending == nil {
+		b.pending = make([]T, 0, b.opts.MaxItems)
+	}
 	b.pending = append(b.pending, item)
 	b.pendingBytes += n
 	if len(b.pending) >= b.opts.MaxItems || (b.opts.MaxBytes > 0 && b.pendingBytes >= b.opts.MaxBytes) {
