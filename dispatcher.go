@@ -24,7 +24,7 @@ const (
 type record struct {
 	msg      *Message // points at m
 	m        Message
-	ctx      msgContext // the handler's context, before its deadline
+	ctx      handlerContext
 	deadline time.Time // when the handler's context ends
 	state    atomic.Int32
 

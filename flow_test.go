@@ -119,16 +119,20 @@ func TestBreakerKeepsAnOutageOutOfTheDLQ(t *testing.T) {
 		}
 		return s.handler(ctx, o)
 	}, WithWorkers(4), WithCircuitBreaker(CircuitBreaker{
-		MinRequests: 4, CoolDown: time.Minute, Probes: 2,
+		MinRequests: 4, CoolDown: time.Minute, Probes: 1,
 		OnStateChange: func(_, to BreakerState) { changes <- to },
 	}))
 	require.Equal(t, BreakerOpen, <-changes)
 	receivesAtOpen := e.fake.Calls("ReceiveMessage")
+	// Handlers that were running when it opened finish (and fail) first.
+	idle := func() bool { return p.Stats().InFlight == 0 }
+	require.Eventually(t, idle, 10*time.Second, time.Millisecond)
 
 	// Still down at the first probe: it opens again.
 	e.clk.Advance(time.Minute)
 	require.Equal(t, BreakerHalfOpen, <-changes)
 	require.Equal(t, BreakerOpen, <-changes)
+	require.Eventually(t, idle, 10*time.Second, time.Millisecond)
 
 	down.Store(false)
 	e.clk.Advance(time.Minute)

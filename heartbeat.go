@@ -5,15 +5,18 @@ import (
 	"time"
 )
 
-// heartbeat keeps the messages this process holds invisible while their
-// handlers run (or while they wait behind their FIFO group), so that a slow
-// handler's message is not delivered to another consumer mid-flight. Every
-// tick it extends, in batches, each message whose visibility would end
-// before the next tick or so. A message whose handler has finished is never
-// extended: the extension would race its delete.
-func (p *Pool) heartbeat(ctx context.Context) {
+// watch is the pool's watchdog. Every tick it
+//   - cancels the context of each handler whose deadline has passed (handler
+//     contexts arm no timer of their own; see handlerContext), and
+//   - with the heartbeat on, keeps the messages this process holds invisible
+//     while their handlers run (or while they wait for a worker), so that a
+//     slow handler's message is not delivered to another consumer
+//     mid-flight: it extends, in batches, each message whose visibility
+//     would end before the next tick or so. A message whose handler has
+//     finished is never extended: the extension would race its delete.
+func (p *Pool) watch(ctx context.Context) {
 	vis := p.queue.visibility
-	tick := max(vis/3, time.Second)
+	tick := watchTick(vis, p.deadline(time.Time{}).Sub(time.Time{}))
 	for {
 		t := p.cfg.clock.NewTimer(tick)
 		select {
@@ -24,10 +27,24 @@ func (p *Pool) heartbeat(ctx context.Context) {
 		}
 		now := p.cfg.clock.Now()
 		for _, rec := range p.disp.inFlight() {
-			if rec.state.Load() != recFinished && rec.visibleAt().Sub(now) <= tick+vis/3 {
+			state := rec.state.Load()
+			if state == recFinished {
+				continue
+			}
+			if state == recRunning && !now.Before(rec.deadline) {
+				rec.ctx.cancel(context.DeadlineExceeded)
+			}
+			if p.cfg.heartbeat && rec.visibleAt().Sub(now) <= tick+vis/3 {
 				p.deq.extend(rec, vis)
 			}
 		}
 		p.disp.pruneGroups(now)
 	}
+}
+
+// watchTick is a third of the visibility timeout, so that extensions stay
+// ahead of it, and at most a twentieth of the handler timeout, so that a
+// handler is cancelled within 5% of its deadline.
+func watchTick(visibility, handlerTimeout time.Duration) time.Duration {
+	return max(min(visibility/3, handlerTimeout/20), 100*time.Millisecond)
 }

@@ -37,20 +37,6 @@ type Message struct {
 
 type messageKey struct{}
 
-// msgContext is a handler's context: the pool's handler context carrying the
-// message, held in the message's record so that it costs no allocation.
-type msgContext struct {
-	context.Context
-	msg *Message
-}
-
-func (c *msgContext) Value(key any) any {
-	if key == (messageKey{}) {
-		return c.msg
-	}
-	return c.Context.Value(key)
-}
-
 // MessageFrom returns the metadata of the message whose handler received ctx.
 // It is how a handler, which is given only the decoded body, learns the
 // MessageId, receive count, attributes and timestamps of its delivery.

@@ -140,7 +140,9 @@ func WithVisibilityTimeout(d time.Duration) Option { return func(c *config) { c.
 // WithHandlerTimeout bounds each handler's context (default: ten visibility
 // timeouts while the heartbeat keeps the message invisible; without the
 // heartbeat, the visibility timeout less a margin, so that a handler is
-// cancelled before SQS would give its message to another consumer).
+// cancelled before SQS would give its message to another consumer). The
+// pool's watchdog cancels the context within a twentieth of the timeout
+// after its deadline; no timer is armed per message.
 func WithHandlerTimeout(d time.Duration) Option { return func(c *config) { c.handlerTimeout = d } }
 
 // WithHeartbeat turns the visibility heartbeat on or off (default on). While

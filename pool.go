@@ -33,7 +33,7 @@ type Pool struct {
 	process   func(*record) (ok bool, delay time.Duration)
 
 	pollCancel    context.CancelFunc
-	bgCancel      context.CancelFunc // heartbeat and adaptive limit
+	bgCancel      context.CancelFunc // watchdog and adaptive limit
 	bg            sync.WaitGroup
 	handlerCtx    context.Context // carries the parent's values, not its cancellation
 	handlerCancel context.CancelFunc
@@ -187,13 +187,11 @@ func (p *Pool) start(parent context.Context, client Client) {
 	}
 	bgCtx, bgCancel := context.WithCancel(context.Background())
 	p.bgCancel = bgCancel
-	if cfg.heartbeat {
-		p.bg.Add(1)
-		go func() {
-			defer p.bg.Done()
-			p.heartbeat(bgCtx)
-		}()
-	}
+	p.bg.Add(1)
+	go func() {
+		defer p.bg.Done()
+		p.watch(bgCtx)
+	}()
 	if p.limiter != nil {
 		p.bg.Add(1)
 		go func() {
@@ -250,7 +248,9 @@ func (p *Pool) worker() {
 // it will be delivered again.
 func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
 	m := rec.msg
-	rec.ctx = msgContext{Context: p.handlerCtx, msg: m}
+	// The deadline is on the pool's clock; the context's is the wall clock's.
+	rec.ctx.values, rec.ctx.msg = p.handlerCtx, m
+	rec.ctx.deadline = time.Now().Add(rec.deadline.Sub(p.cfg.clock.Now()))
 	ctx := context.Context(&rec.ctx)
 	body := m.Body
 	var err error
@@ -279,13 +279,14 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 		p.report(ctx, m, &DecodeError{MessageID: m.ID, Err: err})
 		return ok, delay
 	}
-	// The deadline is on the pool's clock; the context's timer is real.
-	ctx, cancel := context.WithTimeout(ctx, rec.deadline.Sub(p.cfg.clock.Now()))
 	done := func(error) {}
 	if p.cfg.observer != nil {
 		ctx, done = p.cfg.observer.Start(ctx, m)
 	}
 	rec.state.Store(recRunning)
+	if p.handlerCtx.Err() != nil {
+		rec.ctx.cancel(context.Canceled) // started as the stop cancelled the rest
+	}
 	running := p.running.Add(1)
 	began := p.cfg.clock.Now()
 	err = callHandler(ctx, h, v)
@@ -295,7 +296,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	p.running.Add(-1)
 	rec.state.Store(recFinished)
 	done(err)
-	cancel()
+	rec.ctx.cancel(context.Canceled) // as a WithTimeout's cancel would
 	if p.brk != nil {
 		p.brk.record(err)
 	}
@@ -465,6 +466,11 @@ func (p *Pool) stop(ctx context.Context) error {
 	case <-ctx.Done():
 		serr.Cancelled = int(p.running.Load())
 		p.handlerCancel()
+		for _, rec := range p.disp.inFlight() {
+			if rec.state.Load() == recRunning {
+				rec.ctx.cancel(context.Canceled)
+			}
+		}
 		t := p.cfg.clock.NewTimer(abandonGrace)
 		select {
 		case <-p.workersDone:

@@ -85,7 +85,10 @@ func TestRetryAfterSetsTheRedeliveryDelay(t *testing.T) {
 		return nil
 	})
 	require.Equal(t, 1, <-counts)
-	require.Eventually(t, func() bool { return e.fake.Calls("ChangeMessageVisibilityBatch") == 1 }, 10*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool {
+		msgs := e.fake.Messages(e.queue)
+		return len(msgs) == 1 && msgs[0].VisibleAt.Equal(e.clk.Now().Add(5*time.Second))
+	}, 10*time.Second, time.Millisecond, "the retry delay reached SQS")
 	e.clk.Advance(5 * time.Second) // not the 30 s visibility timeout
 	require.Equal(t, 2, <-counts)
 	e.shutdown(p)
