@@ -135,10 +135,11 @@ func (p *Pool) setLimit(n int) {
 // sizer sets the read-ahead: how many messages may be received beyond the
 // handlers that can run, so that the next receive is already on its way when
 // handlers free up instead of starting only then. It is the work the pool
-// finishes in one receive's latency (gocloud's pubsub sizes its buffer the
-// same way, on a longer horizon), at most one receive per poller. Those
-// messages wait about one round trip for a worker, and the heartbeat keeps
-// them invisible meanwhile.
+// finishes in one receive's latency, or in readAheadHorizon if that is
+// longer, and at most one receive per poller (gocloud's pubsub sizes its
+// buffer the same way, on a 2 s horizon). Those messages wait about that
+// long for a worker, and the heartbeat keeps them invisible meanwhile; with
+// slow handlers the read-ahead is nil.
 type sizer struct {
 	mu       sync.Mutex
 	latency  time.Duration // moving average of non-empty receives
@@ -146,8 +147,13 @@ type sizer struct {
 	lastDone int64
 }
 
-// resizeEvery is how often the read-ahead is recomputed at most.
-const resizeEvery = 100 * time.Millisecond
+const (
+	// resizeEvery is how often the read-ahead is recomputed at most.
+	resizeEvery = 100 * time.Millisecond
+	// readAheadHorizon is the least work the read-ahead covers, so that a
+	// pool whose receives are fast still overlaps receiving and handling.
+	readAheadHorizon = 50 * time.Millisecond
+)
 
 // resize is called by pollers after each receive that brought messages.
 func (p *Pool) resize(latency time.Duration) {
@@ -168,7 +174,8 @@ func (p *Pool) resize(latency time.Duration) {
 	done := c.processed.Load() + c.failed.Load() + c.decodeErrors.Load()
 	rate := float64(done-s.lastDone) / elapsed.Seconds()
 	s.lastAt, s.lastDone = now, done
-	ahead := min(int64(math.Ceil(rate*s.latency.Seconds())), int64(p.cfg.pollers*p.cfg.maxMessages))
+	horizon := max(s.latency, readAheadHorizon)
+	ahead := min(int64(math.Ceil(rate*horizon.Seconds())), int64(p.cfg.pollers*p.cfg.maxMessages))
 	if old := p.readAhead.Swap(ahead); old != ahead {
 		p.credits.release(int(ahead - old))
 	}

@@ -99,39 +99,41 @@ type credits struct {
 	waiters []*waiter // served in arrival order, so no poller starves
 }
 
-// waiter is a poller waiting to be granted need slots.
+// waiter is a poller waiting until need slots are free: to be granted them,
+// or, with peek, only to hear that they are.
 type waiter struct {
 	need int
+	peek bool
 	ch   chan struct{} // capacity 1; owned by the poller
 }
 
 func newCredits(n int) *credits { return &credits{free: n} }
 
-// take takes up to want slots, at least one. It waits for a first slot, then
-// up to fill for the rest, so that a busy pool receives full batches (one
+// take takes up to want slots, at least one. Once a slot is free it waits up
+// to fill for want of them, so that a busy pool receives full batches (one
 // request per ten messages) while a pool with long handlers still puts a
-// freed slot to use within fill. Slots are handed out whole and in order, so
-// that pollers do not split a batch's worth between them.
+// freed slot to use within fill. Slots are granted whole and in order, and a
+// poller holds none while it waits, so that pollers neither split a batch's
+// worth between them nor wait on each other.
 func (c *credits) take(ctx context.Context, w *waiter, want int, fill time.Duration, clk clock.Clock) (int, error) {
-	if _, err := c.wait(ctx, w, 1, nil); err != nil {
+	if _, err := c.wait(ctx, w, 1, true, nil); err != nil {
 		return 0, err
 	}
-	got := 1 + c.takeUpTo(want-1)
-	if got < want && fill > 0 {
+	if want > 1 && fill > 0 {
 		t := clk.NewTimer(fill)
-		granted, err := c.wait(ctx, w, want-got, t.C())
+		granted, err := c.wait(ctx, w, want, false, t.C())
 		t.Stop()
-		switch {
-		case err != nil:
-			c.release(got)
+		if err != nil {
 			return 0, err
-		case granted:
-			got = want
-		default:
-			got += c.takeUpTo(want - got)
+		}
+		if granted {
+			return want, nil
 		}
 	}
-	return got, nil
+	if _, err := c.wait(ctx, w, 1, false, nil); err != nil {
+		return 0, err
+	}
+	return 1 + c.takeUpTo(want-1), nil
 }
 
 // takeUpTo takes what is free, up to n slots.
@@ -146,16 +148,19 @@ func (c *credits) takeUpTo(n int) int {
 	return n
 }
 
-// wait is granted need slots, or gives up when timeout fires (granted false)
-// or ctx ends (an error, and nothing granted).
-func (c *credits) wait(ctx context.Context, w *waiter, need int, timeout <-chan time.Time) (granted bool, err error) {
+// wait is granted need slots (with peek, is told they are free), or gives
+// up when timeout fires (granted false) or ctx ends (an error, and nothing
+// granted).
+func (c *credits) wait(ctx context.Context, w *waiter, need int, peek bool, timeout <-chan time.Time) (granted bool, err error) {
 	c.mu.Lock()
 	if len(c.waiters) == 0 && c.free >= need {
-		c.free -= need
+		if !peek {
+			c.free -= need
+		}
 		c.mu.Unlock()
 		return true, nil
 	}
-	w.need = need
+	w.need, w.peek = need, peek
 	c.waiters = append(c.waiters, w)
 	c.mu.Unlock()
 	select {
@@ -175,7 +180,9 @@ func (c *credits) wait(ctx context.Context, w *waiter, need int, timeout <-chan 
 	c.mu.Unlock()
 	<-w.ch // granted as we gave up
 	if err != nil {
-		c.release(need)
+		if !peek {
+			c.release(need)
+		}
 		return false, err
 	}
 	return true, nil
@@ -197,7 +204,9 @@ func (c *credits) release(n int) {
 func (c *credits) grantLocked() {
 	for len(c.waiters) > 0 && c.free >= c.waiters[0].need {
 		w := c.waiters[0]
-		c.free -= w.need
+		if !w.peek {
+			c.free -= w.need
+		}
 		c.waiters[0] = nil
 		c.waiters = c.waiters[1:]
 		w.ch <- struct{}{}

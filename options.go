@@ -113,7 +113,7 @@ func (c *config) validate() error {
 // so that the receive rate follows the worker count; with the read-ahead,
 // each poller's next receive overlaps the handling of its last.
 func defaultPollers(workers, maxMessages int) int {
-	return max(1, workers/maxMessages)
+	return max(1, (workers+maxMessages-1)/maxMessages)
 }
 
 // WithWorkers sets how many handlers run at once (default 10). Messages held
@@ -122,7 +122,7 @@ func defaultPollers(workers, maxMessages int) int {
 func WithWorkers(n int) Option { return func(c *config) { c.workers = n } }
 
 // WithPollers sets how many long polls run at once (default: one for every
-// full 10 workers, at least one; one on FIFO queues).
+// 10 workers, rounded up; one on FIFO queues).
 func WithPollers(n int) Option { return func(c *config) { c.pollers, c.pollersSet = n, true } }
 
 // WithMaxMessages caps the messages asked for in one ReceiveMessage (default

@@ -132,7 +132,7 @@ func emptyQueueCost(ctx context.Context, workers, minutes int) (Result, error) {
 		return Result{}, err
 	}
 	defer func() { _ = pool.Shutdown(ctx); _ = pool.Wait() }()
-	pollers := (workers + defaultPerPoll - 1) / defaultPerPoll
+	pollers := defaultPollers(workers)
 	// At rest every poller waits on exactly one timer of the clock: its
 	// long poll, or, for a poller that found fewer than 10 free slots, the
 	// receive fill before it polls with what it has; the pool may hold

@@ -236,7 +236,7 @@ func bestOf(rounds int, run func() (latencyRun, error)) (latencyRun, error) {
 // latencyBound is min(workers / handler time, pollers x 10 / receive
 // latency), with the pool's default poller count.
 func latencyBound() (bound float64, pollers int) {
-	pollers = (httpWorkers + defaultPerPoll - 1) / defaultPerPoll
+	pollers = defaultPollers(httpWorkers)
 	byWorkers := float64(httpWorkers) / handlerTime.Seconds()
 	byPollers := float64(pollers*receiveBatch) / httpLatency.Seconds()
 	return min(byWorkers, byPollers), pollers
@@ -268,7 +268,7 @@ func Latency(ctx context.Context, o Opts) ([]Result, error) {
 	res.Msgs = int64(n)
 	res.Target = fmt.Sprintf(">= 90%% of bound %.0f/s", bound)
 	res.Verdict = verdict(r.rate >= 0.9*bound)
-	res.Note = fmt.Sprintf("best of %d rounds; %.0f%% of bound (pollers=%d by ceil(workers/10); most concurrent receives seen %d); slot-held bound workers/(recv+handler)=%.0f/s; %d TCP conns opened; calls %v",
+	res.Note = fmt.Sprintf("best of %d rounds; %.0f%% of bound (pollers=%d, the default for the worker count; most concurrent receives seen %d); slot-held bound workers/(recv+handler)=%.0f/s; %d TCP conns opened; calls %v",
 		o.size(2, 1), 100*r.rate/bound, pollers, r.maxReceives, slotBound, r.conns, r.calls)
 	o.logf("latency: %.0f msgs/s (%.0f%% of bound %.0f), %.1f req/1000", r.rate, 100*r.rate/bound, bound, r.reqPer1000)
 	out := []Result{res}
@@ -286,7 +286,7 @@ func Latency(ctx context.Context, o Opts) ([]Result, error) {
 		opts []sqspool.Option
 	}{
 		{"diagnostic: WithReceiveFill(0)", nil, []sqspool.Option{sqspool.WithReceiveFill(0)}},
-		{"diagnostic: WithPollers(6) (floor(workers/10))", nil, []sqspool.Option{sqspool.WithPollers(6)}},
+		{"diagnostic: WithPollers(10)", nil, []sqspool.Option{sqspool.WithPollers(10)}},
 		{fmt.Sprintf("diagnostic: WithWorkers(%d), 7 pollers (64 + 7x10 slots for receives in flight)", httpWorkers+70), nil, []sqspool.Option{sqspool.WithWorkers(httpWorkers + 70), sqspool.WithPollers(7)}},
 		{"diagnostic: SDK HTTP client with MaxIdleConnsPerHost 64 (default 10)", []func(*sqs.Options){idle64}, nil},
 	} {
@@ -337,3 +337,7 @@ func SideBySide(ctx context.Context, o Opts) ([]Result, error) {
 	b.Note = fmt.Sprintf("most concurrent receives %d; %d TCP conns; calls %v", gr.maxReceives, gr.conns, gr.calls)
 	return []Result{a, b}, nil
 }
+
+// defaultPollers is the pool's default poller count for a worker count:
+// one per full receive's worth of workers (options.go).
+func defaultPollers(workers int) int { return max(1, (workers+defaultPerPoll-1)/defaultPerPoll) }
