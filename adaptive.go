@@ -17,8 +17,9 @@ import (
 // latency), where latency is the handlers' mean over the interval and
 // baseline the lowest mean seen (re-learned when even the minimum limit is
 // slower than it, i.e. the downstream got slower for good). Below
-// 3·log10(limit) waiting, the limit grows by log10(limit); above
-// 6·log10(limit), it shrinks by as much. A downstream whose latency starts
+// 3·log10(limit) waiting, the limit grows by log10(limit) (by half while
+// latency is within 10% of the baseline: a slow start); above
+// 6·log10(limit), it shrinks by log10(limit). A downstream whose latency starts
 // to climb at K concurrent calls thus holds the limit a few above K, where
 // throughput is already at its best, instead of at Max. A limit that is not
 // in use, because the queue runs dry, shrinks toward what is. The limit stays
@@ -27,7 +28,7 @@ type AdaptiveConcurrency struct {
 	// Min and Max bound the number of handlers running at once (defaults 1
 	// and the pool's worker count).
 	Min, Max int
-	// Interval is how often the limit is adjusted (default 250ms). An
+	// Interval is how often the limit is adjusted (default 100ms). An
 	// interval with fewer than three outcomes is skipped.
 	Interval time.Duration
 }
@@ -39,7 +40,7 @@ func (a *AdaptiveConcurrency) withDefaults(workers int) AdaptiveConcurrency {
 	}
 	d.Min = min(max(d.Min, 1), d.Max)
 	if d.Interval <= 0 {
-		d.Interval = 250 * time.Millisecond
+		d.Interval = 100 * time.Millisecond
 	}
 	return d
 }
@@ -99,6 +100,11 @@ func (l *limiter) adjust(running int64) (int, bool) {
 	case peak < 0.5*l.limit:
 		// The limit is not in use (the queue runs dry): shrink toward use.
 		l.limit = math.Max(peak+step, l.limit*0.9)
+	case latency < l.baseline+l.baseline/10:
+		// Latency has not risen: a slow start, multiplying the limit until
+		// it does, reaches the knee in a few intervals instead of one step
+		// at a time.
+		l.limit = math.Max(l.limit*1.5, l.limit+1)
 	case queued < 3*step:
 		l.limit += step
 	case queued > 6*step:
@@ -124,11 +130,12 @@ func (p *Pool) adapt(ctx context.Context) {
 	}
 }
 
-// setLimit moves the number of handlers that may run at once. Shrinking
-// takes effect as running handlers finish.
+// setLimit moves the number of handlers that may run at once, and the slots
+// receives may fill with it. Shrinking takes effect as handlers finish.
 func (p *Pool) setLimit(n int) {
 	if old := p.limit.Swap(int64(n)); old != int64(n) {
 		p.credits.release(n - int(old))
+		p.run.release(n - int(old))
 	}
 }
 

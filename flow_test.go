@@ -188,13 +188,34 @@ func TestAdaptiveLimitShrinksWhenIdle(t *testing.T) {
 	assert.InDelta(t, 2, l.limit, 0.01, "an empty queue needs no concurrency")
 }
 
-func TestAdaptivePoolStartsAtMinAndReportsItsLimit(t *testing.T) {
+func TestAdaptiveLimitBoundsRunningHandlers(t *testing.T) {
 	e := newEnv(t, nil)
-	e.sendOrders(20)
 	s := newSeen()
-	p := e.start(s.handler, WithAdaptiveConcurrency(AdaptiveConcurrency{Min: 2, Max: 16}))
-	s.wait(t, 20)
+	var running, peak atomic.Int64
+	release := make(chan struct{})
+	p := e.start(func(ctx context.Context, o *order) error {
+		n := running.Add(1)
+		for old := peak.Load(); n > old && !peak.CompareAndSwap(old, n); old = peak.Load() {
+		}
+		<-release
+		running.Add(-1)
+		return s.handler(ctx, o)
+	}, WithAdaptiveConcurrency(AdaptiveConcurrency{Min: 2, Max: 16}), WithReceiveFill(0))
+	// A read-ahead of ten lets more messages in than the limit may run. (The
+	// sizer keeps it: on this clock its next turn never comes.)
+	p.sizer.mu.Lock()
+	p.sizer.lastAt = e.clk.Now()
+	p.sizer.mu.Unlock()
+	p.readAhead.Store(10)
+	p.credits.release(10)
+	e.sendOrders(12)
+	held := assert.Eventually(t, func() bool { return p.Stats().InFlight == 12 }, 10*time.Second, time.Millisecond)
+	assert.EqualValues(t, 2, running.Load(), "held beyond the limit, they wait for a worker")
+	close(release)
+	require.True(t, held)
+	s.wait(t, 12)
 	st := p.Stats()
 	e.shutdown(p)
 	assert.EqualValues(t, 2, st.ConcurrencyLimit, "the manual clock never ticked the limiter")
+	assert.EqualValues(t, 2, peak.Load())
 }

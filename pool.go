@@ -26,12 +26,14 @@ type Pool struct {
 	readAhead atomic.Int64 // slots beyond limit, so that receives overlap handling
 	sizer     sizer
 	limiter   *limiter // nil unless WithAdaptiveConcurrency
+	run       *credits // with it: handlers that may start, up to the limit
 	brk       *breaker // nil unless WithCircuitBreaker
 	disp      *dispatcher
 	deq       *dequeuer
 	work      chan *record
 	process   func(*record) (ok bool, delay time.Duration)
 
+	pollCtx       context.Context // ends when the stop begins
 	pollCancel    context.CancelFunc
 	bgCancel      context.CancelFunc // watchdog and adaptive limit
 	bg            sync.WaitGroup
@@ -112,6 +114,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 	if cfg.adaptive != nil {
 		p.limiter = newLimiter(*cfg.adaptive)
 		slots = p.limiter.cfg.Min
+		p.run = newCredits(slots)
 	}
 	p.limit.Store(int64(slots))
 	p.credits = newCredits(slots)
@@ -156,7 +159,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 	}, cfg)
 
 	pollCtx, pollCancel := context.WithCancel(parent)
-	p.pollCancel = pollCancel
+	p.pollCtx, p.pollCancel = pollCtx, pollCancel
 	input := newReceiveInput(p.queue.url, cfg)
 	for range cfg.pollers {
 		pl := &poller{
@@ -226,16 +229,20 @@ func (p *Pool) worker() {
 			close(p.workersDone)
 		}
 	}()
+	w := &waiter{ch: make(chan struct{}, 1)} // for the adaptive limit's gate
 	for rec := range p.work {
 		for rec != nil {
 			var released []*record
-			if p.stopping.Load() || (p.brk != nil && !p.brk.allows()) {
+			if p.stopping.Load() || (p.brk != nil && !p.brk.allows()) || !p.admitHandler(w) {
 				p.giveBack(0, rec)
 				rec, released = p.disp.next(rec, false, 0)
 				p.giveBack(0, released...)
 				continue
 			}
 			ok, delay := p.process(rec)
+			if p.run != nil {
+				p.run.release(1)
+			}
 			p.releaseSlot()
 			rec, released = p.disp.next(rec, ok, delay)
 			p.giveBack(delay, released...)
@@ -350,6 +357,17 @@ func callHandler[T any](ctx context.Context, h Handler[T], v *T) (err error) {
 		}
 	}()
 	return h(ctx, v)
+}
+
+// admitHandler waits, under an adaptive limit, until fewer handlers run than
+// the limit allows (workers, one per slot the limit may reach, outnumber it).
+// It reports false when the pool began to stop meanwhile.
+func (p *Pool) admitHandler(w *waiter) bool {
+	if p.run == nil {
+		return true
+	}
+	_, err := p.run.wait(p.pollCtx, w, 1, false, nil)
+	return err == nil
 }
 
 // releaseSlot frees the slot of a message that is done with here.

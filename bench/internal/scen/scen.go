@@ -125,6 +125,7 @@ func All() []Scenario {
 		{5, "memory", Memory},
 		{6, "catcher", Catcher},
 		{7, "sink", Sink},
+		{8, "adaptive", Adaptive},
 	}
 }
 
@@ -145,7 +146,7 @@ func Find(list string) ([]Scenario, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no scenario %q (have 1-7 or %s)", name, names())
+			return nil, fmt.Errorf("no scenario %q (have 1-8 or %s)", name, names())
 		}
 	}
 	return out, nil
