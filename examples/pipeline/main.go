@@ -42,6 +42,7 @@ func main() {
 	flag.IntVar(&cfg.Requests, "n", 1000, "requests to send through the catcher")
 	flag.StringVar(&cfg.Addr, "addr", "127.0.0.1:0", "catcher listen address")
 	flag.IntVar(&cfg.Workers, "workers", 32, "pool workers")
+	flag.StringVar(&cfg.Metrics, "metrics", "", "serve Prometheus /metrics and /readyz at this address (e.g. 127.0.0.1:9090)")
 	flag.DurationVar(&cfg.Timeout, "timeout", 2*time.Minute, "bound on the whole run")
 	flag.StringVar(&cfg.Queue, "queue", "", "AWS: queue name or URL (default: create one)")
 	flag.StringVar(&cfg.Table, "table", "", `AWS: results table, partition key "pk" (default: create one)`)

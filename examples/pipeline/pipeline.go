@@ -75,6 +75,7 @@ type Config struct {
 	IdempotencyTable string // partition key "id" (string)
 
 	Addr        string        // catcher listen address (default 127.0.0.1:0)
+	Metrics     string        // if set, serve /metrics and /readyz here
 	Requests    int           // requests the load generator sends
 	Concurrency int           // requests in flight at once (default 64)
 	Workers     int           // pool workers (default 32)
@@ -138,6 +139,17 @@ func run(ctx context.Context, cfg Config) (Summary, error) {
 			Expiry:  24 * time.Hour,
 		}))
 
+	// Metrics and a readiness probe, when asked for.
+	opts := []sqspool.Option{sqspool.WithWorkers(cfg.Workers), sqspool.WithWaitTime(cfg.WaitTime), sqspool.WithLogger(cfg.Logger)}
+	var mon *monitor
+	if cfg.Metrics != "" {
+		if mon, err = startMonitor(cfg.Metrics, cfg.Logger); err != nil {
+			return Summary{}, errors.Join(err, ln.Close(), results.Close(ctx))
+		}
+		defer func() { _ = mon.Close(context.WithoutCancel(ctx)) }()
+		opts = append(opts, sqspool.WithObserver(mon.Observer))
+	}
+
 	// The pool: process, store durably, and only then delete the message.
 	stored := newTracker()
 	store := sink.Pipe(process, results)
@@ -154,12 +166,12 @@ func run(ctx context.Context, cfg Config) (Summary, error) {
 			}
 			stored.add(r.ID)
 			return nil
-		},
-		sqspool.WithWorkers(cfg.Workers),
-		sqspool.WithWaitTime(cfg.WaitTime),
-		sqspool.WithLogger(cfg.Logger))
+		}, opts...)
 	if err != nil {
 		return Summary{}, errors.Join(err, ln.Close(), results.Close(ctx))
+	}
+	if mon != nil {
+		mon.SetPool(pool)
 	}
 
 	// The catcher: every POST becomes a message; messages go in batches.
