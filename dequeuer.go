@@ -119,17 +119,14 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 	var gens [maxBatch]uint32
 	var handles [maxBatch]string
 	entries := make([]types.DeleteMessageBatchRequestEntry, 0, len(recs))
-	call := func(ctx context.Context, idx []int) (*sqs.DeleteMessageBatchOutput, error) {
-		entries = entries[:0]
-		for _, i := range idx {
-			handles[i], gens[i] = recs[i].receipt()
-			entries = append(entries, types.DeleteMessageBatchRequestEntry{Id: &entryIDs[i], ReceiptHandle: &handles[i]})
-		}
-		return d.client.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: &d.queueURL, Entries: entries})
-	}
 	d.send(ctx, apiDeleteMessageBatch, len(recs),
 		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
-			out, err := call(ctx, idx)
+			entries = entries[:0]
+			for _, i := range idx {
+				handles[i], gens[i] = recs[i].receipt()
+				entries = append(entries, types.DeleteMessageBatchRequestEntry{Id: &entryIDs[i], ReceiptHandle: &handles[i]})
+			}
+			out, err := d.client.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: &d.queueURL, Entries: entries})
 			if err != nil {
 				return nil, nil, err
 			}

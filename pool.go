@@ -313,8 +313,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 		return true, 0
 	}
 	p.counters.failed.Add(1)
-	var perr *PanicError
-	if asPanic(err, &perr) {
+	if perr, ok := err.(*PanicError); ok { // callHandler returns it unwrapped
 		p.counters.panics.Add(1)
 		p.cfg.logger.Error("sqspool: handler panicked", "message_id", m.ID, "panic", perr.Value, "stack", string(perr.Stack))
 	} else {
@@ -341,12 +340,6 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 func (p *Pool) finish(rec *record) {
 	rec.state.Store(recFinished)
 	p.deq.delete(rec)
-}
-
-func asPanic(err error, target **PanicError) bool {
-	pe, ok := err.(*PanicError)
-	*target = pe
-	return ok
 }
 
 // callHandler runs h, turning a panic into a *PanicError.
