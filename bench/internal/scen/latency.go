@@ -83,12 +83,10 @@ func (h *httpFake) close() { h.srv.Close() }
 
 // latencyRun is one consumer's measurement over the HTTP fake.
 type latencyRun struct {
-	rate, reqPer1000, allocs, bytes, cpu float64
-	peakHeap                             uint64
-	g0, gPeak, g1                        int
-	conns                                int64
-	maxReceives                          int64
-	calls                                map[string]int
+	measured
+	conns       int64
+	maxReceives int64
+	calls       map[string]int
 }
 
 // sleepDecode is the scenarios' handler work besides decoding.
@@ -105,10 +103,7 @@ func runLatencyPoolSDK(ctx context.Context, n int, sdkOpts []func(*sqs.Options),
 	}
 	defer h.close()
 	p := newProgress(n, sqsRequests(h.fake))
-	g0 := runtime.NumGoroutine()
-	_ = liveHeap()
-	a := startAllocs()
-	s := startSampler()
+	m := startMeasuring()
 	pool, err := sqspool.StartPool(ctx, &sqspool.Consumer{Client: h.client, Queue: h.url},
 		func(ctx context.Context, b *Body) error { sleepDecode(); p.add(1); return nil },
 		append([]sqspool.Option{sqspool.WithWorkers(httpWorkers), sqspool.WithLogger(quiet)}, opts...)...)
@@ -120,11 +115,7 @@ func runLatencyPoolSDK(ctx context.Context, n int, sdkOpts []func(*sqs.Options),
 	if werr != nil || serr != nil {
 		return latencyRun{}, errors.Join(werr, serr)
 	}
-	r := latencyRun{g0: g0, conns: h.conns.Load(), maxReceives: h.maxReceives.Load(), calls: h.fake.CallCounts()}
-	r.cpu = a.cpuPerMsg(int64(n))
-	r.allocs, r.bytes = a.perMsg(int64(n))
-	r.peakHeap, r.gPeak = s.end()
-	r.rate, r.reqPer1000 = p.window()
+	r := latencyRun{measured: m.stop(n, p), conns: h.conns.Load(), maxReceives: h.maxReceives.Load(), calls: h.fake.CallCounts()}
 	if err := pool.Wait(); err != nil {
 		return r, err
 	}
@@ -145,10 +136,7 @@ func runLatencyGocloud(ctx context.Context, n int) (latencyRun, error) {
 	}
 	defer h.close()
 	p := newProgress(n, sqsRequests(h.fake))
-	g0 := runtime.NumGoroutine()
-	_ = liveHeap()
-	a := startAllocs()
-	s := startSampler()
+	m := startMeasuring()
 	sub := awssnssqs.OpenSubscriptionV2(ctx, h.client, h.url, &awssnssqs.SubscriptionOptions{Raw: true, WaitTime: 20 * time.Second})
 	rctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -189,11 +177,7 @@ func runLatencyGocloud(ctx context.Context, n int) (latencyRun, error) {
 	if werr != nil {
 		return latencyRun{}, werr
 	}
-	r := latencyRun{g0: g0, conns: h.conns.Load(), maxReceives: h.maxReceives.Load(), calls: h.fake.CallCounts()}
-	r.cpu = a.cpuPerMsg(int64(n))
-	r.allocs, r.bytes = a.perMsg(int64(n))
-	r.peakHeap, r.gPeak = s.end()
-	r.rate, r.reqPer1000 = p.window()
+	r := latencyRun{measured: m.stop(n, p), conns: h.conns.Load(), maxReceives: h.maxReceives.Load(), calls: h.fake.CallCounts()}
 	r.g1 = runtime.NumGoroutine()
 	if serr != nil {
 		return r, fmt.Errorf("gocloud shutdown: %w", serr)

@@ -18,11 +18,7 @@ import (
 )
 
 // overheadRun is one measured consumer run over a preloaded queue.
-type overheadRun struct {
-	rate, reqPer1000, allocs, bytes, cpu float64
-	peakHeap                             uint64
-	g0, gPeak, g1                        int
-}
+type overheadRun measured
 
 // newPreloaded returns a fake with a standard queue holding n messages.
 func newPreloaded(ctx context.Context, name string, n int, fakeOpts ...sqsfake.Option) (*sqsfake.Fake, string, error) {
@@ -107,10 +103,7 @@ func runHand(ctx context.Context, n int, allAttrs bool) (overheadRun, error) {
 		return overheadRun{}, err
 	}
 	p := newProgress(n, sqsRequests(f))
-	g0 := runtime.NumGoroutine()
-	_ = liveHeap()
-	a := startAllocs()
-	s := startSampler()
+	m := startMeasuring()
 	done := make(chan error, 1)
 	go func() { done <- HandLoop(ctx, f, url, runtime.GOMAXPROCS(0), allAttrs, p) }()
 	if err := p.wait(ctx, 5*time.Minute); err != nil {
@@ -119,11 +112,7 @@ func runHand(ctx context.Context, n int, allAttrs bool) (overheadRun, error) {
 	if err := <-done; err != nil {
 		return overheadRun{}, err
 	}
-	r := overheadRun{g0: g0}
-	r.cpu = a.cpuPerMsg(int64(n))
-	r.allocs, r.bytes = a.perMsg(int64(n))
-	r.peakHeap, r.gPeak = s.end()
-	r.rate, r.reqPer1000 = p.window()
+	r := overheadRun(m.stop(n, p))
 	r.g1 = runtime.NumGoroutine()
 	if st := f.Stats(url); st.Deleted != int64(n) {
 		return r, fmt.Errorf("hand loop deleted %d of %d", st.Deleted, n)
@@ -139,10 +128,7 @@ func runPool(ctx context.Context, n int, opts ...sqspool.Option) (overheadRun, e
 		return overheadRun{}, err
 	}
 	p := newProgress(n, sqsRequests(f))
-	g0 := runtime.NumGoroutine()
-	_ = liveHeap()
-	a := startAllocs()
-	s := startSampler()
+	m := startMeasuring()
 	pool, err := sqspool.StartPool(ctx, &sqspool.Consumer{Client: f, Queue: url},
 		func(ctx context.Context, b *Body) error { p.add(1); return nil },
 		append([]sqspool.Option{sqspool.WithLogger(quiet)}, opts...)...)
@@ -154,11 +140,7 @@ func runPool(ctx context.Context, n int, opts ...sqspool.Option) (overheadRun, e
 	if werr != nil || serr != nil {
 		return overheadRun{}, errors.Join(werr, serr)
 	}
-	r := overheadRun{g0: g0}
-	r.cpu = a.cpuPerMsg(int64(n))
-	r.allocs, r.bytes = a.perMsg(int64(n))
-	r.peakHeap, r.gPeak = s.end()
-	r.rate, r.reqPer1000 = p.window()
+	r := overheadRun(m.stop(n, p))
 	if err := pool.Wait(); err != nil {
 		return r, err
 	}

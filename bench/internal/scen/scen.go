@@ -453,3 +453,37 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/float64(time.Millisecond)) }
+
+// measured is what every pool run reports: rate and requests over the
+// steady window, CPU, allocations and bytes per message, peak heap, and
+// goroutines at start, peak and end (g1 is set by the caller once the run
+// has fully stopped).
+type measured struct {
+	rate, reqPer1000, allocs, bytes, cpu float64
+	peakHeap                             uint64
+	g0, gPeak, g1                        int
+}
+
+// measuring is a measurement under way.
+type measuring struct {
+	g0 int
+	a  *allocs
+	s  *sampler
+}
+
+// startMeasuring starts counting CPU, allocations, heap and goroutines.
+func startMeasuring() measuring {
+	g0 := runtime.NumGoroutine()
+	_ = liveHeap()
+	return measuring{g0: g0, a: startAllocs(), s: startSampler()}
+}
+
+// stop ends the measurement of a run that handled n messages.
+func (m measuring) stop(n int, p *progress) measured {
+	r := measured{g0: m.g0}
+	r.cpu = m.a.cpuPerMsg(int64(n))
+	r.allocs, r.bytes = m.a.perMsg(int64(n))
+	r.peakHeap, r.gPeak = m.s.end()
+	r.rate, r.reqPer1000 = p.window()
+	return r
+}
