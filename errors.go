@@ -18,7 +18,8 @@ func (e *DecodeError) Error() string {
 
 func (e *DecodeError) Unwrap() error { return e.Err }
 
-// PanicError is a handler panic, recovered and counted as a failure.
+// PanicError is a recovered panic: a handler's, counted as a failure, or a
+// Decoder's, reported inside a *DecodeError.
 type PanicError struct {
 	Value any
 	Stack []byte

@@ -30,7 +30,7 @@ const (
 // ErrorHook observes every failure: *DecodeError, *PanicError, a handler's
 // error, and *APIError for failed SQS calls. msg is nil when the failure
 // concerns no single message. It runs on the goroutine that saw the failure,
-// so it must be quick.
+// so it must be quick. A panic in it is recovered and logged.
 type ErrorHook func(ctx context.Context, msg *Message, err error)
 
 type config struct {
@@ -212,7 +212,8 @@ func WithMessageAttributeNames(names ...string) Option {
 
 // WithDecoder replaces the body decoder (default: JSON, or the raw body when T
 // is string or []byte). T must be the pool's type; StartPool reports a
-// mismatch.
+// mismatch. A decoder that panics has rejected the body: the panic is
+// reported as a *DecodeError wrapping a *PanicError.
 func WithDecoder[T any](d Decoder[T]) Option { return func(c *config) { c.decoder = d } }
 
 // WithSNSEnvelope unwraps SNS notifications (topics delivering to the queue

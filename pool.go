@@ -81,6 +81,9 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if cfg.observer != nil {
+		cfg.observer = guardedObserver{o: cfg.observer, log: cfg.logger}
+	}
 	p := &Pool{
 		cfg:         cfg,
 		workersDone: make(chan struct{}),
@@ -266,7 +269,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	}
 	v := new(T)
 	if err == nil {
-		err = decode(body, v)
+		err = callDecoder(decode, body, v)
 	}
 	if err != nil {
 		p.counters.decodeErrors.Add(1)
@@ -352,6 +355,17 @@ func callHandler[T any](ctx context.Context, h Handler[T], v *T) (err error) {
 	return h(ctx, v)
 }
 
+// callDecoder runs decode, turning a panic into a *PanicError: a decoder
+// that panics on a body has rejected it, and the decode policy applies.
+func callDecoder[T any](decode Decoder[T], body string, v *T) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return decode(body, v)
+}
+
 // admitHandler waits, under an adaptive limit, until fewer handlers run than
 // the limit allows (workers, one per slot the limit may reach, outnumber it).
 // It reports false when the pool began to stop meanwhile.
@@ -385,8 +399,8 @@ func (p *Pool) observeCall(a api, entries int, began time.Time, err error) {
 }
 
 func (p *Pool) report(ctx context.Context, m *Message, err error) {
-	if p.cfg.onError != nil {
-		p.cfg.onError(ctx, m, err)
+	if h := p.cfg.onError; h != nil {
+		guard(p.cfg.logger, "ErrorHook", func() { h(ctx, m, err) })
 	}
 }
 

@@ -1,0 +1,64 @@
+package sqspool
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// panickyObserver panics in every method it has.
+type panickyObserver struct{}
+
+func (panickyObserver) Received(*Message) { panic("observer: received") }
+func (panickyObserver) Start(context.Context, *Message) (context.Context, func(error)) {
+	panic("observer: start")
+}
+func (panickyObserver) Deleted(*Message)                       { panic("observer: deleted") }
+func (panickyObserver) Call(string, int, time.Duration, error) { panic("observer: call") }
+
+// Defect 8: a panicking Decoder is a decode error under the decode policy,
+// and a panicking ErrorHook or Observer is logged, never the end of the
+// process.
+func TestPanickingDecoderHookAndObserverDoNotCrash(t *testing.T) {
+	for _, policy := range []DecodeFailurePolicy{LeaveMalformed, DeleteMalformed} {
+		e := newEnv(t, nil)
+		e.send("bad", "id=1")
+		errs := newErrorLog()
+		s := newSeen()
+		hookCalls := 0
+		p := e.start(s.handler, WithWorkers(1), WithMaxMessages(1), WithDecodeFailure(policy),
+			WithDecoder(func(body string, o *order) error {
+				if body == "bad" {
+					panic("decoder: bad body")
+				}
+				o.ID = 1
+				return nil
+			}),
+			WithObserver(panickyObserver{}),
+			WithErrorHook(func(ctx context.Context, m *Message, err error) {
+				errs.hook(ctx, m, err)
+				hookCalls++ // one worker: no race
+				panic("hook: " + err.Error())
+			}))
+		var derr *DecodeError
+		require.ErrorAs(t, errs.next(t), &derr)
+		var perr *PanicError
+		require.ErrorAs(t, derr, &perr, "the decoder's panic is in the decode error")
+		assert.Equal(t, "decoder: bad body", perr.Value)
+		assert.Equal(t, []int{1}, s.wait(t, 1), "the pool went on to the next message")
+		e.shutdown(p)
+		st := p.Stats()
+		assert.EqualValues(t, 1, st.DecodeErrors)
+		assert.EqualValues(t, 1, st.Processed)
+		msgs := e.fake.Messages(e.queue)
+		if policy == DeleteMalformed {
+			assert.Empty(t, msgs, "deleted by policy")
+		} else {
+			require.Len(t, msgs, 1, "left for the redrive policy")
+			assert.Equal(t, "bad", msgs[0].Body)
+		}
+	}
+}
