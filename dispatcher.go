@@ -88,7 +88,7 @@ type dispatcher struct {
 	queueURL   string
 	fifo       bool
 	visibility time.Duration
-	deadline   func(receivedAt time.Time) time.Time
+	deadline   func(sent, arrived time.Time) time.Time
 	clock      clock.Clock
 	credits    *credits
 	counters   *counters
@@ -105,14 +105,14 @@ type dispatcher struct {
 
 // dispatch is called by pollers with what one receive returned; sent is when
 // the receive was sent, the earliest moment SQS may have started the
-// messages' visibility timeouts, which is what deadlines and the heartbeat
-// count from. It never blocks: the work channel holds as many records as
+// messages' visibility timeouts, which is what the heartbeat counts from.
+// Handler timeouts count from now, when the messages arrived. It never blocks: the work channel holds as many records as
 // there are slots.
 func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
 	now := d.clock.Now()
 	d.counters.received.Add(int64(len(msgs)))
 	for i := range msgs {
-		rec := &record{handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(sent), visibleUntil: sent.Add(d.visibility)}
+		rec := &record{handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(sent, now), visibleUntil: sent.Add(d.visibility)}
 		m := &rec.m
 		fillMessage(m, d.queueURL, msgs[i], now)
 		rec.msg, rec.receives = m, m.ReceiveCount

@@ -62,3 +62,22 @@ func TestPanickingDecoderHookAndObserverDoNotCrash(t *testing.T) {
 		}
 	}
 }
+
+// Defect 7: the handler's time counts from when its message arrived, not
+// from when the long poll that brought it was sent.
+func TestHandlerTimeoutCountsFromArrivalNotFromThePoll(t *testing.T) {
+	e := newEnv(t, nil)
+	left := make(chan time.Duration, 1)
+	p := e.start(func(ctx context.Context, o *order) error {
+		d, ok := ctx.Deadline()
+		require.True(t, ok)
+		require.NoError(t, ctx.Err())
+		left <- time.Until(d)
+		return nil
+	}, WithWorkers(1), WithHandlerTimeout(5*time.Second))
+	require.True(t, e.clk.BlockUntil(2, nil)) // the watchdog's tick and the long poll's wait
+	e.clk.Advance(15 * time.Second)           // 15 s into the 20 s poll ...
+	e.sendOrders(1)                           // ... the message arrives
+	assert.Greater(t, <-left, 4*time.Second, "the whole handler timeout is left")
+	e.shutdown(p)
+}

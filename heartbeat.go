@@ -16,7 +16,7 @@ import (
 //     finished is never extended: the extension would race its delete.
 func (p *Pool) watch(ctx context.Context) {
 	vis := p.queue.visibility
-	tick := watchTick(vis, p.deadline(time.Time{}).Sub(time.Time{}))
+	tick := watchTick(vis, p.deadline(time.Time{}, time.Time{}).Sub(time.Time{}))
 	for {
 		t := p.cfg.clock.NewTimer(tick)
 		select {

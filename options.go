@@ -137,7 +137,8 @@ func WithWaitTime(d time.Duration) Option { return func(c *config) { c.waitTime 
 // (default: the queue's own, read once at start with GetQueueAttributes).
 func WithVisibilityTimeout(d time.Duration) Option { return func(c *config) { c.visibility = d } }
 
-// WithHandlerTimeout bounds each handler's context (default: ten visibility
+// WithHandlerTimeout bounds each handler's context, counted from when its
+// message arrived (default: ten visibility
 // timeouts while the heartbeat keeps the message invisible; without the
 // heartbeat, the visibility timeout less a margin, so that a handler is
 // cancelled before SQS would give its message to another consumer). The

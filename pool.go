@@ -212,18 +212,33 @@ func (p *Pool) start(parent context.Context, client Client) {
 	go p.supervise(parent)
 }
 
-// deadline is when the handler of a message received at t is cancelled.
-// Without the heartbeat that is before SQS would make the message visible to
-// another consumer; with it, ten visibility timeouts (at most 12 hours).
-func (p *Pool) deadline(t time.Time) time.Time {
-	if p.cfg.handlerTimeout > 0 {
-		return t.Add(p.cfg.handlerTimeout)
-	}
+// deadline is when the handler of a message is cancelled. A handler timeout
+// counts from when the message arrived: a message that came late in a long
+// poll has the whole timeout. Without the heartbeat the handler must end
+// before SQS would give the message to another consumer, and that visibility
+// timeout may have started as early as when the poll was sent. With it, ten
+// visibility timeouts, and never past the 12 hours (less a margin) after
+// which SQS refuses to extend.
+func (p *Pool) deadline(sent, arrived time.Time) time.Time {
 	v := p.queue.visibility
-	if p.cfg.heartbeat {
-		return t.Add(min(10*v, maxVisibility-time.Minute))
+	if !p.cfg.heartbeat {
+		if p.cfg.handlerTimeout > 0 {
+			return arrived.Add(p.cfg.handlerTimeout)
+		}
+		return sent.Add(v - min(v/10, 5*time.Second))
 	}
-	return t.Add(v - min(v/10, 5*time.Second))
+	d := 10 * v
+	if p.cfg.handlerTimeout > 0 {
+		d = p.cfg.handlerTimeout
+	}
+	return minTime(arrived.Add(d), sent.Add(maxVisibility-time.Minute))
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func (p *Pool) worker() {

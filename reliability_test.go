@@ -152,7 +152,7 @@ func fifoDispatcher(clk clock.Clock) (*dispatcher, *[]time.Duration) {
 	var held []time.Duration
 	d := &dispatcher{
 		fifo: true, visibility: 30 * time.Second, clock: clk,
-		deadline: func(t time.Time) time.Time { return t.Add(time.Minute) },
+		deadline: func(_, t time.Time) time.Time { return t.Add(time.Minute) },
 		credits:  newCredits(10), counters: &counters{}, work: make(chan *record, 10),
 		hold:   func(_ *record, d time.Duration) { held = append(held, d) },
 		groups: map[string]*group{}, inflight: map[string]*record{},
