@@ -88,20 +88,33 @@ func (d *dequeuer) setVisibility(rec *record, timeout time.Duration) {
 	}
 }
 
-// extend queues a heartbeat: rec stays invisible for timeout from now.
+// extend queues a heartbeat: rec stays invisible for timeout from now. At
+// SQS's 12 hour cap there is nothing left to extend by, and an "extension" of
+// 0 would make the message visible at once: none is sent.
 func (d *dequeuer) extend(rec *record, timeout time.Duration) {
+	secs := visibilitySeconds(rec, timeout, d.clock.Now())
+	if secs <= 0 {
+		return
+	}
 	// A closed batcher means the pool is stopping; the handler's deadline
 	// has passed or is about to, so the extension is not needed.
-	_ = d.changes.Add(change{rec: rec, timeout: visibilitySeconds(rec, timeout, d.clock.Now()), extend: true})
+	_ = d.changes.Add(change{rec: rec, timeout: secs, extend: true})
 }
 
+// visibilityMargin keeps visibility changes this far inside SQS's 12 hour
+// cap: the cap counts from SQS's receive, which we know only to within the
+// poll's round trip (and a visibility change travels a while too).
+const visibilityMargin = time.Second
+
 // visibilitySeconds rounds a visibility timeout up to whole seconds and caps
-// it so that the message is not kept invisible past 12 hours from its
-// receive, which SQS refuses.
+// it, rounding down, so that the message is not kept invisible past 12 hours
+// (less visibilityMargin) from its newest receive, which SQS refuses.
 func visibilitySeconds(rec *record, timeout time.Duration, now time.Time) int32 {
-	left := maxVisibility - now.Sub(rec.msg.ReceivedAt) - time.Second
-	timeout = max(min(timeout, left), 0)
-	return int32((timeout + time.Second - 1) / time.Second)
+	left := max(rec.capAt().Sub(now), 0)
+	if timeout >= left {
+		return int32(left / time.Second)
+	}
+	return int32((max(timeout, 0) + time.Second - 1) / time.Second)
 }
 
 func (d *dequeuer) unsent(rec *record, api string, err error) {

@@ -32,6 +32,7 @@ type record struct {
 	handle       string    // newest receipt handle
 	receives     int       // the receive count of that delivery
 	gen          uint32    // bumped whenever handle changes
+	receivedAt   time.Time // when the poll of that delivery was sent: SQS's 12 h count began no earlier
 	visibleUntil time.Time // when SQS would deliver the message again
 }
 
@@ -42,18 +43,28 @@ func (r *record) receipt() (string, uint32) {
 	return r.handle, r.gen
 }
 
-// redelivered records another delivery of the message: its handle, and the
-// visibility timeout that delivery started. Concurrent receives can hand
-// deliveries over out of order; the receive count tells which is newer.
-func (r *record) redelivered(h string, receiveCount int, visibleUntil time.Time) {
+// redelivered records another delivery of the message, given as the record
+// it would have had: its handle, when it was received, and the visibility
+// timeout it started. Concurrent receives can hand deliveries over out of
+// order; the receive count tells which is newer.
+func (r *record) redelivered(d *record) {
 	r.mu.Lock()
-	if receiveCount >= r.receives {
-		r.handle = h
-		r.receives = receiveCount
+	if d.receives >= r.receives {
+		r.handle = d.handle
+		r.receives = d.receives
 		r.gen++
-		r.visibleUntil = visibleUntil
+		r.receivedAt = d.receivedAt
+		r.visibleUntil = d.visibleUntil
 	}
 	r.mu.Unlock()
+}
+
+// capAt is when the newest delivery's visibility reaches SQS's 12 hour cap,
+// less a margin for the time between SQS's receive and ours.
+func (r *record) capAt() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.receivedAt.Add(maxVisibility - visibilityMargin)
 }
 
 func (r *record) visibleAt() time.Time {
@@ -112,7 +123,10 @@ func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
 	now := d.clock.Now()
 	d.counters.received.Add(int64(len(msgs)))
 	for i := range msgs {
-		rec := &record{handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(sent, now), visibleUntil: sent.Add(d.visibility)}
+		rec := &record{
+			handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(sent, now),
+			receivedAt: sent, visibleUntil: sent.Add(d.visibility),
+		}
 		m := &rec.m
 		fillMessage(m, d.queueURL, msgs[i], now)
 		rec.msg, rec.receives = m, m.ReceiveCount
@@ -122,7 +136,7 @@ func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
 		if old, loaded := d.track(rec); loaded {
 			// A second delivery of a message still in flight here: keep only
 			// its newest receipt handle, which is the one SQS honours.
-			old.redelivered(rec.handle, rec.receives, rec.visibleUntil)
+			old.redelivered(rec)
 			d.counters.duplicates.Add(1)
 			d.credits.release(1)
 			continue

@@ -2,11 +2,16 @@ package sqspool
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/sqspool/sqspool/clock"
 )
 
 // panickyObserver panics in every method it has.
@@ -80,4 +85,94 @@ func TestHandlerTimeoutCountsFromArrivalNotFromThePoll(t *testing.T) {
 	e.sendOrders(1)                           // ... the message arrives
 	assert.Greater(t, <-left, 4*time.Second, "the whole handler timeout is left")
 	e.shutdown(p)
+}
+
+// Defect 5: the heartbeat stops at the handler's deadline.
+func TestHeartbeatStopsAtTheHandlerDeadline(t *testing.T) {
+	e := newEnv(t, nil) // visibility 30 s
+	e.sendOrders(1)
+	started := make(chan struct{})
+	release := make(chan struct{})
+	clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 1000)}
+	// Extensions wait for the linger, which this clock never reaches: what
+	// the heartbeat asked for stays pending where the test can see it.
+	p := e.start(func(ctx context.Context, o *order) error {
+		close(started)
+		<-release // ignores its context
+		return ctx.Err()
+	}, WithClock(clk), WithWorkers(1), WithHandlerTimeout(15*time.Second), WithDeleteLinger(time.Hour), WithRetryBackoff(nil))
+	<-started
+	tick := watchTick(30*time.Second, 15*time.Second)
+	ticked := func() {
+		for d := range clk.armed {
+			if d == tick {
+				return
+			}
+		}
+	}
+	ticked()
+	for elapsed := time.Duration(0); elapsed < 40*time.Second; elapsed += tick {
+		e.clk.Advance(tick)
+		ticked() // the watchdog has looked at the message
+	}
+	assert.Zero(t, p.deq.changes.Pending(), "no extension past the handler's deadline (15 s), long before the visibility timeout (30 s) needed one")
+	close(release)
+	e.shutdown(p)
+}
+
+// plainDispatcher is a dispatcher for one standard queue, fed directly.
+func plainDispatcher(clk clock.Clock) *dispatcher {
+	d, _ := fifoDispatcher(clk)
+	d.fifo = false
+	return d
+}
+
+func plainMsg(id, handle string, receiveCount int) types.Message {
+	return types.Message{
+		MessageId: aws.String(id), ReceiptHandle: aws.String(handle), Body: aws.String("{}"),
+		Attributes: map[string]string{"ApproximateReceiveCount": strconv.Itoa(receiveCount)},
+	}
+}
+
+// Defect 5: SQS counts the 12 hours from the newest receive, and so must the
+// cap on extensions.
+func TestVisibilityCapCountsFromTheNewestDelivery(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	d := plainDispatcher(clk)
+	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, clk.Now())
+	rec := <-d.work
+	clk.Advance(11 * time.Hour)
+	d.dispatch([]types.Message{plainMsg("m", "h2", 2)}, clk.Now()) // received again meanwhile
+	clk.Advance(90 * time.Minute)                                  // 12.5 h after the first receive
+	assert.EqualValues(t, 30, visibilitySeconds(rec, 30*time.Second, clk.Now()), "1.5 h after the newest receive")
+}
+
+// Suspicion: the cap's margin must hold after rounding to whole seconds.
+func TestVisibilityCapIsNotRoundedPastItsMargin(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	d := plainDispatcher(clk)
+	received := clk.Now()
+	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, received)
+	rec := <-d.work
+	clk.Advance(maxVisibility - 60*time.Second + 500*time.Millisecond) // 59.5 s left
+	secs := visibilitySeconds(rec, time.Hour, clk.Now())
+	until := clk.Now().Add(time.Duration(secs) * time.Second)
+	assert.False(t, until.After(received.Add(maxVisibility-time.Second)), "%ds ends %v past the margin", secs, until.Sub(received.Add(maxVisibility-time.Second)))
+	assert.Positive(t, secs)
+}
+
+// Defect 5: at the cap, the heartbeat has nothing left to extend by, and
+// must not send an "extension" of 0, which makes the message visible at once.
+func TestHeartbeatNeverSendsAZeroExtension(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	d := plainDispatcher(clk)
+	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, clk.Now())
+	rec := <-d.work
+	cfg := defaultConfig()
+	cfg.clock, cfg.deleteLinger = clk, time.Hour
+	deq := newDequeuer(context.Background(), &dequeuer{clock: clk, counters: &counters{}, forget: d.forget}, &cfg)
+	clk.Advance(maxVisibility)
+	deq.extend(rec, 30*time.Second)
+	assert.Zero(t, deq.changes.Pending(), "nothing to extend by at the cap")
+	require.NoError(t, deq.close(context.Background()))
 }
