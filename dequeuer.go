@@ -54,7 +54,8 @@ type dequeuer struct {
 
 	deletes   *batch.Batcher[*record]
 	changes   *batch.Batcher[change]
-	unflushed atomic.Int64 // entries not sent because the context ended
+	closing   atomic.Bool  // the final flush has begun
+	unflushed atomic.Int64 // entries that failed in the final flush, or were not sent because it ended
 }
 
 func newDequeuer(ctx context.Context, d *dequeuer, cfg *config) *dequeuer {
@@ -209,7 +210,7 @@ func (d *dequeuer) flushChanges(ctx context.Context, all []change) {
 }
 
 func (d *dequeuer) failed(rec *record, err error) {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if d.closing.Load() || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		d.unflushed.Add(1)
 	}
 	d.log.Warn("sqspool: batch entry failed; the message will be delivered again", "message_id", rec.msg.ID, "error", err)

@@ -3,15 +3,18 @@ package sqspool
 import (
 	"context"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/sqsfake"
 )
 
 // panickyObserver panics in every method it has.
@@ -175,4 +178,73 @@ func TestHeartbeatNeverSendsAZeroExtension(t *testing.T) {
 	deq.extend(rec, 30*time.Second)
 	assert.Zero(t, deq.changes.Pending(), "nothing to extend by at the cap")
 	require.NoError(t, deq.close(context.Background()))
+}
+
+// Defect 9: a stop whose final flush failed does not report success.
+func TestShutdownReportsDeletesThatFailedInTheFinalFlush(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(3)
+	s := newSeen()
+	// The linger never ends on this clock: the deletes wait for the stop.
+	p := e.start(s.handler, WithDeleteLinger(time.Hour), WithBatchAttempts(1))
+	s.wait(t, 3)
+	e.fake.FailNext(sqsfake.OpDeleteMessageBatch, 10, nil) // InternalError
+	err := p.Shutdown(context.Background())
+	var serr *ShutdownError
+	require.ErrorAs(t, err, &serr)
+	assert.Equal(t, 3, serr.Unflushed, "three finished messages were not deleted")
+	assert.Equal(t, err, p.Wait())
+	_, inFlight := e.depth(e.queue)
+	assert.Equal(t, 3, inFlight)
+}
+
+// Suspicion: a handler that finishes just before the shutdown deadline still
+// has its delete flushed, within the flush timeout.
+func TestDeleteOfAHandlerFinishingAtTheDeadlineGetsFlushTime(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(1)
+	started := make(chan struct{})
+	finish := make(chan struct{})
+	clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 100)}
+	p := e.start(func(context.Context, *order) error {
+		close(started)
+		<-finish
+		return nil
+	}, WithClock(clk), WithDeleteLinger(time.Hour), WithReceiveFill(0))
+	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The first delete reaches SQS as the deadline passes, and fails; it
+	// must be tried again, not cut short with the deadline.
+	var calls atomic.Int32
+	e.fake.SetHook(func(api string, _ any) error {
+		if api == sqsfake.OpDeleteMessageBatch && calls.Add(1) == 1 {
+			cancel()
+			return &smithy.GenericAPIError{Code: "InternalError", Fault: smithy.FaultServer}
+		}
+		return nil
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- p.Shutdown(ctx) }()
+	require.Eventually(t, func() bool { return !p.Health().Polling }, 10*time.Second, time.Millisecond)
+	close(finish)
+	stopped := make(chan struct{})
+	var err error
+	go func() {
+		err = <-errc
+		close(stopped)
+	}()
+	for backoff := false; !backoff; {
+		select {
+		case d := <-clk.armed:
+			backoff = d < time.Second // not the watchdog's tick, nor the linger
+		case <-stopped:
+			backoff = true
+		}
+	}
+	e.clk.Advance(time.Second)
+	<-stopped
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, p.Stats().Deleted)
+	assert.EqualValues(t, 2, calls.Load())
 }

@@ -200,9 +200,10 @@ func WithBatchAttempts(n int) Option { return func(c *config) { c.batchAttempts 
 // Shutdown takes its bound from its own context instead.
 func WithShutdownTimeout(d time.Duration) Option { return func(c *config) { c.shutdownTimeout = d } }
 
-// WithFlushTimeout bounds the final flush of deletes and visibility changes at
-// shutdown when the shutdown deadline has already passed (default 5s):
-// deleting finished work is worth a moment, since otherwise it runs again.
+// WithFlushTimeout is the least time the final flush of deletes and
+// visibility changes at shutdown may take, even when the shutdown deadline
+// has passed or passes meanwhile (default 5s): deleting finished work is
+// worth a moment, since otherwise it runs again.
 func WithFlushTimeout(d time.Duration) Option { return func(c *config) { c.flushTimeout = d } }
 
 // WithMessageAttributeNames limits the message attributes received (default

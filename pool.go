@@ -481,6 +481,31 @@ func (p *Pool) supervise(parent context.Context) {
 	p.err = p.stop(ctx)
 }
 
+// flushContext bounds the final flush: it ends when ctx has ended and
+// flushTimeout has passed since the flush began, whichever is later.
+// Deleting finished work is worth a moment even when the stop's deadline has
+// passed or passes meanwhile (a handler that finished just before it), since
+// otherwise the work runs again.
+func flushContext(ctx context.Context, flushTimeout time.Duration) (context.Context, context.CancelFunc) {
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var mu sync.Mutex
+	stopAfter := func() bool { return false }
+	t := time.AfterFunc(flushTimeout, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if fctx.Err() == nil {
+			stopAfter = context.AfterFunc(ctx, cancel)
+		}
+	})
+	return fctx, func() {
+		t.Stop()
+		cancel()
+		mu.Lock()
+		stopAfter()
+		mu.Unlock()
+	}
+}
+
 // abandonGrace is how long a stop waits for cancelled handlers to return.
 const abandonGrace = time.Second
 
@@ -521,12 +546,11 @@ func (p *Pool) stop(ctx context.Context) error {
 	}
 	p.bgCancel()
 	p.bg.Wait()
-	flushCtx := ctx
-	if ctx.Err() != nil {
-		var cancel context.CancelFunc
-		flushCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), p.cfg.flushTimeout)
-		defer cancel()
-	}
+	// From here on, every delete or visibility change that fails is work
+	// the stop leaves undone.
+	p.deq.closing.Store(true)
+	flushCtx, cancel := flushContext(ctx, p.cfg.flushTimeout)
+	defer cancel()
 	if err := p.deq.close(flushCtx); err != nil {
 		log.Warn("sqspool: final flush cut short", "error", err)
 	}
