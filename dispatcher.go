@@ -27,6 +27,7 @@ type record struct {
 	ctx      handlerContext
 	deadline time.Time // when the handler's context ends
 	state    atomic.Int32
+	probe    atomic.Uint64 // the breaker admission it holds, if a probe; see takeProbe
 
 	mu           sync.Mutex
 	handle       string    // newest receipt handle
@@ -35,6 +36,10 @@ type record struct {
 	receivedAt   time.Time // when the poll of that delivery was sent: SQS's 12 h count began no earlier
 	visibleUntil time.Time // when SQS would deliver the message again
 }
+
+// takeProbe takes the breaker admission rec was received with (0 if none),
+// so that whichever path ends rec's life settles it exactly once.
+func (r *record) takeProbe() uint64 { return r.probe.Swap(0) }
 
 // receipt returns the newest receipt handle and its generation.
 func (r *record) receipt() (string, uint32) {
@@ -106,6 +111,7 @@ type dispatcher struct {
 	work       chan *record
 	hold       func(rec *record, d time.Duration) // gives a held FIFO message back
 	observer   Observer                           // nil: none
+	breaker    *breaker                           // nil: none
 
 	inflightMu sync.Mutex
 	inflight   map[string]*record // MessageId -> its record
@@ -117,9 +123,15 @@ type dispatcher struct {
 // dispatch is called by pollers with what one receive returned; sent is when
 // the receive was sent, the earliest moment SQS may have started the
 // messages' visibility timeouts, which is what the heartbeat counts from.
-// Handler timeouts count from now, when the messages arrived. It never blocks: the work channel holds as many records as
-// there are slots.
+// Handler timeouts count from now, when the messages arrived. It never
+// blocks: the work channel holds as many records as there are slots.
 func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
+	d.dispatchProbes(msgs, sent, 0)
+}
+
+// dispatchProbes is dispatch for messages received with the breaker's probe
+// admission probe (see breaker.admit), which each new record holds.
+func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe uint64) {
 	now := d.clock.Now()
 	d.counters.received.Add(int64(len(msgs)))
 	for i := range msgs {
@@ -139,8 +151,10 @@ func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
 			old.redelivered(rec)
 			d.counters.duplicates.Add(1)
 			d.credits.release(1)
+			d.breaker.unadmit(probe, 1)
 			continue
 		}
+		rec.probe.Store(probe)
 		d.counters.held.Add(1)
 		if d.fifo {
 			start, holdFor := d.enterGroup(rec, now)

@@ -2,6 +2,7 @@ package sqspool
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -247,4 +248,153 @@ func TestDeleteOfAHandlerFinishingAtTheDeadlineGetsFlushTime(t *testing.T) {
 	require.NoError(t, err)
 	assert.EqualValues(t, 1, p.Stats().Deleted)
 	assert.EqualValues(t, 2, calls.Load())
+}
+
+// downstream is a handler whose downstream can be taken down: while it is,
+// every message fails and asks to come back only in an hour, so that the
+// test decides what the queue holds next.
+type downstream struct {
+	down atomic.Bool
+	s    *seen
+}
+
+// retriesApplied waits until n messages are in flight for an hour or more
+// (their RetryAfter reached the queue), so that advancing the clock by less
+// does not bring them back.
+func retriesApplied(t *testing.T, e *env, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		held := 0
+		for _, m := range e.fake.Messages(e.queue) {
+			if m.State == sqsfake.StateInFlight && !m.VisibleAt.Before(e.clk.Now().Add(time.Hour)) {
+				held++
+			}
+		}
+		return held == n
+	}, 10*time.Second, time.Millisecond)
+}
+
+func (d *downstream) handler(ctx context.Context, o *order) error {
+	if d.down.Load() {
+		return RetryAfter(time.Hour, errors.New("downstream down"))
+	}
+	return d.s.handler(ctx, o)
+}
+
+// Defect 2: a probe that never reaches the handler (here an undecodable
+// body) gives its admission back, and the breaker can still close.
+func TestBreakerProbeThatIsNotHandledGivesItsAdmissionBack(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(2)
+	d := &downstream{s: newSeen()}
+	d.down.Store(true)
+	changes := make(chan BreakerState, 10)
+	errs := newErrorLog()
+	p := e.start(d.handler, WithWorkers(1), WithMaxMessages(1), WithErrorHook(errs.hook),
+		WithCircuitBreaker(CircuitBreaker{
+			MinRequests: 2, CoolDown: time.Minute, Probes: 1,
+			OnStateChange: func(_, to BreakerState) { changes <- to },
+		}))
+	require.Equal(t, BreakerOpen, <-changes)
+	retriesApplied(t, e, 2)
+	// The poller is parked: waiting out the cool-down, or in a long poll
+	// let in before the breaker opened. Timers: the watchdog's, and the
+	// cool-down's or the long poll's.
+	require.True(t, e.clk.BlockUntil(2, nil))
+	e.clk.Advance(20 * time.Second) // such a long poll ends, empty
+	require.True(t, e.clk.BlockUntil(2, nil))
+	e.send("not json") // the only message the probe can get
+	e.clk.Advance(40 * time.Second)
+	require.Equal(t, BreakerHalfOpen, <-changes)
+	for {
+		var derr *DecodeError
+		if errors.As(errs.next(t), &derr) {
+			break
+		}
+	}
+	assert.Zero(t, p.Stats().Returned, "the probe's receive brought it, not one let in before the breaker opened")
+	d.down.Store(false)
+	e.send(`{"id":7}`)
+	assert.Equal(t, []int{7}, d.s.wait(t, 1), "a second probe was let in")
+	require.Equal(t, BreakerClosed, <-changes)
+	e.shutdown(p)
+}
+
+// Suspicion: a handler that started before the breaker opened is not a probe:
+// its success, once half-open, says nothing of whether the downstream is back.
+func TestHandlerStartedBeforeTheBreakerOpenedIsNotAProbe(t *testing.T) {
+	e := newEnv(t, nil)
+	e.send(`{"id":1}`)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	changes := make(chan BreakerState, 10)
+	p := e.start(func(ctx context.Context, o *order) error {
+		if o.ID == 1 {
+			close(started)
+			<-release
+			return nil
+		}
+		return RetryAfter(time.Hour, errors.New("downstream down"))
+	}, WithWorkers(3), WithReceiveFill(0), WithCircuitBreaker(CircuitBreaker{
+		MinRequests: 2, CoolDown: time.Minute, Probes: 1,
+		OnStateChange: func(_, to BreakerState) { changes <- to },
+	}))
+	<-started
+	e.send(`{"id":2}`, `{"id":3}`)
+	require.Equal(t, BreakerOpen, <-changes)
+	retriesApplied(t, e, 2)
+	e.clk.Advance(time.Minute)
+	require.Equal(t, BreakerHalfOpen, <-changes)
+	close(release)
+	// Processed is counted after the breaker heard the outcome.
+	require.Eventually(t, func() bool { return p.Stats().Processed == 1 }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, BreakerHalfOpen, p.Stats().Breaker, "no probe has run yet")
+	e.shutdown(p)
+}
+
+// Defect 2: giving an admission back wakes a poller waiting for one.
+func TestBreakerUnadmitWakesWaitingPollers(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	b := newTestBreaker(clk, nil) // Probes: 2
+	for range 4 {
+		b.record(errors.New("x"), 0)
+	}
+	clk.Advance(30 * time.Second)
+	n, probe, err := b.admit(context.Background(), 10)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	got := make(chan int, 1)
+	go func() {
+		n, _, err := b.admit(context.Background(), 10)
+		assert.NoError(t, err)
+		got <- n
+	}()
+	b.unadmit(probe, 1) // a probe that did not reach a handler
+	assert.Equal(t, 1, <-got)
+	b.unadmit(probe, 2)
+}
+
+// Defect 2: a probe delivered twice holds one admission; the duplicate's is
+// given back at once.
+func TestDuplicateProbeGivesItsAdmissionBack(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	b := newTestBreaker(clk, nil) // Probes: 2
+	for range 4 {
+		b.record(errors.New("x"), 0)
+	}
+	clk.Advance(30 * time.Second)
+	n, probe, err := b.admit(context.Background(), 10)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	d := plainDispatcher(clk)
+	d.breaker = b
+	d.dispatchProbes([]types.Message{plainMsg("m", "h1", 1), plainMsg("m", "h2", 2)}, clk.Now(), probe)
+	rec := <-d.work
+	n, _, err = b.admit(context.Background(), 10)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "the duplicate's admission came back")
+	b.record(nil, rec.takeProbe())
+	b.record(nil, probe)
+	state, _ := b.snapshot()
+	assert.Equal(t, BreakerClosed, state)
 }

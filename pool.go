@@ -140,6 +140,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 		work:       p.work,
 		hold:       func(rec *record, d time.Duration) { p.giveBack(d, rec) },
 		observer:   cfg.observer,
+		breaker:    p.brk,
 		groups:     make(map[string]*group),
 		inflight:   make(map[string]*record),
 	}
@@ -174,7 +175,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 			clock:    cfg.clock,
 			credits:  p.credits,
 			breaker:  p.brk,
-			dispatch: p.disp.dispatch,
+			dispatch: p.disp.dispatchProbes,
 			calls:    &p.counters.api,
 			observe:  p.observeCall,
 			received: func(sent, at time.Time, n int) {
@@ -301,6 +302,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 			p.disp.forget(rec)
 			delay = rec.visibleAt().Sub(p.cfg.clock.Now())
 		}
+		p.brk.unadmit(rec.takeProbe(), 1) // the message's fault, not the downstream's
 		p.report(ctx, m, &DecodeError{MessageID: m.ID, Err: err})
 		return ok, delay
 	}
@@ -323,7 +325,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	done(err)
 	rec.ctx.cancel(context.Canceled) // as a WithTimeout's cancel would
 	if p.brk != nil {
-		p.brk.record(err)
+		p.brk.record(err, rec.takeProbe())
 	}
 	if err == nil {
 		p.counters.processed.Add(1)
@@ -401,6 +403,7 @@ func (p *Pool) releaseSlot() {
 // giveBack returns unstarted messages to the queue, visible after delay.
 func (p *Pool) giveBack(delay time.Duration, recs ...*record) {
 	for _, rec := range recs {
+		p.brk.unadmit(rec.takeProbe(), 1)
 		p.counters.returned.Add(1)
 		p.releaseSlot()
 		p.deq.setVisibility(rec, delay)
