@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -146,12 +147,15 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 			}
 			return successIDs(out.Successful, func(e types.DeleteMessageBatchResultEntry) *string { return e.Id }), out.Failed, nil
 		},
-		func(i int, err error) bool {
+		func(i int, err error, final bool) bool {
 			rec := recs[i]
+			if _, gen := rec.receipt(); gen != gens[i] && !final {
+				// A newer delivery came meanwhile. The old handle's delete
+				// may have deleted nothing, or been refused (as stale or
+				// expired): delete with the newer one.
+				return true
+			}
 			if err == nil {
-				if _, gen := rec.receipt(); gen != gens[i] {
-					return true // a newer delivery came meanwhile: delete with its handle
-				}
 				d.counters.deleted.Add(1)
 				d.deleted(rec.msg)
 			} else {
@@ -174,13 +178,14 @@ func (d *dequeuer) flushChanges(ctx context.Context, all []change) {
 		return
 	}
 	sent := d.clock.Now()
+	var gens [maxBatch]uint32
 	var handles [maxBatch]string
 	entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, 0, len(chs))
 	d.send(ctx, apiChangeMessageVisibilityBatch, len(chs),
 		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
 			entries = entries[:0]
 			for _, i := range idx {
-				handles[i], _ = chs[i].rec.receipt()
+				handles[i], gens[i] = chs[i].rec.receipt()
 				entries = append(entries, types.ChangeMessageVisibilityBatchRequestEntry{
 					Id: &entryIDs[i], ReceiptHandle: &handles[i], VisibilityTimeout: chs[i].timeout,
 				})
@@ -191,8 +196,11 @@ func (d *dequeuer) flushChanges(ctx context.Context, all []change) {
 			}
 			return successIDs(out.Successful, func(e types.ChangeMessageVisibilityBatchResultEntry) *string { return e.Id }), out.Failed, nil
 		},
-		func(i int, err error) bool {
+		func(i int, err error, final bool) bool {
 			c := chs[i]
+			if _, gen := c.rec.receipt(); gen != gens[i] && !final {
+				return true // as for deletes: the newer handle is the one SQS honours
+			}
 			switch {
 			case err == nil && c.extend:
 				d.counters.extended.Add(1)
@@ -225,14 +233,17 @@ func successIDs[E any](es []E, id func(E) *string) []string {
 	return ids
 }
 
-// send makes a batch call for entries 0..n-1 and reports each entry's final
-// outcome to done exactly once. Entries that failed transiently (the whole
-// call, or the entry with SenderFault false) are sent again, with backoff, up
-// to the configured attempts; a permanent failure is reported at once. done
-// may ask for an entry that succeeded to be sent again.
+// send makes a batch call for entries 0..n-1 and settles each entry's
+// outcome through done. Entries that failed transiently (the whole call, or
+// the entry with SenderFault false) are sent again, with backoff, up to the
+// configured attempts; a permanent failure goes to done at once. done may ask
+// for any entry, succeeded or failed, to be sent again (its message has a
+// newer receipt handle now): that is a new request, not a retry, and is made
+// whatever the attempts so far, until ctx ends. Once done is called with
+// final set, no attempt is left and it must settle the entry.
 func (d *dequeuer) send(ctx context.Context, a api, n int,
 	call func(ctx context.Context, idx []int) (succeeded []string, failed []types.BatchResultErrorEntry, err error),
-	done func(i int, err error) (again bool),
+	done func(i int, err error, final bool) (again bool),
 ) {
 	idx := make([]int, n)
 	for i := range idx {
@@ -244,27 +255,30 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 		began := d.clock.Now()
 		succeeded, failed, err := call(ctx, idx)
 		d.observe(a, len(idx), began, err)
-		var retry []int
+		var retry, again []int
 		transient := false // only SQS's own failures earn a backoff
 		last := attempt >= d.attempts || ctx.Err() != nil
+		settle := func(i int, err error) {
+			if done(i, err, ctx.Err() != nil) {
+				again = append(again, i)
+			}
+		}
 		if err != nil {
 			d.counters.api.fail(a)
 			err = &APIError{API: a.String(), Err: err}
-			if !retryable(err) || last {
+			if retryable(err) && !last {
+				retry, transient = idx, true
+			} else {
 				for _, i := range idx {
-					done(i, err)
+					settle(i, err)
 				}
-				return
 			}
-			retry, transient = idx, true
 		} else {
 			reported := make([]bool, n)
 			for _, id := range succeeded {
 				if i, ok := entryIndex(id, n); ok && !reported[i] {
 					reported[i] = true
-					if done(i, nil) {
-						retry = append(retry, i)
-					}
+					settle(i, nil)
 				}
 			}
 			for _, f := range failed {
@@ -275,32 +289,34 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 				reported[i] = true
 				ferr := &APIError{API: a.String(), EntryCode: aws.ToString(f.Code), Err: errors.New(aws.ToString(f.Message))}
 				if f.SenderFault || last {
-					done(i, ferr)
+					settle(i, ferr)
 					continue
 				}
 				retry, transient = append(retry, i), true
 			}
 			for _, i := range idx {
-				if !reported[i] { // neither succeeded nor failed: ask again
+				switch {
+				case reported[i]:
+				case last:
+					settle(i, &APIError{API: a.String(), Err: errors.New("no result for the entry")})
+				default: // neither succeeded nor failed: ask again
 					retry, transient = append(retry, i), true
 				}
 			}
 		}
-		if len(retry) == 0 {
+		if len(retry)+len(again) == 0 {
 			return
 		}
-		if last || (transient && sleep(ctx, d.clock, rand.N(backoff)+time.Millisecond) != nil) {
+		if ctx.Err() != nil || (len(retry) > 0 && transient && sleep(ctx, d.clock, rand.N(backoff)+time.Millisecond) != nil) {
 			cut := fmt.Errorf("sqspool: %s not sent after %d attempts: %w", a, attempt, context.Cause(ctx))
-			if ctx.Err() == nil {
-				cut = fmt.Errorf("sqspool: %s not sent after %d attempts", a, attempt)
-			}
-			for _, i := range retry {
-				done(i, cut)
+			for _, i := range append(retry, again...) {
+				done(i, cut, true)
 			}
 			return
 		}
 		backoff *= 2
-		idx = retry
+		idx = append(retry, again...)
+		slices.Sort(idx)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 	"github.com/stretchr/testify/assert"
@@ -397,4 +398,79 @@ func TestDuplicateProbeGivesItsAdmissionBack(t *testing.T) {
 	b.record(nil, probe)
 	state, _ := b.snapshot()
 	assert.Equal(t, BreakerClosed, state)
+}
+
+// staleRefuser is SQS refusing a delete made with a receipt handle that a
+// newer delivery has replaced (ReceiptHandleIsInvalid, as FIFO queues always
+// do): the entries whose handle is stale fail for good. It holds such a call
+// until the test lets it go, and tells the test each receipt handle it
+// hands out.
+type staleRefuser struct {
+	*sqsfake.Fake
+	handles  chan string
+	holding  chan struct{} // a delete with the stale handle has arrived
+	proceed  chan struct{}
+	stale    atomic.Pointer[string]
+	refusals atomic.Int32
+}
+
+func (c *staleRefuser) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, o ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	out, err := c.Fake.ReceiveMessage(ctx, in, o...)
+	if err == nil {
+		for _, m := range out.Messages {
+			c.handles <- aws.ToString(m.ReceiptHandle)
+		}
+	}
+	return out, err
+}
+
+func (c *staleRefuser) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, o ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
+	cp := *in
+	cp.Entries = append([]types.DeleteMessageBatchRequestEntry(nil), in.Entries...)
+	for i := range cp.Entries {
+		if s := c.stale.Load(); s != nil && aws.ToString(cp.Entries[i].ReceiptHandle) == *s {
+			c.holding <- struct{}{}
+			<-c.proceed
+			c.refusals.Add(1)
+			cp.Entries[i].ReceiptHandle = aws.String("refused")
+		}
+	}
+	return c.Fake.DeleteMessageBatch(ctx, &cp, o...)
+}
+
+// Defect 3: a delete refused because its handle went stale meanwhile is made
+// again with the newest handle.
+func TestRefusedDeleteIsRetriedWithTheNewerHandle(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(1)
+	client := &staleRefuser{Fake: e.fake, handles: make(chan string, 10), holding: make(chan struct{}, 1), proceed: make(chan struct{})}
+	s := newSeen()
+	armed := make(chan struct{})
+	p, err := StartPool(context.Background(), &Consumer{Client: client, Queue: e.queue}, func(ctx context.Context, o *order) error {
+		<-armed
+		return s.handler(ctx, o)
+	}, e.opts(WithWorkers(1), WithMaxMessages(1))...)
+	require.NoError(t, err)
+	h1 := <-client.handles
+	client.stale.Store(&h1)
+	close(armed)
+	s.wait(t, 1)
+	<-client.holding // the delete with h1 is on its way
+	// SQS delivers the message again meanwhile (its visibility ended, say).
+	_, err = e.fake.ChangeMessageVisibility(context.Background(), &sqs.ChangeMessageVisibilityInput{
+		QueueUrl: &e.queue, ReceiptHandle: &h1, VisibilityTimeout: 0,
+	})
+	require.NoError(t, err)
+	<-client.handles
+	// Duplicates is counted after the record took the newer handle.
+	require.Eventually(t, func() bool { return p.Stats().Duplicates == 1 }, 10*time.Second, time.Millisecond)
+	close(client.proceed) // h1 is refused
+	require.NoError(t, p.Shutdown(context.Background()))
+	assert.EqualValues(t, 1, client.refusals.Load())
+	fs := e.fake.Stats(e.queue)
+	assert.EqualValues(t, 1, fs.Deleted, "deleted with the newer handle")
+	assert.Zero(t, fs.Visible+fs.InFlight)
+	st := p.Stats()
+	assert.EqualValues(t, 1, st.Deleted)
+	assert.Zero(t, st.DeleteErrors)
 }
