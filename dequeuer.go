@@ -81,13 +81,64 @@ func (d *dequeuer) delete(rec *record) {
 	}
 }
 
-// setVisibility queues a visibility change. The record leaves the in-flight
-// set at once: the message is no longer this process's to handle.
+// setVisibility queues the visibility change a message's outcome asks for
+// (a retry delay, a give-back). The record leaves the in-flight set at once:
+// the message is no longer this process's to handle. From now on no
+// heartbeat extension of it is sent; if one is on its way, SQS could apply it
+// after this change and hide the message for a whole timeout, so the change
+// waits for its answer (see endExtension).
 func (d *dequeuer) setVisibility(rec *record, timeout time.Duration) {
 	d.forget(rec)
-	if err := d.changes.Add(change{rec: rec, timeout: visibilitySeconds(rec, timeout, d.clock.Now())}); err != nil {
+	c := change{rec: rec, timeout: visibilitySeconds(rec, timeout, d.clock.Now())}
+	rec.mu.Lock()
+	rec.outcome = true
+	if rec.extending > 0 {
+		rec.parked = &c
+		rec.mu.Unlock()
+		return
+	}
+	rec.mu.Unlock()
+	if err := d.changes.Add(c); err != nil {
 		d.unsent(rec, "ChangeMessageVisibilityBatch", err)
 	}
+}
+
+// startExtension is called as an extension's batch entry is built. It
+// reports false, and the entry is not sent, when the extension is moot: the
+// handler has finished (its delete may be on its way) or the outcome's change
+// was made. Otherwise the extension counts as on its way (once: *sent).
+func startExtension(rec *record, sent *bool) bool {
+	if rec.state.Load() == recFinished {
+		return false
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.outcome {
+		return false
+	}
+	if !*sent {
+		*sent = true
+		rec.extending++
+	}
+	return true
+}
+
+// endExtension is called once an extension that was on its way (*sent) has
+// its answer, or will not be sent again. It returns the outcome's change if
+// that waited for this extension, to be sent now.
+func endExtension(rec *record, sent *bool) *change {
+	if !*sent {
+		return nil
+	}
+	*sent = false
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	rec.extending--
+	var c *change
+	if rec.extending == 0 {
+		c, rec.parked = rec.parked, nil
+	}
+	return c
 }
 
 // extend queues a heartbeat: rec stays invisible for timeout from now. At
@@ -134,7 +185,7 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 	var gens [maxBatch]uint32
 	var handles [maxBatch]string
 	entries := make([]types.DeleteMessageBatchRequestEntry, 0, len(recs))
-	d.send(ctx, apiDeleteMessageBatch, len(recs),
+	d.send(ctx, apiDeleteMessageBatch, len(recs), nil,
 		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
 			entries = entries[:0]
 			for _, i := range idx {
@@ -167,21 +218,30 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 		})
 }
 
-func (d *dequeuer) flushChanges(ctx context.Context, all []change) {
-	chs := all[:0:0]
-	for _, c := range all {
-		if !c.extend || c.rec.state.Load() != recFinished {
-			chs = append(chs, c)
-		}
-	}
-	if len(chs) == 0 {
-		return
-	}
+func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 	sent := d.clock.Now()
 	var gens [maxBatch]uint32
 	var handles [maxBatch]string
+	var extending [maxBatch]bool // see startExtension
+	var released []change        // outcome changes that waited for an extension here
+	end := func(i int) {
+		if c := endExtension(chs[i].rec, &extending[i]); c != nil {
+			released = append(released, *c)
+		}
+	}
 	entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, 0, len(chs))
 	d.send(ctx, apiChangeMessageVisibilityBatch, len(chs),
+		func(idx []int) []int {
+			kept := idx[:0]
+			for _, i := range idx {
+				if !chs[i].extend || startExtension(chs[i].rec, &extending[i]) {
+					kept = append(kept, i)
+				} else {
+					end(i)
+				}
+			}
+			return kept
+		},
 		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
 			entries = entries[:0]
 			for _, i := range idx {
@@ -201,6 +261,9 @@ func (d *dequeuer) flushChanges(ctx context.Context, all []change) {
 			if _, gen := c.rec.receipt(); gen != gens[i] && !final {
 				return true // as for deletes: the newer handle is the one SQS honours
 			}
+			if c.extend {
+				defer end(i)
+			}
 			switch {
 			case err == nil && c.extend:
 				d.counters.extended.Add(1)
@@ -215,6 +278,10 @@ func (d *dequeuer) flushChanges(ctx context.Context, all []change) {
 			}
 			return false
 		})
+	if len(released) > 0 {
+		// After the extensions they waited for: SQS applies them last.
+		d.flushChanges(ctx, released)
+	}
 }
 
 func (d *dequeuer) failed(rec *record, err error) {
@@ -240,8 +307,11 @@ func successIDs[E any](es []E, id func(E) *string) []string {
 // for any entry, succeeded or failed, to be sent again (its message has a
 // newer receipt handle now): that is a new request, not a retry, and is made
 // whatever the attempts so far, until ctx ends. Once done is called with
-// final set, no attempt is left and it must settle the entry.
+// final set, no attempt is left and it must settle the entry. prepare, if
+// set, picks before each attempt the entries still worth sending; it settles
+// those it drops.
 func (d *dequeuer) send(ctx context.Context, a api, n int,
+	prepare func(idx []int) []int,
 	call func(ctx context.Context, idx []int) (succeeded []string, failed []types.BatchResultErrorEntry, err error),
 	done func(i int, err error, final bool) (again bool),
 ) {
@@ -251,6 +321,11 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 	}
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
+		if prepare != nil {
+			if idx = prepare(idx); len(idx) == 0 {
+				return
+			}
+		}
 		d.counters.api.add(a)
 		began := d.clock.Now()
 		succeeded, failed, err := call(ctx, idx)

@@ -35,6 +35,13 @@ type record struct {
 	gen          uint32    // bumped whenever handle changes
 	receivedAt   time.Time // when the poll of that delivery was sent: SQS's 12 h count began no earlier
 	visibleUntil time.Time // when SQS would deliver the message again
+
+	// The message's visibility changes, kept in order (see
+	// dequeuer.setVisibility): the last one SQS applies must be the one
+	// its outcome asked for.
+	extending int     // heartbeat extensions sent and not yet answered
+	outcome   bool    // the outcome's change was made: extensions are moot
+	parked    *change // that change, waiting for the extensions on their way
 }
 
 // takeProbe takes the breaker admission rec was received with (0 if none),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -473,4 +474,62 @@ func TestRefusedDeleteIsRetriedWithTheNewerHandle(t *testing.T) {
 	st := p.Stats()
 	assert.EqualValues(t, 1, st.Deleted)
 	assert.Zero(t, st.DeleteErrors)
+}
+
+// heldExtension holds the first heartbeat extension's call (VisibilityTimeout
+// as given) until the test lets it go, as a slow network would.
+type heldExtension struct {
+	*sqsfake.Fake
+	timeout int32
+	held    chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (c *heldExtension) ChangeMessageVisibilityBatch(ctx context.Context, in *sqs.ChangeMessageVisibilityBatchInput, o ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error) {
+	for _, en := range in.Entries {
+		if en.VisibilityTimeout == c.timeout {
+			c.once.Do(func() {
+				close(c.held)
+				<-c.release
+			})
+		}
+	}
+	return c.Fake.ChangeMessageVisibilityBatch(ctx, in, o...)
+}
+
+// Defect 6 (bbc sqs-consumer #303): a heartbeat extension already on its
+// way when the handler fails must not override the retry delay the failure
+// asked for: the last visibility change SQS applies is the outcome's.
+func TestInFlightExtensionDoesNotOverrideTheRetryDelay(t *testing.T) {
+	e := newEnv(t, nil) // visibility 30 s
+	e.sendOrders(1)
+	client := &heldExtension{Fake: e.fake, timeout: 30, held: make(chan struct{}), release: make(chan struct{})}
+	clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 1000)}
+	started, finish := make(chan struct{}), make(chan struct{})
+	reported := make(chan struct{})
+	p, err := StartPool(context.Background(), &Consumer{Client: client, Queue: e.queue}, func(ctx context.Context, o *order) error {
+		close(started)
+		<-finish
+		return RetryAfter(2*time.Second, errors.New("busy"))
+	}, e.opts(WithClock(clk), WithWorkers(1), WithErrorHook(func(context.Context, *Message, error) { close(reported) }))...)
+	require.NoError(t, err)
+	<-started
+	for d := range clk.armed { // the watchdog's tick
+		if d == 10*time.Second {
+			break
+		}
+	}
+	e.clk.Advance(10 * time.Second) // the heartbeat extends: 20 s left is within a tick and a third
+	<-client.held
+	close(finish)
+	<-reported // the retry delay has been asked for
+	errc := make(chan error, 1)
+	go func() { errc <- p.Shutdown(context.Background()) }()
+	require.Eventually(t, func() bool { return !p.Health().Polling }, 10*time.Second, time.Millisecond)
+	close(client.release) // the extension lands now
+	require.NoError(t, <-errc)
+	msgs := e.fake.Messages(e.queue)
+	require.Len(t, msgs, 1)
+	assert.Equal(t, e.clk.Now().Add(2*time.Second), msgs[0].VisibleAt, "the retry delay is the last change applied")
 }
