@@ -533,3 +533,34 @@ func TestInFlightExtensionDoesNotOverrideTheRetryDelay(t *testing.T) {
 	require.Len(t, msgs, 1)
 	assert.Equal(t, e.clk.Now().Add(2*time.Second), msgs[0].VisibleAt, "the retry delay is the last change applied")
 }
+
+// Defect 4: a handler may stop its own pool. Shutdown must not wait for the
+// handler that called it, and that handler's message ends by its result.
+func TestShutdownFromInsideAHandler(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(1)
+	var p *Pool
+	shutdownErr := make(chan error, 1)
+	ready := make(chan struct{})
+	p = e.start(func(ctx context.Context, o *order) error {
+		<-ready
+		shutdownErr <- p.Shutdown(context.Background()) // no deadline
+		return nil
+	})
+	close(ready)
+	waited := make(chan error, 1)
+	go func() { waited <- p.Wait() }()
+	hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
+	defer hang.Stop()
+	select {
+	case err := <-waited:
+		require.NoError(t, err)
+	case <-hang.C:
+		t.Fatal("Shutdown from a handler deadlocked the pool")
+	}
+	require.NoError(t, <-shutdownErr)
+	fs := e.fake.Stats(e.queue)
+	assert.EqualValues(t, 1, fs.Deleted, "the handler succeeded: its message was deleted")
+	assert.Zero(t, fs.Visible+fs.InFlight)
+	assert.EqualValues(t, 1, p.Stats().Processed)
+}

@@ -1,10 +1,13 @@
 package sqspool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +44,7 @@ type Pool struct {
 	handlerCancel context.CancelFunc
 
 	pollers     sync.WaitGroup
+	workerIDs   sync.Map // goroutine ids of the workers: who runs a handler
 	workersLeft atomic.Int64
 	workersDone chan struct{} // closed when the last worker returns
 	running     atomic.Int64  // handlers running now
@@ -48,7 +52,7 @@ type Pool struct {
 
 	stopping    atomic.Bool
 	stopBegun   chan struct{}
-	shutdownReq chan context.Context
+	shutdownReq chan shutdownRequest
 	done        chan struct{} // closed when the stop sequence has finished
 	err         error         // set before done is closed
 }
@@ -88,7 +92,7 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 		cfg:         cfg,
 		workersDone: make(chan struct{}),
 		stopBegun:   make(chan struct{}),
-		shutdownReq: make(chan context.Context),
+		shutdownReq: make(chan shutdownRequest),
 		done:        make(chan struct{}),
 	}
 	client, err := c.client(ctx)
@@ -243,7 +247,10 @@ func minTime(a, b time.Time) time.Time {
 }
 
 func (p *Pool) worker() {
+	id := goroutineID()
+	p.workerIDs.Store(id, struct{}{})
 	defer func() {
+		p.workerIDs.Delete(id)
 		if p.workersLeft.Add(-1) == 0 {
 			close(p.workersDone)
 		}
@@ -442,9 +449,22 @@ func (p *Pool) QueueURL() string { return p.queue.url }
 // *ShutdownError saying what was cut short. It returns nil when nothing was.
 // Calling it again, or after StartPool's context ended, waits for the same
 // stop.
+//
+// A handler may call Shutdown too. Then the stop begins, bounded by ctx's
+// deadline only (the handler's own context ends with the handler), and
+// Shutdown returns nil at once, since the stop waits for that handler: its
+// message ends by its result, deleted if it returns nil. Wait elsewhere
+// reports how the stop went.
 func (p *Pool) Shutdown(ctx context.Context) error {
+	if _, inHandler := p.workerIDs.Load(goroutineID()); inHandler {
+		select {
+		case p.shutdownReq <- shutdownRequest{ctx: ctx, fromHandler: true}:
+		case <-p.stopBegun:
+		}
+		return nil
+	}
 	select {
-	case p.shutdownReq <- ctx:
+	case p.shutdownReq <- shutdownRequest{ctx: ctx}:
 		// This call's ctx bounds the stop, which always ends: wait for it,
 		// final flush included.
 		<-p.done
@@ -468,13 +488,45 @@ func (p *Pool) Wait() error {
 	return p.err
 }
 
+// shutdownRequest asks supervise to begin the stop, bounded by ctx.
+type shutdownRequest struct {
+	ctx         context.Context
+	fromHandler bool // Shutdown was called by a handler of this pool
+}
+
+// goroutineID is the id of the calling goroutine, from its stack header
+// ("goroutine 42 [running]:"). Go has no API for it; Shutdown needs it to
+// tell a call from one of the pool's own handlers, which the stop waits for
+// and which must therefore not wait for the stop.
+func goroutineID() uint64 {
+	var buf [32]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	if i := bytes.IndexByte(b, ' '); i >= 0 {
+		b = b[:i]
+	}
+	id, _ := strconv.ParseUint(string(b), 10, 64)
+	return id
+}
+
 // supervise owns the stop: it begins on the first Shutdown or when the
 // parent context ends.
 func (p *Pool) supervise(parent context.Context) {
 	defer close(p.done)
 	var ctx context.Context
 	select {
-	case ctx = <-p.shutdownReq:
+	case req := <-p.shutdownReq:
+		ctx = req.ctx
+		if req.fromHandler {
+			// The handler's own context ends with the handler, which
+			// the stop waits for: keep only its deadline.
+			ctx = context.WithoutCancel(req.ctx)
+			if d, ok := req.ctx.Deadline(); ok {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithDeadline(ctx, d)
+				defer cancel()
+			}
+		}
 	case <-parent.Done():
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(parent), p.cfg.shutdownTimeout)
