@@ -564,3 +564,50 @@ func TestShutdownFromInsideAHandler(t *testing.T) {
 	assert.Zero(t, fs.Visible+fs.InFlight)
 	assert.EqualValues(t, 1, p.Stats().Processed)
 }
+
+// Defect 1: the stop and the workers both take unstarted records from the
+// work queue; a worker taking the last one as the stop looks must not leave
+// the stop waiting for ever. Each record is given back once, by whoever took
+// it.
+func TestShutdownAsWorkersTakeTheLastUnstartedRecords(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(5)
+	release := make(chan struct{})
+	started := make(chan struct{}, 5)
+	s := newSeen()
+	p := e.start(func(ctx context.Context, o *order) error {
+		started <- struct{}{}
+		<-release
+		return s.handler(ctx, o)
+	}, WithWorkers(2), WithReceiveFill(0))
+	// A read-ahead of three (the sizer keeps it: on this clock its next turn
+	// never comes), so that three records wait for the two busy workers.
+	p.sizer.mu.Lock()
+	p.sizer.lastAt = e.clk.Now()
+	p.sizer.mu.Unlock()
+	p.readAhead.Store(3)
+	p.credits.release(3)
+	<-started
+	<-started
+	require.Eventually(t, func() bool { return len(p.work) == 3 }, 10*time.Second, time.Millisecond)
+	errc := make(chan error, 1)
+	go func() { errc <- p.Shutdown(context.Background()) }()
+	require.Eventually(t, func() bool { return !p.Health().Polling }, 10*time.Second, time.Millisecond)
+	close(release) // the workers finish and race the stop for the waiting records
+	hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
+	defer hang.Stop()
+	select {
+	case err := <-errc:
+		require.NoError(t, err)
+	case <-hang.C:
+		t.Fatal("Shutdown hung")
+	}
+	assert.Len(t, s.snapshot(), 2, "only the two started messages ran")
+	st := p.Stats()
+	assert.EqualValues(t, 3, st.Returned, "each unstarted message was given back once: %+v %+v", st, e.fake.Stats(e.queue))
+	assert.EqualValues(t, 2, st.Deleted)
+	assert.Zero(t, st.InFlight)
+	fs := e.fake.Stats(e.queue)
+	assert.Equal(t, 3, fs.Visible)
+	assert.Zero(t, fs.InFlight)
+}

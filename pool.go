@@ -566,13 +566,25 @@ const abandonGrace = time.Second
 
 func (p *Pool) stop(ctx context.Context) error {
 	log := p.cfg.logger
-	p.stopping.Store(true)
+	// Receiving ends first: a worker that sees stopping gives its record
+	// back, and a poller still receiving would take it again at once,
+	// burning its receive count, for as long as the two overlap.
 	p.pollCancel()
+	p.stopping.Store(true)
 	p.pollers.Wait()
 	// Nothing sends on work any more. Give back what no worker has taken.
+	// Each record left there is received once, by the stop or by a worker,
+	// and whoever receives it owns it: a worker gives it back itself, since
+	// it sees stopping. So the stop takes without ever waiting: a worker may
+	// take the last record between a look at the queue and a receive.
 	var unstarted []*record
-	for len(p.work) > 0 {
-		unstarted = append(unstarted, <-p.work)
+	for taking := true; taking; {
+		select {
+		case rec := <-p.work:
+			unstarted = append(unstarted, rec)
+		default:
+			taking = false
+		}
 	}
 	unstarted = append(unstarted, p.disp.drainGroups()...)
 	p.giveBack(0, unstarted...)
