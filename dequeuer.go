@@ -266,8 +266,8 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 			}
 			switch {
 			case err == nil && c.extend:
-				d.counters.extended.Add(1)
 				c.rec.extended(sent, time.Duration(c.timeout)*time.Second)
+				d.counters.extended.Add(1)
 			case err != nil && c.extend && c.rec.state.Load() == recFinished:
 				// The handler finished while the heartbeat was on its way,
 				// and the message may be deleted already: nothing is lost.

@@ -140,7 +140,6 @@ func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
 // admission probe (see breaker.admit), which each new record holds.
 func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe uint64) {
 	now := d.clock.Now()
-	d.counters.received.Add(int64(len(msgs)))
 	for i := range msgs {
 		rec := &record{
 			handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(sent, now),
@@ -156,12 +155,15 @@ func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe 
 			// A second delivery of a message still in flight here: keep only
 			// its newest receipt handle, which is the one SQS honours.
 			old.redelivered(rec)
+			// Counted once the handle is stored: what Stats says has happened has.
+			d.counters.received.Add(1)
 			d.counters.duplicates.Add(1)
 			d.credits.release(1)
 			d.breaker.unadmit(probe, 1)
 			continue
 		}
 		rec.probe.Store(probe)
+		d.counters.received.Add(1)
 		d.counters.held.Add(1)
 		if d.fifo {
 			start, holdFor := d.enterGroup(rec, now)

@@ -593,7 +593,8 @@ func TestShutdownAsWorkersTakeTheLastUnstartedRecords(t *testing.T) {
 	errc := make(chan error, 1)
 	go func() { errc <- p.Shutdown(context.Background()) }()
 	require.Eventually(t, func() bool { return !p.Health().Polling }, 10*time.Second, time.Millisecond)
-	close(release) // the workers finish and race the stop for the waiting records
+	// The workers finish and race the stop for the waiting records.
+	close(release)
 	hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
 	defer hang.Stop()
 	select {

@@ -295,7 +295,6 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 		err = callDecoder(decode, body, v)
 	}
 	if err != nil {
-		p.counters.decodeErrors.Add(1)
 		p.cfg.logger.Warn("sqspool: message body does not decode", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
 		p.cfg.logger.Debug("sqspool: undecodable body", "message_id", m.ID, "body", m.Body)
 		// The message's fate is settled before the hook hears of it, so that
@@ -309,6 +308,9 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 			p.disp.forget(rec)
 			delay = rec.visibleAt().Sub(p.cfg.clock.Now())
 		}
+		// Counted once its fate is settled: counters follow the state they
+		// count, so that what Stats says has happened has.
+		p.counters.decodeErrors.Add(1)
 		p.brk.unadmit(rec.takeProbe(), 1) // the message's fault, not the downstream's
 		p.report(ctx, m, &DecodeError{MessageID: m.ID, Err: err})
 		return ok, delay
@@ -335,13 +337,12 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 		p.brk.record(err, rec.takeProbe())
 	}
 	if err == nil {
-		p.counters.processed.Add(1)
 		p.finish(rec)
+		p.counters.processed.Add(1)
 		return true, 0
 	}
-	p.counters.failed.Add(1)
-	if perr, ok := err.(*PanicError); ok { // callHandler returns it unwrapped
-		p.counters.panics.Add(1)
+	perr, panicked := err.(*PanicError) // callHandler returns it unwrapped
+	if panicked {
 		p.cfg.logger.Error("sqspool: handler panicked", "message_id", m.ID, "panic", perr.Value, "stack", string(perr.Stack))
 	} else {
 		p.cfg.logger.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
@@ -349,16 +350,20 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	delay, set, final := retryDelay(err, m.ReceiveCount, p.cfg.retryBackoff)
 	switch {
 	case final:
-		p.counters.dropped.Add(1)
 		p.finish(rec)
+		p.counters.dropped.Add(1)
 		ok, delay = true, 0
 	case set:
-		p.counters.retried.Add(1)
 		p.deq.setVisibility(rec, delay)
+		p.counters.retried.Add(1)
 	default:
 		p.disp.forget(rec)
 		delay = rec.visibleAt().Sub(p.cfg.clock.Now())
 	}
+	if panicked {
+		p.counters.panics.Add(1)
+	}
+	p.counters.failed.Add(1)
 	p.report(ctx, m, err)
 	return ok, delay
 }
@@ -411,9 +416,9 @@ func (p *Pool) releaseSlot() {
 func (p *Pool) giveBack(delay time.Duration, recs ...*record) {
 	for _, rec := range recs {
 		p.brk.unadmit(rec.takeProbe(), 1)
-		p.counters.returned.Add(1)
 		p.releaseSlot()
 		p.deq.setVisibility(rec, delay)
+		p.counters.returned.Add(1)
 	}
 }
 
