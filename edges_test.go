@@ -612,3 +612,25 @@ func TestShutdownAsWorkersTakeTheLastUnstartedRecords(t *testing.T) {
 	assert.Equal(t, 3, fs.Visible)
 	assert.Zero(t, fs.InFlight)
 }
+
+// Suspicion: deliveries handed over out of order. A delivery with a lower
+// receive count than the one held is older and never takes over. With equal
+// counts nothing tells which is newer (ApproximateReceiveCount is
+// approximate, and concurrent polls overlap): the later arrival takes over,
+// and should its handle be the stale one, the delete made with it is made
+// again with any handle that arrives after (see
+// TestRefusedDeleteIsRetriedWithTheNewerHandle).
+func TestOlderDeliveryArrivingLateDoesNotTakeOver(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	d := plainDispatcher(clk)
+	d.dispatch([]types.Message{plainMsg("m", "h3", 3)}, clk.Now())
+	rec := <-d.work
+	d.dispatch([]types.Message{plainMsg("m", "h2", 2)}, clk.Now()) // an older delivery, late
+	h, gen := rec.receipt()
+	assert.Equal(t, "h3", h)
+	assert.Zero(t, gen)
+	d.dispatch([]types.Message{plainMsg("m", "h3b", 3)}, clk.Now())
+	h, gen = rec.receipt()
+	assert.Equal(t, "h3b", h, "equal counts: the later arrival")
+	assert.EqualValues(t, 1, gen)
+}
