@@ -354,10 +354,11 @@ func TestHandlerStartedBeforeTheBreakerOpenedIsNotAProbe(t *testing.T) {
 	e.shutdown(p)
 }
 
-// Defect 2: giving an admission back wakes a poller waiting for one.
-func TestBreakerUnadmitWakesWaitingPollers(t *testing.T) {
+// halfOpenBreaker returns a breaker (Probes: 2) that opened and cooled down,
+// and the probe admission of its two probes, both taken.
+func halfOpenBreaker(t *testing.T) (*breaker, *clock.Manual, uint64) {
 	clk := clock.NewManual(time.Now())
-	b := newTestBreaker(clk, nil) // Probes: 2
+	b := newTestBreaker(clk, nil)
 	for range 4 {
 		b.record(errors.New("x"), 0)
 	}
@@ -365,6 +366,12 @@ func TestBreakerUnadmitWakesWaitingPollers(t *testing.T) {
 	n, probe, err := b.admit(context.Background(), 10)
 	require.NoError(t, err)
 	require.Equal(t, 2, n)
+	return b, clk, probe
+}
+
+// Defect 2: giving an admission back wakes a poller waiting for one.
+func TestBreakerUnadmitWakesWaitingPollers(t *testing.T) {
+	b, _, probe := halfOpenBreaker(t)
 	got := make(chan int, 1)
 	go func() {
 		n, _, err := b.admit(context.Background(), 10)
@@ -379,20 +386,12 @@ func TestBreakerUnadmitWakesWaitingPollers(t *testing.T) {
 // Defect 2: a probe delivered twice holds one admission; the duplicate's is
 // given back at once.
 func TestDuplicateProbeGivesItsAdmissionBack(t *testing.T) {
-	clk := clock.NewManual(time.Now())
-	b := newTestBreaker(clk, nil) // Probes: 2
-	for range 4 {
-		b.record(errors.New("x"), 0)
-	}
-	clk.Advance(30 * time.Second)
-	n, probe, err := b.admit(context.Background(), 10)
-	require.NoError(t, err)
-	require.Equal(t, 2, n)
+	b, clk, probe := halfOpenBreaker(t)
 	d := plainDispatcher(clk)
 	d.breaker = b
 	d.dispatchProbes([]types.Message{plainMsg("m", "h1", 1), plainMsg("m", "h2", 2)}, clk.Now(), probe)
 	rec := <-d.work
-	n, _, err = b.admit(context.Background(), 10)
+	n, _, err := b.admit(context.Background(), 10)
 	require.NoError(t, err)
 	assert.Equal(t, 1, n, "the duplicate's admission came back")
 	b.record(nil, rec.takeProbe())
