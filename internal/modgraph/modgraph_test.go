@@ -98,3 +98,44 @@ func write(t *testing.T, path, content string) {
 		t.Fatal(err)
 	}
 }
+
+// The README's first commands run from the repo root in a fresh clone. The
+// examples are a module of their own, so `go run ./examples/pipeline` works
+// there only through go.work: each go run in the README's first sh block
+// must name a main package that the workspace resolves, offline.
+func TestReadmeGoRunCommandsResolve(t *testing.T) {
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("no go command in PATH")
+	}
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(read(t, filepath.Join(root, "README.md")), "```sh\n")
+	if !ok {
+		t.Fatal("README has no sh block")
+	}
+	block, _, _ := strings.Cut(rest, "```")
+	var pkgs []string
+	for _, m := range regexp.MustCompile(`(?m)^go run (\./\S+)`).FindAllStringSubmatch(block, -1) {
+		pkgs = append(pkgs, m[1])
+	}
+	if len(pkgs) == 0 {
+		t.Fatalf("no go run command in the README's first sh block:\n%s", block)
+	}
+	cmd := exec.Command(goBin, append([]string{"list", "-f", "{{.Name}}"}, pkgs...)...)
+	cmd.Dir = root
+	// scripts/test sets GOWORK=off for its per-module steps; a user's clone
+	// has the default, which finds go.work in the root.
+	cmd.Env = append(os.Environ(), "GOWORK="+filepath.Join(root, "go.work"), "GOPROXY=off", "GOFLAGS=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list %s from the repo root: %v\n%s", strings.Join(pkgs, " "), err, out)
+	}
+	for i, name := range strings.Fields(string(out)) {
+		if name != "main" {
+			t.Errorf("%s is package %s, not a command", pkgs[i], name)
+		}
+	}
+}
