@@ -1,6 +1,7 @@
 package sqspool
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -183,20 +184,25 @@ func (d *dequeuer) close(ctx context.Context) error {
 
 func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 	var gens [maxBatch]uint32
-	var handles [maxBatch]string
-	entries := make([]types.DeleteMessageBatchRequestEntry, 0, len(recs))
+	var lay layout
+	entries := make([]types.DeleteMessageBatchRequestEntry, 0, maxBatch)
 	d.send(ctx, apiDeleteMessageBatch, len(recs), nil,
-		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
+		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, []int, error) {
+			later := lay.reset(idx, func(i int) []string {
+				hs, gen := recs[i].receipt()
+				gens[i] = gen
+				return hs
+			})
 			entries = entries[:0]
-			for _, i := range idx {
-				handles[i], gens[i] = recs[i].receipt()
-				entries = append(entries, types.DeleteMessageBatchRequestEntry{Id: &entryIDs[i], ReceiptHandle: &handles[i]})
+			for j := range lay.n {
+				entries = append(entries, types.DeleteMessageBatchRequestEntry{Id: &entryIDs[j], ReceiptHandle: &lay.handles[j]})
 			}
 			out, err := d.client.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: &d.queueURL, Entries: entries})
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, later, err
 			}
-			return successIDs(out.Successful, func(e types.DeleteMessageBatchResultEntry) *string { return e.Id }), out.Failed, nil
+			succeeded, failed := lay.results(successIDs(out.Successful, func(e types.DeleteMessageBatchResultEntry) *string { return e.Id }), out.Failed)
+			return succeeded, failed, later, nil
 		},
 		func(i int, err error, final bool) bool {
 			rec := recs[i]
@@ -221,7 +227,7 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 	sent := d.clock.Now()
 	var gens [maxBatch]uint32
-	var handles [maxBatch]string
+	var lay layout
 	var extending [maxBatch]bool // see startExtension
 	var released []change        // outcome changes that waited for an extension here
 	end := func(i int) {
@@ -229,7 +235,7 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 			released = append(released, *c)
 		}
 	}
-	entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, 0, len(chs))
+	entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, 0, maxBatch)
 	d.send(ctx, apiChangeMessageVisibilityBatch, len(chs),
 		func(idx []int) []int {
 			kept := idx[:0]
@@ -242,19 +248,24 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 			}
 			return kept
 		},
-		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
+		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, []int, error) {
+			later := lay.reset(idx, func(i int) []string {
+				hs, gen := chs[i].rec.receipt()
+				gens[i] = gen
+				return hs
+			})
 			entries = entries[:0]
-			for _, i := range idx {
-				handles[i], gens[i] = chs[i].rec.receipt()
+			for j := range lay.n {
 				entries = append(entries, types.ChangeMessageVisibilityBatchRequestEntry{
-					Id: &entryIDs[i], ReceiptHandle: &handles[i], VisibilityTimeout: chs[i].timeout,
+					Id: &entryIDs[j], ReceiptHandle: &lay.handles[j], VisibilityTimeout: chs[lay.owner[j]].timeout,
 				})
 			}
 			out, err := d.client.ChangeMessageVisibilityBatch(ctx, &sqs.ChangeMessageVisibilityBatchInput{QueueUrl: &d.queueURL, Entries: entries})
 			if err != nil {
-				return nil, nil, err
+				return nil, nil, later, err
 			}
-			return successIDs(out.Successful, func(e types.ChangeMessageVisibilityBatchResultEntry) *string { return e.Id }), out.Failed, nil
+			succeeded, failed := lay.results(successIDs(out.Successful, func(e types.ChangeMessageVisibilityBatchResultEntry) *string { return e.Id }), out.Failed)
+			return succeeded, failed, later, nil
 		},
 		func(i int, err error, final bool) bool {
 			c := chs[i]
@@ -300,6 +311,85 @@ func successIDs[E any](es []E, id func(E) *string) []string {
 	return ids
 }
 
+// layout lays out one batch call: an entry for each receipt handle of each
+// message (two for a message whose deliveries tie; see record.redelivered),
+// at most maxBatch in all. Entry j is named entryIDs[j] and made with
+// handles[j] for message owner[j].
+type layout struct {
+	handles [maxBatch]string
+	owner   [maxBatch]int
+	n       int
+}
+
+// reset lays out the messages idx names, with the handles each has now,
+// and returns those that did not fit.
+func (l *layout) reset(idx []int, handles func(i int) []string) (later []int) {
+	l.n = 0
+	for _, i := range idx {
+		hs := handles(i)
+		if l.n+len(hs) > maxBatch {
+			later = append(later, i)
+			continue
+		}
+		for _, h := range hs {
+			l.handles[l.n], l.owner[l.n] = h, i
+			l.n++
+		}
+	}
+	return later
+}
+
+// results turns the entries' results into their messages', named
+// entryIDs[i] for message i. A refusal is expected of one of a message's
+// handles, the stale one: a message succeeded when one of its entries did
+// and each of the others was refused for good. It failed when all were
+// refused, or for now, when one failed transiently; it has no result while
+// one of its entries has none.
+func (l *layout) results(succeeded []string, failed []types.BatchResultErrorEntry) ([]string, []types.BatchResultErrorEntry) {
+	// An entry's result, ranked: a message's result is its entries' highest.
+	const (
+		refused = iota + 1
+		ok
+		transient
+		unknown
+	)
+	var rank [maxBatch]int
+	var fail [maxBatch]*types.BatchResultErrorEntry
+	for _, id := range succeeded {
+		if j, found := entryIndex(id, l.n); found {
+			rank[j] = ok
+		}
+	}
+	for k := range failed {
+		if j, found := entryIndex(aws.ToString(failed[k].Id), l.n); found && rank[j] == 0 {
+			rank[j], fail[j] = refused, &failed[k]
+			if !failed[k].SenderFault {
+				rank[j] = transient
+			}
+		}
+	}
+	var okIDs []string
+	var fails []types.BatchResultErrorEntry
+	for j := 0; j < l.n; {
+		i, worst, first := l.owner[j], 0, j
+		for ; j < l.n && l.owner[j] == i; j++ {
+			r := cmp.Or(rank[j], unknown)
+			if r > worst {
+				worst, first = r, j
+			}
+		}
+		switch worst {
+		case ok:
+			okIDs = append(okIDs, entryIDs[i])
+		case refused, transient:
+			f := *fail[first]
+			f.Id = &entryIDs[i]
+			fails = append(fails, f)
+		}
+	}
+	return okIDs, fails
+}
+
 // send makes a batch call for entries 0..n-1 and settles each entry's
 // outcome through done. Entries that failed transiently (the whole call, or
 // the entry with SenderFault false) are sent again, with backoff, up to the
@@ -309,10 +399,11 @@ func successIDs[E any](es []E, id func(E) *string) []string {
 // whatever the attempts so far, until ctx ends. Once done is called with
 // final set, no attempt is left and it must settle the entry. prepare, if
 // set, picks before each attempt the entries still worth sending; it settles
-// those it drops.
+// those it drops. call reports by entry index; the entries it had no room
+// for (see layout) it returns as later, and they go in the next call.
 func (d *dequeuer) send(ctx context.Context, a api, n int,
 	prepare func(idx []int) []int,
-	call func(ctx context.Context, idx []int) (succeeded []string, failed []types.BatchResultErrorEntry, err error),
+	call func(ctx context.Context, idx []int) (succeeded []string, failed []types.BatchResultErrorEntry, later []int, err error),
 	done func(i int, err error, final bool) (again bool),
 ) {
 	idx := make([]int, n)
@@ -328,9 +419,10 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 		}
 		d.counters.api.add(a)
 		began := d.clock.Now()
-		succeeded, failed, err := call(ctx, idx)
+		succeeded, failed, again, err := call(ctx, idx)
+		idx = slices.DeleteFunc(idx, func(i int) bool { return slices.Contains(again, i) })
 		d.observe(a, len(idx), began, err)
-		var retry, again []int
+		var retry []int
 		transient := false // only SQS's own failures earn a backoff
 		last := attempt >= d.attempts || ctx.Err() != nil
 		settle := func(i int, err error) {

@@ -1,6 +1,7 @@
 package sqspool
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,7 +20,7 @@ const (
 
 // record is the one in-flight entry of a message in this process, from
 // receive until it is deleted or given back. It serves dedup (one record per
-// MessageId), deletes and visibility changes (the newest receipt handle), the
+// MessageId), deletes and visibility changes (the newest receipt handles), the
 // heartbeat (when SQS would hand the message out again) and FIFO ordering.
 type record struct {
 	msg      *Message // points at m
@@ -30,9 +31,9 @@ type record struct {
 	probe    atomic.Uint64 // the breaker admission it holds, if a probe; see takeProbe
 
 	mu           sync.Mutex
-	handle       string    // newest receipt handle
+	handles      []string  // the newest delivery's receipt handle; more than one if receive counts tie (see redelivered)
 	receives     int       // the receive count of that delivery
-	gen          uint32    // bumped whenever handle changes
+	gen          uint32    // bumped whenever handles change
 	receivedAt   time.Time // when the poll of that delivery was sent: SQS's 12 h count began no earlier
 	visibleUntil time.Time // when SQS would deliver the message again
 
@@ -48,27 +49,42 @@ type record struct {
 // so that whichever path ends rec's life settles it exactly once.
 func (r *record) takeProbe() uint64 { return r.probe.Swap(0) }
 
-// receipt returns the newest receipt handle and its generation.
-func (r *record) receipt() (string, uint32) {
+// receipt returns the newest receipt handles and their generation. The
+// slice is never changed in place: it is the caller's to read.
+func (r *record) receipt() ([]string, uint32) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.handle, r.gen
+	return r.handles, r.gen
 }
 
 // redelivered records another delivery of the message, given as the record
 // it would have had: its handle, when it was received, and the visibility
 // timeout it started. Concurrent receives can hand deliveries over out of
-// order; the receive count tells which is newer.
+// order; the receive count tells which is newer. With equal counts nothing
+// does (ApproximateReceiveCount is approximate), so both handles are kept
+// and deletes and visibility changes are made with each: SQS honours the
+// newer one, and refuses or ignores the other. Timing is taken from the
+// earlier delivery, so that the heartbeat stays ahead of both.
 func (r *record) redelivered(d *record) {
 	r.mu.Lock()
-	if d.receives >= r.receives {
-		r.handle = d.handle
-		r.receives = d.receives
-		r.gen++
-		r.receivedAt = d.receivedAt
-		r.visibleUntil = d.visibleUntil
+	defer r.mu.Unlock()
+	h := d.handles[0]
+	switch {
+	case d.receives > r.receives:
+		r.handles, r.receives = d.handles, d.receives
+		r.receivedAt, r.visibleUntil = d.receivedAt, d.visibleUntil
+	case d.receives == r.receives && len(r.handles) < maxBatch && !slices.Contains(r.handles, h):
+		r.handles = append(r.handles[:len(r.handles):len(r.handles)], h) // a copy: see receipt
+		if d.receivedAt.Before(r.receivedAt) {
+			r.receivedAt = d.receivedAt
+		}
+		if d.visibleUntil.Before(r.visibleUntil) {
+			r.visibleUntil = d.visibleUntil
+		}
+	default:
+		return
 	}
-	r.mu.Unlock()
+	r.gen++
 }
 
 // capAt is when the newest delivery's visibility reaches SQS's 12 hour cap,
@@ -142,7 +158,7 @@ func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe 
 	now := d.clock.Now()
 	for i := range msgs {
 		rec := &record{
-			handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(sent, now),
+			handles: []string{deref(msgs[i].ReceiptHandle)}, deadline: d.deadline(sent, now),
 			receivedAt: sent, visibleUntil: sent.Add(d.visibility),
 		}
 		m := &rec.m
@@ -153,7 +169,8 @@ func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe 
 		}
 		if old, loaded := d.track(rec); loaded {
 			// A second delivery of a message still in flight here: keep only
-			// its newest receipt handle, which is the one SQS honours.
+			// its newest receipt handle, which is the one SQS honours (or
+			// both, when nothing tells which is newer).
 			old.redelivered(rec)
 			// Counted once the handle is stored: what Stats says has happened has.
 			d.counters.received.Add(1)

@@ -16,7 +16,8 @@
 // while its visibility timeout runs. The dispatcher (dispatcher.go) keeps one
 // in-flight record per MessageId: a second delivery of a message already in
 // flight here is dropped, and its newer receipt handle is kept, because SQS
-// honours only the newest. On FIFO queues it runs a message group's messages
+// honours only the newest (both, when equal receive counts do not tell which
+// is newer). On FIFO queues it runs a message group's messages
 // one at a time and in order, different groups in parallel. Workers (pool.go)
 // decode the body into a T, call the handler with a context that carries the
 // message's metadata (MessageFrom) and a deadline, and recover panics. The

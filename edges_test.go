@@ -615,21 +615,308 @@ func TestShutdownAsWorkersTakeTheLastUnstartedRecords(t *testing.T) {
 // Suspicion: deliveries handed over out of order. A delivery with a lower
 // receive count than the one held is older and never takes over. With equal
 // counts nothing tells which is newer (ApproximateReceiveCount is
-// approximate, and concurrent polls overlap): the later arrival takes over,
-// and should its handle be the stale one, the delete made with it is made
-// again with any handle that arrives after (see
-// TestRefusedDeleteIsRetriedWithTheNewerHandle).
+// approximate, and concurrent polls overlap): the record keeps both handles
+// (see TestEqualReceiveCountsUseBothHandles), and the timing of the earlier
+// delivery, so that the heartbeat and the 12 h cap suit both. A higher
+// count replaces them all.
 func TestOlderDeliveryArrivingLateDoesNotTakeOver(t *testing.T) {
 	clk := clock.NewManual(time.Now())
 	d := plainDispatcher(clk)
+	first := clk.Now()
+	clk.Advance(time.Second)
 	d.dispatch([]types.Message{plainMsg("m", "h3", 3)}, clk.Now())
 	rec := <-d.work
-	d.dispatch([]types.Message{plainMsg("m", "h2", 2)}, clk.Now()) // an older delivery, late
-	h, gen := rec.receipt()
-	assert.Equal(t, "h3", h)
+	d.dispatch([]types.Message{plainMsg("m", "h2", 2)}, first) // an older delivery, late
+	hs, gen := rec.receipt()
+	assert.Equal(t, []string{"h3"}, hs)
 	assert.Zero(t, gen)
-	d.dispatch([]types.Message{plainMsg("m", "h3b", 3)}, clk.Now())
-	h, gen = rec.receipt()
-	assert.Equal(t, "h3b", h, "equal counts: the later arrival")
+	visible := rec.visibleAt()
+	d.dispatch([]types.Message{plainMsg("m", "h3b", 3)}, first) // equal counts, polled earlier
+	hs, gen = rec.receipt()
+	assert.Equal(t, []string{"h3", "h3b"}, hs, "equal counts: both")
 	assert.EqualValues(t, 1, gen)
+	assert.Equal(t, visible.Add(-time.Second), rec.visibleAt(), "the earlier delivery's visibility")
+	assert.Equal(t, first.Add(maxVisibility-visibilityMargin), rec.capAt(), "the earlier delivery's cap")
+	d.dispatch([]types.Message{plainMsg("m", "h3b", 3)}, clk.Now()) // the same delivery again
+	_, gen = rec.receipt()
+	assert.EqualValues(t, 1, gen)
+	d.dispatch([]types.Message{plainMsg("m", "h4", 4)}, clk.Now())
+	hs, gen = rec.receipt()
+	assert.Equal(t, []string{"h4"}, hs)
+	assert.EqualValues(t, 2, gen)
+}
+
+// lateTwin is two receive responses arriving in the opposite order of SQS's
+// receives, both with the same (approximate) receive count: the first
+// receive's delivery (h1) is held back while the message is received again
+// (h2), and handed over only in the next response. Nothing tells the pool
+// which of the two handles is the newer one.
+type lateTwin struct {
+	*sqsfake.Fake
+	calls   atomic.Int32
+	held    atomic.Pointer[types.Message]
+	changed chan struct{} // a visibility change has its answer
+}
+
+func (c *lateTwin) ChangeMessageVisibilityBatch(ctx context.Context, in *sqs.ChangeMessageVisibilityBatchInput, o ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error) {
+	defer func() { c.changed <- struct{}{} }()
+	return c.Fake.ChangeMessageVisibilityBatch(ctx, in, o...)
+}
+
+func (c *lateTwin) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, o ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	switch c.calls.Add(1) {
+	case 1:
+		out, err := c.Fake.ReceiveMessage(ctx, in, o...)
+		if err != nil || len(out.Messages) != 1 {
+			return out, err
+		}
+		first := out.Messages[0]
+		c.held.Store(&first)
+		// Visible again (its visibility ended, say): received again.
+		if _, err := c.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+			QueueUrl: in.QueueUrl, ReceiptHandle: first.ReceiptHandle,
+		}); err != nil {
+			return nil, err
+		}
+		if out, err = c.Fake.ReceiveMessage(ctx, in, o...); err != nil {
+			return out, err
+		}
+		for i := range out.Messages {
+			out.Messages[i].Attributes = withReceiveCount(out.Messages[i].Attributes, first.Attributes["ApproximateReceiveCount"])
+		}
+		return out, nil
+	case 2:
+		return &sqs.ReceiveMessageOutput{Messages: []types.Message{*c.held.Load()}}, nil
+	}
+	return c.Fake.ReceiveMessage(ctx, in, o...)
+}
+
+func withReceiveCount(attrs map[string]string, count string) map[string]string {
+	cp := make(map[string]string, len(attrs))
+	for k, v := range attrs {
+		cp[k] = v
+	}
+	cp["ApproximateReceiveCount"] = count
+	return cp
+}
+
+// deletions counts the Observer's Deleted calls.
+type deletions struct {
+	NopObserver
+	n atomic.Int32
+}
+
+func (o *deletions) Deleted(*Message) { o.n.Add(1) }
+
+// Suspicion: two deliveries of a message in flight with equal receive
+// counts. Keeping one handle loses when it is the stale one: the delete
+// "succeeds" and deletes nothing, and a visibility change (a retry delay, a
+// heartbeat) is refused. Both handles are used; the stale one's refusal is
+// not a failure, and the message counts as deleted (or extended) once.
+func TestEqualReceiveCountsUseBothHandles(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		result    error
+		heartbeat bool
+	}{
+		{"delete", nil, false},
+		{"retry delay", RetryAfter(5*time.Second, errors.New("busy")), false},
+		{"heartbeat", nil, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil) // visibility 30 s
+			e.sendOrders(1)
+			client := &lateTwin{Fake: e.fake, changed: make(chan struct{}, 10)}
+			clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 1000)}
+			obs := &deletions{}
+			errs := newErrorLog()
+			started, finish := make(chan struct{}), make(chan struct{})
+			p, err := StartPool(context.Background(), &Consumer{Client: client, Queue: e.queue}, func(ctx context.Context, o *order) error {
+				close(started)
+				<-finish
+				return tc.result
+			}, e.opts(WithClock(clk), WithWorkers(2), WithMaxMessages(1), WithPollers(1), WithObserver(obs), WithErrorHook(errs.hook))...)
+			require.NoError(t, err)
+			<-started
+			// Duplicates is counted after the record took the other handle.
+			require.Eventually(t, func() bool { return p.Stats().Duplicates == 1 }, 10*time.Second, time.Millisecond)
+			if tc.heartbeat {
+				for d := range clk.armed { // the watchdog's tick
+					if d == 10*time.Second {
+						break
+					}
+				}
+				e.clk.Advance(10 * time.Second) // 20 s left: the heartbeat extends
+				<-client.changed
+			}
+			close(finish)
+			if tc.result != nil {
+				assert.Equal(t, tc.result, errs.next(t))
+			}
+			require.NoError(t, p.Shutdown(context.Background()))
+			assert.Zero(t, len(errs.ch), "no failure reported for the stale handle")
+			fs := e.fake.Stats(e.queue)
+			st := p.Stats()
+			if tc.heartbeat {
+				assert.EqualValues(t, 1, st.Extended)
+			}
+			if tc.result == nil {
+				assert.EqualValues(t, 1, fs.Deleted, "deleted with the newer handle: %+v", fs)
+				assert.Zero(t, fs.Visible+fs.InFlight)
+				assert.EqualValues(t, 1, st.Deleted)
+				assert.EqualValues(t, 1, obs.n.Load())
+				assert.Zero(t, st.DeleteErrors)
+				return
+			}
+			msgs := e.fake.Messages(e.queue)
+			require.Len(t, msgs, 1)
+			assert.Equal(t, e.clk.Now().Add(5*time.Second), msgs[0].VisibleAt, "the retry delay was applied")
+			assert.Zero(t, st.Deleted)
+		})
+	}
+}
+
+// flakyHandle fails, once, the delete entry made with one receipt handle,
+// transiently (InternalError), and records each call's entry ids.
+type flakyHandle struct {
+	*sqsfake.Fake
+	fail  atomic.Pointer[string]
+	mu    sync.Mutex
+	calls [][]string
+}
+
+func (c *flakyHandle) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, o ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
+	cp := *in
+	cp.Entries = nil
+	var ids []string
+	var failed []types.BatchResultErrorEntry
+	for _, en := range in.Entries {
+		ids = append(ids, aws.ToString(en.Id))
+		if f := c.fail.Load(); f != nil && *f == aws.ToString(en.ReceiptHandle) && c.fail.CompareAndSwap(f, nil) {
+			failed = append(failed, types.BatchResultErrorEntry{Id: en.Id, Code: aws.String("InternalError"), Message: aws.String("injected")})
+			continue
+		}
+		cp.Entries = append(cp.Entries, en)
+	}
+	c.mu.Lock()
+	c.calls = append(c.calls, ids)
+	c.mu.Unlock()
+	out, err := c.Fake.DeleteMessageBatch(ctx, &cp, o...)
+	if err == nil {
+		out.Failed = append(out.Failed, failed...)
+	}
+	return out, err
+}
+
+// A message with two handles takes two of a call's ten entries; what does
+// not fit goes in the next call. The stale handle's delete "succeeding" is
+// not enough while the other's failed transiently: the message is deleted
+// again, with both, and counted once.
+func TestTiedHandlesShareBatchesAndAStaleSuccessIsNotEnough(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(maxBatch)
+	ctx := context.Background()
+	out, err := e.fake.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &e.queue, MaxNumberOfMessages: maxBatch})
+	require.NoError(t, err)
+	require.Len(t, out.Messages, maxBatch)
+	recs := make([]*record, maxBatch)
+	for i, m := range out.Messages {
+		recs[i] = &record{handles: []string{aws.ToString(m.ReceiptHandle)}}
+		recs[i].m.ID = aws.ToString(m.MessageId)
+		recs[i].msg = &recs[i].m
+	}
+	// The first message is received again: its first handle is stale now.
+	_, err = e.fake.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{QueueUrl: &e.queue, ReceiptHandle: &recs[0].handles[0]})
+	require.NoError(t, err)
+	again, err := e.fake.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: &e.queue})
+	require.NoError(t, err)
+	require.Len(t, again.Messages, 1)
+	newer := aws.ToString(again.Messages[0].ReceiptHandle)
+	recs[0].handles = append(recs[0].handles, newer)
+	client := &flakyHandle{Fake: e.fake}
+	client.fail.Store(&newer)
+	var deleted atomic.Int32
+	deq := &dequeuer{
+		client: client, queueURL: e.queue, attempts: 3, clock: e.clk, counters: &counters{}, log: quietLogger(),
+		onError: func(_ *Message, err error) { t.Errorf("reported: %v", err) },
+		forget:  func(*record) {},
+		observe: func(api, int, time.Time, error) {},
+		deleted: func(*Message) { deleted.Add(1) },
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		deq.flushDeletes(ctx, recs)
+	}()
+	require.True(t, e.clk.BlockUntil(1, done), "the transient failure is retried after a backoff")
+	e.clk.Advance(time.Second)
+	<-done
+	require.Len(t, client.calls, 2)
+	assert.Len(t, client.calls[0], maxBatch, "the first call is full")
+	assert.Len(t, client.calls[1], 3, "the last message, and the first with both handles again")
+	for _, ids := range client.calls {
+		seen := map[string]bool{}
+		for _, id := range ids {
+			assert.False(t, seen[id], "entry ids distinct in a call: %v", ids)
+			seen[id] = true
+		}
+	}
+	fs := e.fake.Stats(e.queue)
+	assert.EqualValues(t, maxBatch, fs.Deleted)
+	assert.EqualValues(t, 2, fs.StaleDeletes, "the stale handle, in each call")
+	assert.Zero(t, fs.Visible+fs.InFlight)
+	assert.EqualValues(t, maxBatch, deleted.Load())
+	assert.EqualValues(t, maxBatch, deq.counters.deleted.Load())
+	assert.Zero(t, deq.counters.deleteErrors.Load())
+}
+
+// A message's result from its entries' (see layout.results).
+func TestTiedHandleResults(t *testing.T) {
+	const (
+		ok        = "ok"
+		refused   = "refused"
+		transient = "transient"
+		none      = "none"
+	)
+	for _, tc := range []struct {
+		entries []string
+		want    string
+	}{
+		{[]string{ok}, ok},
+		{[]string{refused}, refused},
+		{[]string{ok, refused}, ok},
+		{[]string{refused, ok}, ok},
+		{[]string{refused, refused}, refused},
+		{[]string{ok, transient}, transient},
+		{[]string{refused, transient}, transient},
+		{[]string{ok, none}, none},
+		{[]string{transient, none}, none},
+	} {
+		var l layout
+		hs := make([]string, len(tc.entries))
+		later := l.reset([]int{0}, func(int) []string { return hs })
+		require.Empty(t, later)
+		var succeeded []string
+		var failed []types.BatchResultErrorEntry
+		for j, r := range tc.entries {
+			switch r {
+			case ok:
+				succeeded = append(succeeded, entryIDs[j])
+			case refused, transient:
+				failed = append(failed, types.BatchResultErrorEntry{Id: &entryIDs[j], Code: aws.String(r), SenderFault: r == refused})
+			}
+		}
+		okIDs, fails := l.results(succeeded, failed)
+		got := none
+		switch {
+		case len(okIDs)+len(fails) > 1:
+			got = "several results"
+		case len(okIDs) == 1:
+			got = ok
+		case len(fails) == 1:
+			got = aws.ToString(fails[0].Code)
+			assert.Equal(t, entryIDs[0], aws.ToString(fails[0].Id), "named after the message")
+		}
+		assert.Equal(t, tc.want, got, "%v", tc.entries)
+	}
 }
