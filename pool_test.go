@@ -88,6 +88,14 @@ func TestFailedMessageIsNotDeletedAndComesBack(t *testing.T) {
 	}, WithErrorHook(errs.hook))
 	assert.Equal(t, 1, <-counts)
 	assert.EqualError(t, errs.next(t), "downstream said no")
+	// The error is reported once the retry delay (ExponentialBackoff: 2 s
+	// for the first receive) is on its way: it must land before the clock
+	// moves, or the message comes back first and the delay, made with a
+	// stale handle, is refused.
+	require.Eventually(t, func() bool {
+		msgs := e.fake.Messages(e.queue)
+		return len(msgs) == 1 && msgs[0].VisibleAt.Equal(e.clk.Now().Add(2*time.Second))
+	}, 10*time.Second, time.Millisecond)
 	_, inFlight := e.depth(e.queue)
 	assert.Equal(t, 1, inFlight, "a failed message is left in flight, not deleted")
 
