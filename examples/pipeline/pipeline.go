@@ -175,8 +175,13 @@ func run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 
 	// The catcher: every POST becomes a message; messages go in batches.
-	h := catcher.New(cfg.SQS, pool.QueueURL(), catcher.WithJSON(), catcher.WithValidate(validate),
+	h, err := catcher.New(ctx, cfg.SQS, pool.QueueURL(), catcher.WithJSON(), catcher.WithValidate(validate),
 		catcher.WithLogger(cfg.Logger))
+	if err != nil {
+		stopCtx, stopCancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer stopCancel()
+		return Summary{}, errors.Join(err, ln.Close(), pool.Shutdown(stopCtx), results.Close(stopCtx))
+	}
 	serveCtx, stopServing := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- catcher.Serve(serveCtx, ln, h) }()

@@ -28,7 +28,10 @@ func catcherRun(ctx context.Context, variant string, conc int, latency, warm, wi
 	if latency > 0 {
 		f.SetFaults(sqsfake.Faults{sqsfake.OpSendMessageBatch: {Latency: latency}})
 	}
-	h := catcher.New(f, url)
+	h, err := catcher.New(ctx, f, url)
+	if err != nil {
+		return Result{}, err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return Result{}, err
