@@ -57,12 +57,14 @@ type Option func(*config)
 
 // FIFOFunc derives the FIFO message group id and deduplication id of a
 // request. An empty string leaves the field unset. An error rejects the
-// request: 400 if it wraps ErrBadRequest, 422 otherwise.
+// request: 400 if it wraps ErrBadRequest, 422 otherwise. Like ValidateFunc,
+// it must neither keep nor change body.
 type FIFOFunc func(r *http.Request, body []byte) (groupID, dedupID string, err error)
 
 // ValidateFunc checks a request body before it is enqueued. An error rejects
 // the request with its message: 400 if it wraps ErrBadRequest, 422 otherwise.
-// It runs on the request's goroutine and must not keep body.
+// It runs on the request's goroutine and must neither keep nor change body:
+// the message shares its bytes.
 type ValidateFunc func(body []byte, r *http.Request) error
 
 type headerAttribute struct {
@@ -161,7 +163,9 @@ func WithMaxInFlight(n int) Option {
 
 // WithSendTimeout bounds one SendMessageBatch call, SDK retries included
 // (default DefaultSendTimeout, 10 s). A call that times out answers its
-// requests with 503. Keep it below the server's WriteTimeout.
+// requests with 503. A message is sent only while the whole send timeout
+// still fits before the server's WriteTimeout ends (Serve refuses a
+// WriteTimeout shorter than it).
 func WithSendTimeout(d time.Duration) Option {
 	return func(c *config) {
 		if d <= 0 {
