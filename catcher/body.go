@@ -48,19 +48,18 @@ func (m *memory) give(n int64) { m.used.Add(-n) }
 // readBody reads the whole body, never more than limit+1 bytes, charging
 // the bytes it holds to h.mem. On success the caller owns the returned
 // buffer and must give back its length to h.mem when the request ends.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, *rejection) {
-	tooLarge := reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body exceeds %d bytes", limit), nil)
+// first is a one-byte buffer of the caller's.
+func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64, first []byte) ([]byte, *rejection) {
 	if r.ContentLength > limit {
 		closeAfter(w)
-		return nil, tooLarge // declared too large: do not read at all
+		return nil, tooLarge(limit) // declared too large: do not read at all
 	}
 	if r.Body == nil { // a hand-made request; servers always set one
 		return nil, reject(http.StatusBadRequest, ReasonEmpty, "empty body", nil)
 	}
 	// The first byte goes into a tiny buffer, so that a request whose body
 	// has not started to arrive holds no chunk while it waits.
-	first := make([]byte, 1)
-	n, err := fill(r.Body, first)
+	n, err := fill(r.Body, first[:1])
 	if n == 0 {
 		return nil, readRejection(err)
 	}
@@ -110,7 +109,7 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64) 
 	switch {
 	case overflow:
 		closeAfter(w)
-		return nil, tooLarge
+		return nil, tooLarge(limit)
 	case !errors.Is(err, io.EOF):
 		return nil, readRejection(err)
 	}
@@ -135,6 +134,10 @@ func fill(r io.Reader, p []byte) (n int, err error) {
 		n += k
 	}
 	return n, err
+}
+
+func tooLarge(limit int64) *rejection {
+	return reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body exceeds %d bytes", limit), nil)
 }
 
 func readRejection(err error) *rejection {

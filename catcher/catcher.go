@@ -72,6 +72,8 @@ const (
 // item is one request's message on its way through the batcher.
 type item struct {
 	entry  types.SendMessageBatchRequestEntry // Id is set by the flush
+	body   string                             // entry.MessageBody points here
+	first  [1]byte                            // the body's first byte, read before any chunk
 	size   int
 	ctx    context.Context // the request's
 	sendBy time.Time       // the last moment a send can still be answered; zero: none
@@ -196,12 +198,13 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, errFull) // do not read a body that cannot be sent
 		return
 	}
-	it, claim, rej := h.prepare(w, r)
+	it := &item{}
+	claim, rej := h.prepare(w, r, it)
 	if rej != nil {
 		h.fail(w, rej)
 		return
 	}
-	defer h.mem.give(int64(len(*it.entry.MessageBody)))
+	defer h.mem.give(int64(len(it.body)))
 	res := h.send(r, it, h.sendBy(r, start))
 	if claim != nil {
 		h.dedup.release(claim, res.messageID != "", h.cfg.clock.Now())
@@ -283,44 +286,45 @@ func (h *Handler) leave(it *item, state int32) bool {
 // prepare reads and checks the request and builds its entry. Everything
 // that can reject a request happens here, before it joins a batch. The
 // body's bytes stay charged to h.mem until the request ends.
-func (h *Handler) prepare(w http.ResponseWriter, r *http.Request) (*item, *dedupClaim, *rejection) {
-	body, rej := h.readBody(w, r, h.maxBody)
+func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, it *item) (*dedupClaim, *rejection) {
+	body, rej := h.readBody(w, r, h.maxBody, it.first[:])
 	if rej != nil {
-		return nil, nil, rej
+		return nil, rej
 	}
-	it, claim, rej := h.entry(r, body)
+	claim, rej := h.entry(r, body, it)
 	if rej != nil {
 		h.mem.give(int64(len(body)))
-		return nil, nil, rej
+		return nil, rej
 	}
-	return it, claim, nil
+	return claim, nil
 }
 
-func (h *Handler) entry(r *http.Request, body []byte) (*item, *dedupClaim, *rejection) {
+// entry checks the body and headers and fills in it.
+func (h *Handler) entry(r *http.Request, body []byte, it *item) (*dedupClaim, *rejection) {
 	// The body is complete and no callback may keep or change it
 	// (ValidateFunc and FIFOFunc must not), so the message shares its bytes.
-	msg := unsafe.String(unsafe.SliceData(body), len(body))
-	if i := firstInvalidChar(msg); i >= 0 {
-		return nil, nil, reject(http.StatusBadRequest, ReasonBadRequest, fmt.Sprintf("body holds a character SQS does not accept at byte %d (SQS takes XML 1.0 characters in UTF-8; encode binary data, e.g. as base64)", i), nil)
+	it.body = unsafe.String(unsafe.SliceData(body), len(body))
+	if i := firstInvalidChar(it.body); i >= 0 {
+		return nil, reject(http.StatusBadRequest, ReasonBadRequest, fmt.Sprintf("body holds a character SQS does not accept at byte %d (SQS takes XML 1.0 characters in UTF-8; encode binary data, e.g. as base64)", i), nil)
 	}
 	if h.cfg.json && !json.Valid(body) {
-		return nil, nil, reject(http.StatusBadRequest, ReasonBadRequest, "body is not valid JSON", nil)
+		return nil, reject(http.StatusBadRequest, ReasonBadRequest, "body is not valid JSON", nil)
 	}
 	if h.cfg.validate != nil {
 		if err := h.cfg.validate(body, r); err != nil {
-			return nil, nil, validationRejection(err)
+			return nil, validationRejection(err)
 		}
 	}
-	entry := types.SendMessageBatchRequestEntry{MessageBody: &msg}
-	size := len(msg)
+	it.entry.MessageBody = &it.body
+	size := len(body)
 	var claim *dedupClaim
 	if h.cfg.fifo != nil {
 		var rej *rejection
-		if claim, rej = h.setFIFO(&entry, r, body); rej != nil {
-			return nil, nil, rej
+		if claim, rej = h.setFIFO(&it.entry, r, body); rej != nil {
+			return nil, rej
 		}
 	}
-	attrSize, rej := h.setAttributes(&entry, r)
+	attrSize, rej := h.setAttributes(&it.entry, r)
 	if rej == nil && size+attrSize > h.queue.maxSize {
 		rej = reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body and attributes exceed the queue's limit of %d bytes", h.queue.maxSize), nil)
 	}
@@ -328,9 +332,11 @@ func (h *Handler) entry(r *http.Request, body []byte) (*item, *dedupClaim, *reje
 		if claim != nil {
 			h.dedup.release(claim, false, h.cfg.clock.Now())
 		}
-		return nil, nil, rej
+		return nil, rej
 	}
-	return &item{entry: entry, size: size + attrSize, done: make(chan result, 1)}, claim, nil
+	it.size = size + attrSize
+	it.done = make(chan result, 1)
+	return claim, nil
 }
 
 // setAttributes adds the header-derived attributes and returns their size

@@ -104,6 +104,18 @@ func (c *config) invalid(format string, args ...any) {
 
 func (c *config) err() error { return errors.Join(c.errs...) }
 
+// option returns an Option that applies set when ok, and otherwise records
+// the option as invalid with the message format and args.
+func option(ok bool, set func(*config), format string, args ...any) Option {
+	return func(c *config) {
+		if !ok {
+			c.invalid(format, args...)
+			return
+		}
+		set(c)
+	}
+}
+
 func defaultConfig() config {
 	return config{
 		maxBody:     DefaultMaxBodyBytes,
@@ -126,13 +138,7 @@ func defaultConfig() config {
 // (default DefaultMaxBodyBytes, 256 KiB). Larger bodies get 413; the handler
 // stops reading at the limit.
 func WithMaxBodyBytes(n int64) Option {
-	return func(c *config) {
-		if n <= 0 || n > MaxMessageBytes {
-			c.invalid("WithMaxBodyBytes(%d): want 1..%d", n, MaxMessageBytes)
-			return
-		}
-		c.maxBody = n
-	}
+	return option(n > 0 && n <= MaxMessageBytes, func(c *config) { c.maxBody = n }, "WithMaxBodyBytes(%d): want 1..%d", n, MaxMessageBytes)
 }
 
 // WithLinger sets how long the first request of a partial batch waits for
@@ -140,25 +146,13 @@ func WithMaxBodyBytes(n int64) Option {
 // a call slot is free, which still batches under load. The linger is added to
 // the latency of a request at low load only.
 func WithLinger(d time.Duration) Option {
-	return func(c *config) {
-		if d < 0 {
-			c.invalid("WithLinger(%v): negative", d)
-			return
-		}
-		c.linger = d
-	}
+	return option(d >= 0, func(c *config) { c.linger = d }, "WithLinger(%v): negative", d)
 }
 
 // WithMaxInFlight bounds the SendMessageBatch calls running at once (default
 // DefaultMaxInFlight, 16).
 func WithMaxInFlight(n int) Option {
-	return func(c *config) {
-		if n <= 0 {
-			c.invalid("WithMaxInFlight(%d): want > 0", n)
-			return
-		}
-		c.maxInFlight = n
-	}
+	return option(n > 0, func(c *config) { c.maxInFlight = n }, "WithMaxInFlight(%d): want > 0", n)
 }
 
 // WithSendTimeout bounds one SendMessageBatch call, SDK retries included
@@ -167,37 +161,19 @@ func WithMaxInFlight(n int) Option {
 // still fits before the server's WriteTimeout ends (Serve refuses a
 // WriteTimeout shorter than it).
 func WithSendTimeout(d time.Duration) Option {
-	return func(c *config) {
-		if d <= 0 {
-			c.invalid("WithSendTimeout(%v): want > 0", d)
-			return
-		}
-		c.sendTimeout = d
-	}
+	return option(d > 0, func(c *config) { c.sendTimeout = d }, "WithSendTimeout(%v): want > 0", d)
 }
 
 // WithRetryAfter sets the Retry-After of 503 answers (default
 // DefaultRetryAfter, 1 s; rounded up to whole seconds).
 func WithRetryAfter(d time.Duration) Option {
-	return func(c *config) {
-		if d <= 0 {
-			c.invalid("WithRetryAfter(%v): want > 0", d)
-			return
-		}
-		c.retryAfter = d
-	}
+	return option(d > 0, func(c *config) { c.retryAfter = d }, "WithRetryAfter(%v): want > 0", d)
 }
 
 // WithClock sets the clock that drives the linger (default clock.Real).
 // Tests use a clock.Manual.
 func WithClock(c clock.Clock) Option {
-	return func(cfg *config) {
-		if c == nil {
-			cfg.invalid("WithClock(nil)")
-			return
-		}
-		cfg.clock = c
-	}
+	return option(c != nil, func(cfg *config) { cfg.clock = c }, "WithClock(nil)")
 }
 
 // WithJSON rejects bodies that are not well-formed JSON with 400.
@@ -206,13 +182,7 @@ func WithJSON() Option { return func(c *config) { c.json = true } }
 // WithValidate sets a validator that runs on every body that passed the
 // other checks (after the JSON check of WithJSON). See ValidateFunc.
 func WithValidate(fn ValidateFunc) Option {
-	return func(c *config) {
-		if fn == nil {
-			c.invalid("WithValidate(nil)")
-			return
-		}
-		c.validate = fn
-	}
+	return option(fn != nil, func(c *config) { c.validate = fn }, "WithValidate(nil)")
 }
 
 // WithHeaderAttributes replaces the mapping from request headers to String
@@ -279,13 +249,7 @@ func WithFIFOHeaders(groupHeader, dedupHeader string) Option {
 // WithFIFOFunc derives the MessageGroupId and MessageDeduplicationId with fn,
 // for instance from the body. See FIFOFunc.
 func WithFIFOFunc(fn FIFOFunc) Option {
-	return func(c *config) {
-		if fn == nil {
-			c.invalid("WithFIFOFunc(nil)")
-			return
-		}
-		c.fifo = fn
-	}
+	return option(fn != nil, func(c *config) { c.fifo = fn }, "WithFIFOFunc(nil)")
 }
 
 // WithLogger logs failed SendMessageBatch calls and failed entries, with the
@@ -301,13 +265,7 @@ func WithLogger(l *slog.Logger) Option {
 // full: under overload the catcher sheds what SQS cannot take instead of
 // queueing it without bound.
 func WithMaxWaiting(n int) Option {
-	return func(c *config) {
-		if n <= 0 {
-			c.invalid("WithMaxWaiting(%d): want > 0", n)
-			return
-		}
-		c.maxWaiting = n
-	}
+	return option(n > 0, func(c *config) { c.maxWaiting = n }, "WithMaxWaiting(%d): want > 0", n)
 }
 
 // WithMaxBodyMemory bounds the bytes of request bodies held at once, read
@@ -315,37 +273,19 @@ func WithMaxWaiting(n int) Option {
 // request that would take it past the bound gets 503 with Retry-After. It
 // must hold at least one body of the largest size accepted.
 func WithMaxBodyMemory(n int64) Option {
-	return func(c *config) {
-		if n <= 0 {
-			c.invalid("WithMaxBodyMemory(%d): want > 0", n)
-			return
-		}
-		c.maxMemory = n
-	}
+	return option(n > 0, func(c *config) { c.maxMemory = n }, "WithMaxBodyMemory(%d): want > 0", n)
 }
 
 // WithMaxAttributeBytes caps the value of each header-derived attribute
 // (default DefaultMaxAttributeBytes, 256 bytes). A longer header value gets
 // 400: untrusted clients must not decide the size of what is stored.
 func WithMaxAttributeBytes(n int) Option {
-	return func(c *config) {
-		if n <= 0 || n > MaxMessageBytes {
-			c.invalid("WithMaxAttributeBytes(%d): want 1..%d", n, MaxMessageBytes)
-			return
-		}
-		c.maxAttr = n
-	}
+	return option(n > 0 && n <= MaxMessageBytes, func(c *config) { c.maxAttr = n }, "WithMaxAttributeBytes(%d): want 1..%d", n, MaxMessageBytes)
 }
 
 // WithDedupNamespace scopes the deduplication ids of a FIFO queue with fn,
 // for instance per tenant, so that one tenant's id never deduplicates
 // another tenant's message. See the package doc, FIFO queues.
 func WithDedupNamespace(fn DedupNamespaceFunc) Option {
-	return func(c *config) {
-		if fn == nil {
-			c.invalid("WithDedupNamespace(nil)")
-			return
-		}
-		c.namespace = fn
-	}
+	return option(fn != nil, func(c *config) { c.namespace = fn }, "WithDedupNamespace(nil)")
 }
