@@ -81,7 +81,9 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64, 
 		}
 		h.mem.give(held)
 	}()
-	for err == nil {
+	// The first byte may come with the end of the body (a reader may
+	// return data and io.EOF at once): it goes into the first chunk anyway.
+	for pending := true; pending || err == nil; pending = false {
 		class := min(len(chunks), chunkClasses-1)
 		size := int64(1) << (minChunkShift + class)
 		if !h.mem.take(size) {
@@ -92,15 +94,17 @@ func (h *Handler) readBody(w http.ResponseWriter, r *http.Request, limit int64, 
 		buf := chunkPools[class].Get().(*[]byte)
 		// Never read past limit+1: one byte over tells "too large".
 		c := (*buf)[:min(int64(len(*buf)), limit+1-int64(total))]
-		if total == 0 {
+		k := 0
+		if pending {
 			c[0] = first[0]
-			n, err = fill(r.Body, c[1:])
-			n++
-		} else {
-			n, err = fill(r.Body, c)
+			k = 1
 		}
-		total += n
-		chunks = append(chunks, chunk{buf: buf, class: class, n: n})
+		if err == nil {
+			n, err = fill(r.Body, c[k:])
+			k += n
+		}
+		total += k
+		chunks = append(chunks, chunk{buf: buf, class: class, n: k})
 		if int64(total) > limit {
 			overflow = true
 			break

@@ -4,8 +4,11 @@ package catcher_test
 // real Serve on loopback with sqsfake behind it.
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -257,4 +260,37 @@ func TestQueueMaximumMessageSize(t *testing.T) {
 	assert.Equal(t, http.StatusRequestEntityTooLarge, over.Status, over.Error)
 	assert.Len(t, f.Messages(url), 1)
 	assert.EqualValues(t, 2, s.h.Stats().Rejected[catcher.ReasonTooLarge])
+}
+
+// TestBodiesArriveIntact: bodies of every size around the chunk bounds of
+// the reader, with Content-Length and chunked, are stored byte for byte;
+// one byte over the limit is 413 both ways.
+func TestBodiesArriveIntact(t *testing.T) {
+	f, url := newQueue(t, "work", nil)
+	s := serveLoopback(t, f, url, []catcher.Option{catcher.WithMaxBodyBytes(catcher.MaxMessageBytes), catcher.WithLinger(0)})
+	for _, size := range []int{1, 4095, 4096, 4097, 12288, 12289, 61440, 61441, 200_003, catcher.MaxMessageBytes, catcher.MaxMessageBytes + 1} {
+		body := make([]byte, size)
+		for i := range body {
+			body[i] = 'a' + byte(i%23) // a misplaced chunk shows
+		}
+		for _, chunked := range []bool{false, true} {
+			var r io.Reader = bytes.NewReader(body)
+			if chunked {
+				r = io.MultiReader(r) // hides the length: the client sends it chunked
+			}
+			resp, err := s.client.Post(s.url, "text/plain", r)
+			require.NoError(t, err)
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.NoError(t, err)
+			var a answer
+			require.NoError(t, json.Unmarshal(b, &a))
+			if size > catcher.MaxMessageBytes {
+				assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, "%d bytes, chunked %t", size, chunked)
+				continue
+			}
+			require.Equal(t, http.StatusAccepted, resp.StatusCode, "%d bytes, chunked %t: %s", size, chunked, a.Error)
+			assert.True(t, stored(f, url)[a.MessageID].Body == string(body), "%d bytes, chunked %t: stored as sent", size, chunked)
+		}
+	}
 }
