@@ -50,7 +50,7 @@ func TestValidTraceparent(t *testing.T) {
 	}
 	for _, bad := range []string{
 		"", "not-a-trace", v[:54], v + "-x", // version 00 is exactly 55 bytes
-		"ff" + v[2:],                          // version ff is invalid
+		"ff" + v[2:], // version ff is invalid
 		"00-00000000000000000000000000000000-b7ad6b7169203331-01", // zero trace id
 		"00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01", // zero parent id
 		"00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01", // upper case
