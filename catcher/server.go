@@ -69,7 +69,9 @@ func WithShutdownTimeout(d time.Duration) ServerOption {
 
 // WithMaxConnections bounds the open connections (default
 // DefaultMaxConnections): a connection past the bound is closed as soon as
-// it is accepted, before anything is read from it.
+// it is accepted, before anything is read from it. The bound is kept in the
+// server's ConnState hook: a WithServerConfig that replaces ConnState
+// should call the one it replaces.
 func WithMaxConnections(n int) ServerOption {
 	return func(o *serverOptions) {
 		if n <= 0 {
