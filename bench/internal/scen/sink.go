@@ -116,7 +116,10 @@ func SinkRun(ctx context.Context, n int, batched bool, opts ...sink.DynamoDBOpti
 			return err
 		})
 	}
-	s := sink.NewDynamoDB[sinkItem](f, sinkTable, opts...)
+	s, err := sink.NewDynamoDB[sinkItem](f, sinkTable, opts...)
+	if err != nil {
+		return Result{}, err
+	}
 	res, err := sinkRun(ctx, "sink.DynamoDB (BatchWriteItem, defaults)", n, f, func(ctx context.Context, it sinkItem) error { return s.Put(ctx, it) })
 	cerr := s.Close(context.WithoutCancel(ctx))
 	if err = errors.Join(err, cerr); err != nil {

@@ -110,18 +110,18 @@ func main() {
 
 func run() int {
 	var (
-		queue      = flag.String("queue", "", "queue URL")
-		logPath    = flag.String("log", "", "event log (appended)")
-		workers    = flag.Int("workers", 8, "sqspool.WithWorkers")
-		maxMsgs    = flag.Int("max", 10, "sqspool.WithMaxMessages")
-		wait       = flag.Duration("wait", time.Second, "sqspool.WithWaitTime")
-		shutdown   = flag.Duration("shutdown", 5*time.Second, "sqspool.WithShutdownTimeout")
-		work       = flag.Duration("work", 0, "how long each handler works")
-		deaf       = flag.Bool("deaf", false, "handlers ignore their context's cancellation (a hung handler)")
-		table      = flag.String("table", "", "results table (with -idem-table: write through the idempotent DynamoDB sink)")
-		idemTable  = flag.String("idem-table", "", "idempotency table")
-		inProgress = flag.Duration("in-progress", 2*time.Second, "sink IdempotencyConfig.InProgressExpiry")
-		backoff    = flag.Duration("backoff", 500*time.Millisecond, "base of sqspool.ExponentialBackoff (cap 4 times the base)")
+		queue     = flag.String("queue", "", "queue URL")
+		logPath   = flag.String("log", "", "event log (appended)")
+		workers   = flag.Int("workers", 8, "sqspool.WithWorkers")
+		maxMsgs   = flag.Int("max", 10, "sqspool.WithMaxMessages")
+		wait      = flag.Duration("wait", time.Second, "sqspool.WithWaitTime")
+		shutdown  = flag.Duration("shutdown", 5*time.Second, "sqspool.WithShutdownTimeout")
+		work      = flag.Duration("work", 0, "how long each handler works")
+		deaf      = flag.Bool("deaf", false, "handlers ignore their context's cancellation (a hung handler)")
+		table     = flag.String("table", "", "results table (with -idem-table: write through the idempotent DynamoDB sink)")
+		idemTable = flag.String("idem-table", "", "idempotency table")
+		lease     = flag.Duration("lease", 2*time.Second, "sink IdempotencyConfig.Lease")
+		backoff   = flag.Duration("backoff", 500*time.Millisecond, "base of sqspool.ExponentialBackoff (cap 4 times the base)")
 	)
 	flag.Parse()
 	if *queue == "" || *logPath == "" {
@@ -147,9 +147,12 @@ func run() int {
 	var store *sink.DynamoDB[result]
 	if *table != "" && *idemTable != "" {
 		ddb := loggingDynamoDB{DynamoDBAPI: dynamodb.NewFromConfig(cfg), log: log}
-		store = sink.NewDynamoDB[result](ddb, *table, sink.WithIdempotency(sink.IdempotencyConfig[result]{
-			Table: *idemTable, InProgressExpiry: *inProgress, Expiry: time.Hour,
-		}))
+		if store, err = sink.NewDynamoDB[result](ddb, *table, sink.WithIdempotency(sink.IdempotencyConfig[result]{
+			Table: *idemTable, Lease: *lease, Expiry: time.Hour,
+		})); err != nil {
+			fmt.Fprintln(os.Stderr, "consumer:", err)
+			return 2
+		}
 	}
 	process := func(ctx context.Context, j *job) (result, error) {
 		m, _ := sqspool.MessageFrom(ctx)
