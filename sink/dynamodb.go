@@ -146,8 +146,8 @@ func WithBackoff(base, maxDelay time.Duration) DynamoDBOption {
 // WithCleanupTimeout bounds how long, in idempotent mode, the sink keeps
 // trying to mark a record COMPLETE or delete it after the caller's context
 // ended (default DefaultCleanupTimeout). These steps outlive the caller's
-// context because skipping them leaves the key blocked until its in-progress
-// expiry.
+// context because skipping them leaves the key blocked until its lease
+// lapses.
 func WithCleanupTimeout(d time.Duration) DynamoDBOption {
 	return func(o *dynamoOptions) { o.cleanupTimeout = d }
 }

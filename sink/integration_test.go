@@ -150,7 +150,7 @@ func TestIntegrationDynamoDBIdempotency(t *testing.T) {
 	require.NoError(t, err)
 	assert.ErrorIs(t, s.Put(sink.WithKey(t.Context(), "m-2"), order{PK: "b"}), sink.ErrInProgress)
 	clk.Advance(time.Minute + time.Second)
-	require.NoError(t, s.Put(sink.WithKey(t.Context(), "m-2"), order{PK: "b"}), "in-progress expired")
+	require.NoError(t, s.Put(sink.WithKey(t.Context(), "m-2"), order{PK: "b"}), "the holder's lease ended")
 
 	// A failed write releases the key.
 	bad := integrationSink(t, ddb, tbl, sink.WithClock(clk), sink.WithLinger(0),

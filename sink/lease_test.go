@@ -86,12 +86,35 @@ func (e *env) writer(cfg sink.IdempotencyConfig[order]) (*sink.DynamoDB[order], 
 	return s, h
 }
 
+// stall holds the first call that reaches it until released; later calls
+// pass.
+type stall struct {
+	once             sync.Once
+	stalled, release chan struct{}
+}
+
+func newStall() *stall { return &stall{stalled: make(chan struct{}), release: make(chan struct{})} }
+
+func (s *stall) hold() {
+	s.once.Do(func() {
+		close(s.stalled)
+		<-s.release
+	})
+}
+
+// goPut runs s.Put under key in a goroutine; the channel gets its result.
+func goPut(t *testing.T, s *sink.DynamoDB[order], key string, o order) <-chan error {
+	done := make(chan error, 1)
+	go func() { done <- s.Put(msg(t, key), o) }()
+	return done
+}
+
 var errPartitioned = &smithy.GenericAPIError{Code: "InternalServerError", Message: "partitioned (test)"}
 
-// A Put whose write is held up past its lease (retried, here, because
-// DynamoDB keeps throttling it) while its renewals fail must send nothing
-// once the lease can have been taken over: the duplicate that took the key
-// over writes, the stale Put fails, and the item is written once.
+// A Put whose write is held up past its lease (throttled, here) while its
+// renewals fail must send nothing once the lease can have been taken over:
+// the duplicate that took the key over writes, the stale Put fails, and the
+// item is written once.
 func TestIdempotentPutSendsNothingAfterItsLease(t *testing.T) {
 	e := newEnv(t)
 	lease := sink.IdempotencyConfig[order]{Lease: 4 * time.Second}
@@ -99,16 +122,21 @@ func TestIdempotentPutSendsNothingAfterItsLease(t *testing.T) {
 	b, _ := e.writer(lease)
 	var mu sync.Mutex
 	throttle := true
+	entered, proceed := make(chan struct{}, 1), make(chan struct{})
 	ah.set(func(ctx context.Context, op string, in any) error {
-		mu.Lock()
-		defer mu.Unlock()
 		if op == dynamofake.OpUpdateItem {
 			return errPartitioned // A cannot renew
 		}
-		if writesResults(op, in) {
-			if throttle {
-				return &types.ProvisionedThroughputExceededException{Message: strp("throttled (test)")}
+		mu.Lock()
+		th := throttle
+		mu.Unlock()
+		if writesResults(op, in) && th {
+			select {
+			case entered <- struct{}{}:
+				<-proceed // the first attempt is held while time passes
+			default:
 			}
+			return &types.ProvisionedThroughputExceededException{Message: strp("throttled (test)")}
 		}
 		return nil
 	}, nil)
@@ -118,15 +146,14 @@ func TestIdempotentPutSendsNothingAfterItsLease(t *testing.T) {
 		defer close(aFinished)
 		aErr = a.Put(msg(t, "m-1"), order{PK: "a", N: 1})
 	}()
-	// Move time on while A retries, until its lease has ended.
-	for !e.clk.Now().After(epoch.Add(4*time.Second)) && e.clk.BlockUntil(1, aFinished) {
-		e.clk.Advance(50 * time.Millisecond)
-	}
+	<-entered
+	e.clk.Advance(5 * time.Second) // past A's lease, while its first attempt is held up
 	require.NoError(t, b.Put(msg(t, "m-1"), order{PK: "a", N: 2}), "the duplicate takes the lapsed key over")
 	mu.Lock()
-	throttle = false
+	throttle = false // DynamoDB would now take A's write
 	mu.Unlock()
-	for e.clk.BlockUntil(1, aFinished) {
+	close(proceed)
+	for e.clk.BlockUntil(1, aFinished) { // through A's backoff, if it waits one
 		e.clk.Advance(50 * time.Millisecond)
 	}
 	assert.ErrorContains(t, aErr, "lease ended", "the stale Put fails instead of writing")
@@ -164,8 +191,7 @@ func TestIdempotentLeaseRenewedWhileOwnerLives(t *testing.T) {
 			renewed <- struct{}{}
 		}
 	})
-	aDone := make(chan error, 1)
-	go func() { aDone <- a.Put(msg(t, "m-1"), order{PK: "a", N: 1}) }()
+	aDone := goPut(t, a, "m-1", order{PK: "a", N: 1})
 	<-stalled
 	// Four renewals (each a third of a lease): 4 s in, past the lease the
 	// key was first taken with. Two timers: the renewer's, and the one
@@ -194,25 +220,22 @@ func TestIdempotentStaleReleaseLeavesOthersRecord(t *testing.T) {
 	cfg := sink.IdempotencyConfig[order]{Lease: 4 * time.Second}
 	a, ah := e.writer(cfg)
 	b, _ := e.writer(cfg)
-	stalled, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
+	st := newStall()
 	ah.set(func(ctx context.Context, op string, in any) error {
 		switch {
 		case op == dynamofake.OpUpdateItem:
 			return errPartitioned
 		case writesResults(op, in):
-			once.Do(func() { close(stalled) })
-			<-release
+			st.hold()
 			return &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "refused (test)"}
 		}
 		return nil
 	}, nil)
-	aDone := make(chan error, 1)
-	go func() { aDone <- a.Put(msg(t, "m-1"), order{PK: "a", N: 1}) }()
-	<-stalled
+	aDone := goPut(t, a, "m-1", order{PK: "a", N: 1})
+	<-st.stalled
 	e.clk.Advance(5 * time.Second) // A's lease lapses
 	require.NoError(t, b.Put(msg(t, "m-1"), order{PK: "a", N: 2}))
-	close(release)
+	close(st.release)
 	assert.Error(t, <-aDone)
 
 	rec, ok := e.record("m-1")
@@ -231,42 +254,35 @@ func TestIdempotentStaleCompleteLeavesOthersInProgress(t *testing.T) {
 	cfg := sink.IdempotencyConfig[order]{Lease: 4 * time.Second}
 	a, ah := e.writer(cfg)
 	b, bh := e.writer(cfg)
-	aStalled, aRelease := make(chan struct{}), make(chan struct{})
-	var aOnce sync.Once
+	as, bs := newStall(), newStall()
 	ah.set(func(ctx context.Context, op string, in any) error {
 		bw, ok := in.(*dynamodb.BatchWriteItemInput)
 		switch {
 		case op == dynamofake.OpUpdateItem && strings.Contains(*in.(*dynamodb.UpdateItemInput).UpdateExpression, "#ipexp"):
 			return errPartitioned // no renewal
 		case ok && len(bw.RequestItems[idemTable]) > 0: // A's COMPLETE
-			aOnce.Do(func() { close(aStalled) })
-			<-aRelease
+			as.hold()
 			return &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "no batch (test)"}
 		}
 		return nil
 	}, nil)
-	bStalled, bRelease := make(chan struct{}), make(chan struct{})
-	var bOnce sync.Once
 	bh.set(func(ctx context.Context, op string, in any) error {
 		if writesResults(op, in) {
-			bOnce.Do(func() { close(bStalled) })
-			<-bRelease
+			bs.hold()
 		}
 		return nil
 	}, nil)
-	aDone := make(chan error, 1)
-	go func() { aDone <- a.Put(msg(t, "m-1"), order{PK: "a", N: 1}) }()
-	<-aStalled
+	aDone := goPut(t, a, "m-1", order{PK: "a", N: 1})
+	<-as.stalled
 	e.clk.Advance(5 * time.Second) // A's lease lapses
-	bDone := make(chan error, 1)
-	go func() { bDone <- b.Put(msg(t, "m-1"), order{PK: "a", N: 1}) }()
-	<-bStalled
-	close(aRelease)
+	bDone := goPut(t, b, "m-1", order{PK: "a", N: 1})
+	<-bs.stalled
+	close(as.release)
 	require.NoError(t, <-aDone, "A's items are durable")
 	rec, _ := e.record("m-1")
 	assert.Equal(t, sink.StatusInProgress, stringAttr(rec, sink.RecordStatusAttribute), "B's record is not marked COMPLETE by A")
 	assert.EqualValues(t, 1, a.Stats().CompletesFailed)
-	close(bRelease)
+	close(bs.release)
 	require.NoError(t, <-bDone)
 	rec, _ = e.record("m-1")
 	assert.Equal(t, sink.StatusComplete, stringAttr(rec, sink.RecordStatusAttribute))
