@@ -134,10 +134,14 @@
 // What it cannot cover:
 //
 //   - items that landed without their record becoming COMPLETE (a crash
-//     between the two, or CompletesFailed): the record stays INPROGRESS,
-//     and once its lease lapsed a delivery of the message writes the same
-//     items again. The same goes for a write whose answer was lost when its
-//     lease ended (reported failed; it may have landed).
+//     between the two, or CompletesFailed): the record stays INPROGRESS
+//     until its lease lapses. The Put that then takes the key over reads
+//     the items first, and writes nothing if the table holds them exactly
+//     as it would write them (TakeoverWritesSkipped: a deterministic
+//     handler is covered); items that differ (a handler whose output
+//     changes between deliveries) it writes again. The same goes for a
+//     write whose answer was lost when its lease ended (reported failed; it
+//     may have landed).
 //   - anything older than Expiry: after it, a redelivery writes again.
 //   - effects outside DynamoDB, or outside this Put: only the sink's
 //     writes are guarded, not what the handler did before calling Put.

@@ -482,6 +482,11 @@ type DynamoDBStats struct {
 	// are durable); the key stays INPROGRESS until its lease lapses, after
 	// which a duplicate delivery would write again.
 	CompletesFailed int64
+	// TakeoverWritesSkipped counts idempotent Puts that took over the key of
+	// a writer whose lease lapsed, found its items already in the table,
+	// exactly as they would write them, and so wrote nothing (see
+	// IdempotencyConfig.Lease).
+	TakeoverWritesSkipped int64
 }
 
 // Calls returns the DynamoDB API calls made, all APIs together.
@@ -502,6 +507,7 @@ type counters struct {
 	written, failed, retries, unprocessed, deferred          atomic.Int64
 	fallbacks, skipped, inProgress                           atomic.Int64
 	renewals, leasesLost, completesFailed                    atomic.Int64
+	takeoverWritesSkipped                                    atomic.Int64
 }
 
 func (c *counters) snapshot() DynamoDBStats {
@@ -522,5 +528,6 @@ func (c *counters) snapshot() DynamoDBStats {
 		LeaseRenewals:         c.renewals.Load(),
 		LeasesLost:            c.leasesLost.Load(),
 		CompletesFailed:       c.completesFailed.Load(),
+		TakeoverWritesSkipped: c.takeoverWritesSkipped.Load(),
 	}
 }

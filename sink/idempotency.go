@@ -1,6 +1,7 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -201,7 +202,10 @@ func (s *DynamoDB[T]) putIdempotent(ctx context.Context, items []T, entries []*e
 	for _, e := range entries {
 		e.lease = l
 	}
-	werr := s.submit(ctx, entries)
+	var werr error
+	if !l.tookOver || !s.alreadyWritten(ctx, entries) {
+		werr = s.submit(ctx, entries)
+	}
 	// The record must leave INPROGRESS even when the caller's context has
 	// just ended, or the key stays blocked until the lease lapses.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.cleanupTimeout)
@@ -237,7 +241,7 @@ func (s *DynamoDB[T]) takeKey(ctx context.Context, id, hash string) (*lease, err
 		l := &lease{id: id, token: rand.Text(), hash: hash, end: now.Add(s.idem.period), nextRenew: now.Add(s.idem.period / 3)}
 		rec := s.record(l, StatusInProgress, now)
 		err := s.retry(ctx, &s.st.putItem, func(ctx context.Context) error {
-			_, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{
+			out, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{
 				TableName:           &cfg.Table,
 				Item:                rec,
 				ConditionExpression: ptr(takeCondition),
@@ -251,7 +255,13 @@ func (s *DynamoDB[T]) takeKey(ctx context.Context, id, hash string) (*lease, err
 					":inprogress": &types.AttributeValueMemberS{Value: StatusInProgress},
 				},
 				ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+				ReturnValues:                        types.ReturnValueAllOld,
 			})
+			if err == nil && out != nil {
+				// Taken over from a writer whose lease lapsed (it died, or
+				// lost its way): its items may have landed.
+				l.tookOver = parseRecord(out.Attributes).status == StatusInProgress
+			}
 			return err
 		})
 		if err == nil {
@@ -291,6 +301,30 @@ func (s *DynamoDB[T]) takeKey(ctx context.Context, id, hash string) (*lease, err
 	}
 	s.st.inProgress.Add(1)
 	return nil, sqspool.RetryAfter(s.idem.margin, fmt.Errorf("sink: idempotency key %q: record changed %d times while taking it: %w", id, attempts, ErrInProgress))
+}
+
+// alreadyWritten reports that the table holds every item of a Put exactly as
+// the Put would write it (the TTL attribute aside): what a writer that died
+// between its write and its COMPLETE left, when the handler is
+// deterministic. The Put that took its key over then skips the write, so
+// the items are not applied twice. It reads each item (consistently), which
+// only a takeover pays for; any doubt (an error, a missing or different
+// item) means write.
+func (s *DynamoDB[T]) alreadyWritten(ctx context.Context, entries []*entry) bool {
+	for _, e := range entries {
+		key := map[string]types.AttributeValue{s.o.hashKey: e.item[s.o.hashKey]}
+		if s.o.rangeKey != "" {
+			key[s.o.rangeKey] = e.item[s.o.rangeKey]
+		}
+		s.st.getItem.Add(1)
+		out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.table, Key: key, ConsistentRead: ptr(true)})
+		if err != nil || out.Item == nil ||
+			!bytes.Equal(ddbitem.Canonical(out.Item, s.o.ttlAttr), ddbitem.Canonical(e.item, s.o.ttlAttr)) {
+			return false
+		}
+	}
+	s.st.takeoverWritesSkipped.Add(1)
+	return true
 }
 
 // inProgress is the error of a Put that found the key held: ErrInProgress,

@@ -162,6 +162,38 @@ func TestIdempotentLeaseLapsed(t *testing.T) {
 	assert.Equal(t, sink.StatusComplete, stringAttr(rec, sink.RecordStatusAttribute))
 }
 
+// A writer that died between its write and its COMPLETE left its items in
+// the table: the Put that takes its lapsed key over finds them there, as it
+// would write them, and writes nothing (so they are not applied twice);
+// other items it writes.
+func TestIdempotentTakeoverSkipsItemsAlreadyWritten(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{}, sink.WithTTL("ttl", time.Hour))
+	for _, key := range []string{"m-1", "m-2"} {
+		e.fake.Set(idemTable, map[string]types.AttributeValue{
+			"id":                                 &types.AttributeValueMemberS{Value: "orders#" + key},
+			sink.RecordStatusAttribute:           &types.AttributeValueMemberS{Value: sink.StatusInProgress},
+			sink.RecordExpiryAttribute:           &types.AttributeValueMemberN{Value: strconv.FormatInt(epoch.Add(time.Hour).Unix(), 10)},
+			sink.RecordInProgressExpiryAttribute: &types.AttributeValueMemberN{Value: strconv.FormatInt(epoch.Add(-time.Millisecond).UnixMilli(), 10)},
+		})
+	}
+	// What the dead writers wrote (another TTL: it is not compared).
+	e.fake.Set(table, map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "a"},
+		"n": &types.AttributeValueMemberN{Value: "1"}, "ttl": &types.AttributeValueMemberN{Value: "1"}})
+	e.fake.Set(table, map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "b"},
+		"n": &types.AttributeValueMemberN{Value: "7"}, "ttl": &types.AttributeValueMemberN{Value: "1"}})
+
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
+	st := e.sink.Stats()
+	assert.EqualValues(t, 1, st.TakeoverWritesSkipped)
+	assert.Zero(t, st.ItemsWritten, "the items were there: not written again")
+	rec, _ := e.record("m-1")
+	assert.Equal(t, sink.StatusComplete, stringAttr(rec, sink.RecordStatusAttribute))
+
+	require.NoError(t, e.sink.Put(msg(t, "m-2"), order{PK: "b", N: 8}))
+	e.assertN("b", 8)
+	assert.EqualValues(t, 1, e.sink.Stats().ItemsWritten, "other items are written")
+}
+
 func TestIdempotentPayloadHash(t *testing.T) {
 	e := newIdemEnv(t, sink.IdempotencyConfig[order]{PayloadHash: true}, sink.WithTTL("ttl", time.Hour))
 	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))

@@ -27,6 +27,9 @@ type lease struct {
 	end       time.Time // as written in the record, measured on our clock before the write was sent
 	nextRenew time.Time // when the renewer next extends it
 	lost      bool      // a renewal found another token or no INPROGRESS record
+	// tookOver: the key was taken from an INPROGRESS record whose lease had
+	// lapsed. Set by takeKey before the lease is shared.
+	tookOver bool
 }
 
 // deadline is the last moment a write may be sent under the lease; zero

@@ -275,7 +275,8 @@ func TestIdempotentStaleCompleteLeavesOthersInProgress(t *testing.T) {
 	aDone := goPut(t, a, "m-1", order{PK: "a", N: 1})
 	<-as.stalled
 	e.clk.Advance(5 * time.Second) // A's lease lapses
-	bDone := goPut(t, b, "m-1", order{PK: "a", N: 1})
+	// Other items than A's: B writes them.
+	bDone := goPut(t, b, "m-1", order{PK: "a", N: 2})
 	<-bs.stalled
 	close(as.release)
 	require.NoError(t, <-aDone, "A's items are durable")
