@@ -52,6 +52,10 @@ import (
 
 type job struct {
 	PID int `json:"pid"`
+	// Poison jobs always fail; Fail makes a job fail while its receive
+	// count is at most Fail (its first one or two attempts).
+	Poison bool `json:"poison,omitempty"`
+	Fail   int  `json:"fail,omitempty"`
 }
 
 type result struct {
@@ -157,6 +161,12 @@ func run() int {
 	process := func(ctx context.Context, j *job) (result, error) {
 		m, _ := sqspool.MessageFrom(ctx)
 		log.event("H %s %d %d", m.ID, j.PID, m.ReceiveCount)
+		switch {
+		case j.Poison:
+			return result{}, errors.New("poison")
+		case m.ReceiveCount <= j.Fail:
+			return result{}, fmt.Errorf("failing attempt %d of %d", m.ReceiveCount, j.Fail)
+		}
 		if *work > 0 {
 			t := time.NewTimer(*work) // the work itself, not synchronisation
 			defer t.Stop()
