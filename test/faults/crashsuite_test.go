@@ -95,10 +95,10 @@ func TestCrashSuite(t *testing.T) {
 	for k := range kills {
 		<-time.After(2*time.Second + time.Duration(rng.Int64N(int64(3*time.Second)))) // the fault schedule: a kill every 2-5 s
 		victim := c
-		switch {
-		case k == 2: // a second consumer joins for four kills
+		switch k {
+		case 2: // a second consumer joins for four kills
 			extra = startChild(t, env, args...)
-		case k == 6:
+		case 6:
 			victim, extra = extra, nil
 		}
 		victim.signal(t, syscall.SIGKILL)
