@@ -41,6 +41,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -94,7 +95,9 @@ func (c loggingDynamoDB) BatchWriteItem(ctx context.Context, in *dynamodb.BatchW
 	return out, nil
 }
 
-// loggingSQS logs how many messages each ReceiveMessage call returned.
+// loggingSQS logs how many messages each ReceiveMessage call returned, and
+// the MessageId of each ("RM id": a receive, whether or not it reaches a
+// handler).
 type loggingSQS struct {
 	*sqs.Client
 	log *eventLog
@@ -104,6 +107,9 @@ func (c loggingSQS) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageIn
 	out, err := c.Client.ReceiveMessage(ctx, in, opts...)
 	if err == nil && len(out.Messages) > 0 {
 		c.log.event("R %d", len(out.Messages))
+		for _, m := range out.Messages {
+			c.log.event("RM %s", aws.ToString(m.MessageId))
+		}
 	}
 	return out, err
 }
