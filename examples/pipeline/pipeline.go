@@ -143,12 +143,15 @@ func run(parent context.Context, cfg Config) (Summary, error) {
 	// The sink writes results in BatchWriteItem calls shared by all workers.
 	// Idempotent mode keys each write on the request id: a message delivered
 	// again (or a request the client sent twice) is not applied twice.
-	results := sink.NewDynamoDB[Result](cfg.DynamoDB, cfg.Table,
+	results, err := sink.NewDynamoDB[Result](cfg.DynamoDB, cfg.Table,
 		sink.WithIdempotency(sink.IdempotencyConfig[Result]{
 			Table:   cfg.IdempotencyTable,
 			KeyFunc: func(_ context.Context, rs []Result) (string, error) { return rs[0].ID, nil },
 			Expiry:  24 * time.Hour,
 		}))
+	if err != nil {
+		return Summary{}, errors.Join(err, ln.Close())
+	}
 
 	// Metrics and a readiness probe, when asked for.
 	opts := []sqspool.Option{sqspool.WithWorkers(cfg.Workers), sqspool.WithWaitTime(cfg.WaitTime), sqspool.WithLogger(cfg.Logger)}
