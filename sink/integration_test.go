@@ -209,7 +209,7 @@ func TestIntegrationDynamoDBStalledPutDoesNotLandAfterItsLease(t *testing.T) {
 	assert.ErrorContains(t, <-aDone, "lease ended", "the stale Put fails instead of writing")
 	o, _ := getOrder(t, ddb, tbl, "a")
 	assert.Equal(t, 2, o.N, "A's write never landed")
-	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: &idem, ConsistentRead: new(true),
+	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: &idem, ConsistentRead: aws.Bool(true),
 		Key: map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: tbl + "#m-1"}}})
 	require.NoError(t, err)
 	assert.Equal(t, sink.StatusComplete, stringAttr(out.Item, sink.RecordStatusAttribute))
