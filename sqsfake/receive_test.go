@@ -572,3 +572,57 @@ func queueAttributes(t *testing.T, f *sqsfake.Fake, url string, names ...string)
 	require.NoError(t, err)
 	return out.Attributes
 }
+
+// With WithAbandonedPolls a long poll cancelled by its caller keeps waiting
+// on the server: the next message sent before its wait ends goes in flight
+// for its visibility timeout, delivered to nobody.
+func TestAbandonedPollTakesTheNextMessage(t *testing.T) {
+	f, clk := newFake(sqsfake.WithAbandonedPolls())
+	url := f.MustCreateQueue("q", map[string]string{"VisibilityTimeout": "30"})
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := longPoll(ctx, f, &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 10, WaitTimeSeconds: 20})
+	blockUntilWaiting(t, clk, 1)
+	cancel()
+	require.ErrorIs(t, waitResult(t, ch).err, context.Canceled)
+
+	_, err := f.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: str("lost")})
+	require.NoError(t, err)
+	_, err = f.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: str("kept")})
+	require.NoError(t, err)
+	assert.Empty(t, receive(t, f, url, 10), "the abandoned poll took both")
+	s := f.Stats(url)
+	assert.EqualValues(t, 2, s.Abandoned)
+	assert.Equal(t, 2, s.InFlight)
+	clk.Advance(30 * time.Second)
+	assert.Len(t, receive(t, f, url, 10), 2, "back after the visibility timeout")
+}
+
+// An abandoned poll ends when its wait would have: then it takes nothing.
+func TestAbandonedPollEndsWithItsWait(t *testing.T) {
+	f, clk := newFake(sqsfake.WithAbandonedPolls())
+	url := f.MustCreateQueue("q", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := longPoll(ctx, f, &sqs.ReceiveMessageInput{QueueUrl: &url, WaitTimeSeconds: 20})
+	blockUntilWaiting(t, clk, 1)
+	cancel()
+	require.ErrorIs(t, waitResult(t, ch).err, context.Canceled)
+	clk.Advance(20 * time.Second)
+	_, err := f.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: str("x")})
+	require.NoError(t, err)
+	assert.Len(t, receive(t, f, url, 10), 1)
+	assert.Zero(t, f.Stats(url).Abandoned)
+}
+
+// Without the option a cancelled long poll takes nothing.
+func TestCancelledPollTakesNothingByDefault(t *testing.T) {
+	f, clk := newFake()
+	url := f.MustCreateQueue("q", nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := longPoll(ctx, f, &sqs.ReceiveMessageInput{QueueUrl: &url, WaitTimeSeconds: 20})
+	blockUntilWaiting(t, clk, 1)
+	cancel()
+	require.ErrorIs(t, waitResult(t, ch).err, context.Canceled)
+	_, err := f.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: str("x")})
+	require.NoError(t, err)
+	assert.Len(t, receive(t, f, url, 10), 1)
+}
