@@ -35,6 +35,7 @@ type Pool struct {
 
 	pollCtx       context.Context // ends when the stop begins
 	pollCancel    context.CancelFunc
+	recvCancel    context.CancelFunc // ends the receives in flight, a grace after pollCtx
 	bgCancel      context.CancelFunc // watchdog and adaptive limit
 	bg            sync.WaitGroup
 	handlerCtx    context.Context // carries the parent's values, not its cancellation
@@ -160,6 +161,9 @@ func (p *Pool) start(parent context.Context, client Client) {
 
 	pollCtx, pollCancel := context.WithCancel(parent)
 	p.pollCtx, p.pollCancel = pollCtx, pollCancel
+	// Not the parent's cancellation: the stop ends receives (see stop).
+	recvCtx, recvCancel := context.WithCancel(context.WithoutCancel(parent))
+	p.recvCancel = recvCancel
 	input := newReceiveInput(p.queue.url, cfg)
 	for range cfg.pollers {
 		pl := &poller{
@@ -185,7 +189,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 		p.pollers.Add(1)
 		go func() {
 			defer p.pollers.Done()
-			pl.run(pollCtx)
+			pl.run(pollCtx, recvCtx)
 		}()
 	}
 	bgCtx, bgCancel := context.WithCancel(context.Background())
@@ -452,6 +456,40 @@ func (p *Pool) supervise(parent context.Context) {
 	p.err = p.stop(ctx)
 }
 
+// maxReceiveGrace bounds how long a stop lets a receive in flight run on.
+const maxReceiveGrace = time.Second
+
+// endReceives waits for the pollers, letting a receive in flight run on for
+// twice the time receives that did not wait took (under maxReceiveGrace;
+// within ctx) before it cancels it. SQS does not notice that a client cancelled a
+// ReceiveMessage: messages it took for it stay in flight for the visibility
+// timeout, delivered to nobody. A response already on its way back arrives
+// within about one receive latency; one that arrives is given back at once
+// like every unstarted message. A long poll still waiting when the grace ends
+// is cancelled; SQS keeps it until its wait ends, so a message sent in that
+// window can still come back only after its visibility timeout.
+func (p *Pool) endReceives(ctx context.Context) {
+	p.sizer.mu.Lock()
+	grace := 2 * p.sizer.transit
+	p.sizer.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		p.pollers.Wait()
+		close(done)
+	}()
+	if grace > 0 {
+		t := p.cfg.clock.NewTimer(grace)
+		select {
+		case <-done:
+		case <-t.C():
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	p.recvCancel()
+	<-done
+}
+
 // abandonGrace is how long a stop waits for cancelled handlers to return.
 const abandonGrace = time.Second
 
@@ -459,7 +497,7 @@ func (p *Pool) stop(ctx context.Context) error {
 	log := p.cfg.logger
 	p.stopping.Store(true)
 	p.pollCancel()
-	p.pollers.Wait()
+	p.endReceives(ctx)
 	// Nothing sends on work any more. Give back what no worker has taken.
 	var unstarted []*record
 	for len(p.work) > 0 {

@@ -1,0 +1,116 @@
+package sqspool
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/sqsfake"
+)
+
+// receiveLatency is how long every receive takes on the pool's clock in
+// these tests: the hook moves the clock while the call is on its way.
+const receiveLatency = 50 * time.Millisecond
+
+// abandoningEnv is a fake SQS that keeps a long poll whose caller has gone,
+// as SQS does, on a clock of its own, and a pool clock that receives move by
+// receiveLatency. Returns the pool, its clock, the fake and the queue URL.
+func abandoningEnv(t *testing.T, h Handler[order]) (*Pool, *clock.Manual, *clock.Manual, *sqsfake.Fake, string) {
+	t.Helper()
+	poolClk, fakeClk := clock.NewManual(time.Now()), clock.NewManual(time.Now())
+	f := sqsfake.New(sqsfake.WithClock(fakeClk), sqsfake.WithAbandonedPolls())
+	url := f.MustCreateQueue("orders", map[string]string{"VisibilityTimeout": "30"})
+	f.SetHook(func(api string, _ any) error {
+		if api == sqsfake.OpReceiveMessage {
+			poolClk.Advance(receiveLatency)
+		}
+		return nil
+	})
+	p, err := StartPool(context.Background(), &Consumer{Client: f, Queue: url}, h,
+		WithClock(poolClk), WithDeleteLinger(0), WithLogger(quietLogger()), WithWorkers(1))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
+	return p, poolClk, fakeClk, f, url
+}
+
+func sendBody(t *testing.T, f *sqsfake.Fake, url, body string) {
+	t.Helper()
+	_, err := f.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: aws.String(body)})
+	require.NoError(t, err)
+}
+
+// A message that the long poll in flight takes after Shutdown began is not
+// lost in flight: the receive is not cancelled at once, its response
+// arrives, and the message goes back to the queue at once.
+func TestShutdownGivesBackWhatTheLongPollInFlightTakes(t *testing.T) {
+	s := newSeen()
+	p, poolClk, fakeClk, f, url := abandoningEnv(t, s.handler)
+	sendBody(t, f, url, `{"id":1}`)
+	s.wait(t, 1)
+	// The next receive waits on the fake's clock, which never moves.
+	require.True(t, fakeClk.BlockUntil(1, nil))
+	armed := poolClk.Timers()
+
+	stopped := make(chan error, 1)
+	stopDone := make(chan struct{})
+	go func() {
+		stopped <- p.Shutdown(context.Background())
+		close(stopDone)
+	}()
+	// The stop lets the receive run on for a grace on the pool's clock.
+	poolClk.BlockUntil(armed+1, stopDone)
+	sendBody(t, f, url, `{"id":2}`)
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second): // a hang guard
+		t.Fatal("Shutdown did not return")
+	}
+
+	out, err := f.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 10})
+	require.NoError(t, err)
+	require.Len(t, out.Messages, 1, "message 2 is back in the queue at once")
+	assert.JSONEq(t, `{"id":2}`, *out.Messages[0].Body)
+	assert.Zero(t, f.Stats(url).Abandoned, "no message went to a receive nobody reads")
+	assert.Equal(t, []int{1}, s.snapshot())
+	assert.EqualValues(t, 1, p.Stats().Returned)
+}
+
+// The grace is bounded: a long poll that gets nothing is cancelled when it
+// ends, twice the receive latency after the stop began.
+func TestShutdownCancelsAWaitingLongPollAfterItsGrace(t *testing.T) {
+	s := newSeen()
+	p, poolClk, fakeClk, f, url := abandoningEnv(t, s.handler)
+	sendBody(t, f, url, `{"id":1}`)
+	s.wait(t, 1)
+	require.True(t, fakeClk.BlockUntil(1, nil))
+	armed := poolClk.Timers()
+
+	stopped := make(chan error, 1)
+	stopDone := make(chan struct{})
+	go func() {
+		stopped <- p.Shutdown(context.Background())
+		close(stopDone)
+	}()
+	require.True(t, poolClk.BlockUntil(armed+1, stopDone), "the stop did not wait for the receive")
+	poolClk.Advance(2*receiveLatency - time.Millisecond)
+	select {
+	case <-stopped:
+		t.Fatal("Shutdown cancelled the receive before its grace ended")
+	default:
+	}
+	poolClk.Advance(time.Millisecond)
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second): // a hang guard
+		t.Fatal("Shutdown did not return")
+	}
+	assert.EqualValues(t, 2, p.Stats().Calls["ReceiveMessage"])
+}
