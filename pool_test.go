@@ -365,10 +365,20 @@ func TestHandlerContextEndsBeforeVisibilityTimeout(t *testing.T) {
 
 func TestShutdownCancelsTheLongPoll(t *testing.T) {
 	e := newEnv(t, nil)
+	entered := make(chan struct{})
+	var once sync.Once
+	e.fake.SetHook(func(api string, _ any) error {
+		if api == sqsfake.OpReceiveMessage {
+			once.Do(func() { close(entered) })
+		}
+		return nil
+	})
 	p := e.start(func(context.Context, *order) error { return nil })
 	// The poller waits in a 20 s long poll on the test's clock, which never
-	// moves: Shutdown can only return by cancelling it.
-	require.True(t, e.clk.BlockUntil(1, nil))
+	// moves: Shutdown can only return by cancelling it. (The other timer is
+	// the watchdog's.)
+	<-entered
+	require.True(t, e.clk.BlockUntil(2, nil))
 	e.shutdown(p)
 	assert.EqualValues(t, 1, p.Stats().Calls["ReceiveMessage"])
 }

@@ -2,6 +2,7 @@ package sqspool
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,12 +19,29 @@ import (
 // these tests: the hook moves the clock while the call is on its way.
 const receiveLatency = 50 * time.Millisecond
 
+// graceClock is the pool's clock in these tests: it tells when a timer of
+// the receive grace, twice receiveLatency, is armed.
+type graceClock struct {
+	*clock.Manual
+	armed chan struct{} // closed at the first such timer
+	once  sync.Once
+}
+
+func (c *graceClock) NewTimer(d time.Duration) clock.Timer {
+	t := c.Manual.NewTimer(d)
+	if d == 2*receiveLatency {
+		c.once.Do(func() { close(c.armed) })
+	}
+	return t
+}
+
 // abandoningEnv is a fake SQS that keeps a long poll whose caller has gone,
 // as SQS does, on a clock of its own, and a pool clock that receives move by
 // receiveLatency. Returns the pool, its clock, the fake and the queue URL.
-func abandoningEnv(t *testing.T, h Handler[order]) (*Pool, *clock.Manual, *clock.Manual, *sqsfake.Fake, string) {
+func abandoningEnv(t *testing.T, h Handler[order]) (*Pool, *graceClock, *clock.Manual, *sqsfake.Fake, string) {
 	t.Helper()
-	poolClk, fakeClk := clock.NewManual(time.Now()), clock.NewManual(time.Now())
+	poolClk := &graceClock{Manual: clock.NewManual(time.Now()), armed: make(chan struct{})}
+	fakeClk := clock.NewManual(time.Now())
 	f := sqsfake.New(sqsfake.WithClock(fakeClk), sqsfake.WithAbandonedPolls())
 	url := f.MustCreateQueue("orders", map[string]string{"VisibilityTimeout": "30"})
 	f.SetHook(func(api string, _ any) error {
@@ -55,7 +73,6 @@ func TestShutdownGivesBackWhatTheLongPollInFlightTakes(t *testing.T) {
 	s.wait(t, 1)
 	// The next receive waits on the fake's clock, which never moves.
 	require.True(t, fakeClk.BlockUntil(1, nil))
-	armed := poolClk.Timers()
 
 	stopped := make(chan error, 1)
 	stopDone := make(chan struct{})
@@ -64,7 +81,10 @@ func TestShutdownGivesBackWhatTheLongPollInFlightTakes(t *testing.T) {
 		close(stopDone)
 	}()
 	// The stop lets the receive run on for a grace on the pool's clock.
-	poolClk.BlockUntil(armed+1, stopDone)
+	select {
+	case <-poolClk.armed:
+	case <-stopDone:
+	}
 	sendBody(t, f, url, `{"id":2}`)
 	select {
 	case err := <-stopped:
@@ -90,7 +110,6 @@ func TestShutdownCancelsAWaitingLongPollAfterItsGrace(t *testing.T) {
 	sendBody(t, f, url, `{"id":1}`)
 	s.wait(t, 1)
 	require.True(t, fakeClk.BlockUntil(1, nil))
-	armed := poolClk.Timers()
 
 	stopped := make(chan error, 1)
 	stopDone := make(chan struct{})
@@ -98,7 +117,11 @@ func TestShutdownCancelsAWaitingLongPollAfterItsGrace(t *testing.T) {
 		stopped <- p.Shutdown(context.Background())
 		close(stopDone)
 	}()
-	require.True(t, poolClk.BlockUntil(armed+1, stopDone), "the stop did not wait for the receive")
+	select {
+	case <-poolClk.armed:
+	case <-stopDone:
+		t.Fatal("the stop did not wait for the receive")
+	}
 	poolClk.Advance(2*receiveLatency - time.Millisecond)
 	select {
 	case <-stopped:
