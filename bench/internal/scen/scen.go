@@ -126,6 +126,7 @@ func All() []Scenario {
 		{6, "catcher", Catcher},
 		{7, "sink", Sink},
 		{8, "adaptive", Adaptive},
+		{9, "fifo", FIFO},
 	}
 }
 
@@ -146,7 +147,7 @@ func Find(list string) ([]Scenario, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no scenario %q (have 1-8 or %s)", name, names())
+			return nil, fmt.Errorf("no scenario %q (have 1-9 or %s)", name, names())
 		}
 	}
 	return out, nil
