@@ -42,6 +42,9 @@ func (s BreakerState) String() string {
 // messages it received but has not started (visibility 0; not counted as
 // failures), and lets running handlers finish. After CoolDown it lets Probes
 // messages through: if they succeed it closes, if one fails it opens again.
+// A probe that reaches no handler (an undecodable body, a duplicate, a
+// message given back) makes room for another; a handler that started before
+// the breaker opened is no probe, and its outcome is ignored.
 type CircuitBreaker struct {
 	// Window is the sliding window over which outcomes count (default 30s).
 	Window time.Duration
@@ -103,9 +106,10 @@ type breaker struct {
 	bucketAt time.Time // start of the newest bucket
 	newest   int
 	openedAt time.Time
+	epoch    uint64        // counts half-open periods; a probe carries the one it was let in for
 	admitted int           // half-open: probes let in and not yet finished
 	passed   int           // half-open: probes that succeeded
-	changed  chan struct{} // closed and replaced on every state change
+	changed  chan struct{} // closed and replaced on every state change, and when probes are given back
 	opens    int64
 }
 
@@ -114,8 +118,11 @@ func newBreaker(cfg CircuitBreaker, clk clock.Clock, log func(from, to BreakerSt
 }
 
 // admit waits until messages may be received and returns how many: want
-// when closed, the probes left when half-open.
-func (b *breaker) admit(ctx context.Context, want int) (int, error) {
+// when closed, the probes left when half-open. probe is zero when closed;
+// half-open, it names the period the probes were let in for, and every
+// message received with it must end in exactly one record or unadmit, or the
+// breaker waits for it for ever.
+func (b *breaker) admit(ctx context.Context, want int) (n int, probe uint64, err error) {
 	for {
 		b.mu.Lock()
 		now := b.clock.Now()
@@ -125,12 +132,12 @@ func (b *breaker) admit(ctx context.Context, want int) (int, error) {
 		switch b.state {
 		case BreakerClosed:
 			b.mu.Unlock()
-			return want, nil
+			return want, 0, nil
 		case BreakerHalfOpen:
 			if n := min(want, b.cfg.Probes-b.admitted-b.passed); n > 0 {
 				b.admitted += n
 				b.mu.Unlock()
-				return n, nil
+				return n, b.epoch, nil
 			}
 		}
 		wait := b.openedAt.Add(b.cfg.CoolDown).Sub(now)
@@ -151,19 +158,23 @@ func (b *breaker) admit(ctx context.Context, want int) (int, error) {
 			t.Stop()
 		}
 		if ctx.Err() != nil {
-			return 0, ctx.Err()
+			return 0, 0, ctx.Err()
 		}
 	}
 }
 
-// unadmit returns admissions a receive did not use.
-func (b *breaker) unadmit(n int) {
-	if n <= 0 {
+// unadmit gives back n probe admissions that no handler's outcome will
+// settle: a receive did not use them, or the message did not reach a handler
+// (undecodable, a duplicate, given back unstarted). It wakes the pollers
+// waiting for a probe.
+func (b *breaker) unadmit(probe uint64, n int) {
+	if b == nil || probe == 0 || n <= 0 {
 		return
 	}
 	b.mu.Lock()
-	if b.state == BreakerHalfOpen {
+	if b.state == BreakerHalfOpen && probe == b.epoch {
 		b.admitted = max(b.admitted-n, 0)
+		b.wakeLocked()
 	}
 	b.mu.Unlock()
 }
@@ -176,14 +187,20 @@ func (b *breaker) allows() bool {
 	return b.state != BreakerOpen
 }
 
-// record counts one handler outcome.
-func (b *breaker) record(err error) {
+// record counts one handler outcome; probe is the admission its message was
+// received with (see admit).
+func (b *breaker) record(err error, probe uint64) {
 	failed := err != nil && b.cfg.IsFailure(err)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	now := b.clock.Now()
 	switch b.state {
 	case BreakerHalfOpen:
+		if probe != b.epoch {
+			// Not one of this period's probes: a handler that started
+			// before the breaker opened says nothing of the downstream now.
+			return
+		}
 		b.admitted = max(b.admitted-1, 0)
 		if failed {
 			b.openLocked(now)
@@ -237,14 +254,22 @@ func (b *breaker) openLocked(now time.Time) {
 func (b *breaker) setLocked(to BreakerState) {
 	from := b.state
 	b.state = to
-	close(b.changed)
-	b.changed = make(chan struct{})
+	if to == BreakerHalfOpen && from != to {
+		b.epoch++
+	}
+	b.wakeLocked()
 	if from != to {
 		b.log(from, to)
 		if b.cfg.OnStateChange != nil {
 			b.cfg.OnStateChange(from, to)
 		}
 	}
+}
+
+// wakeLocked wakes the pollers waiting in admit.
+func (b *breaker) wakeLocked() {
+	close(b.changed)
+	b.changed = make(chan struct{})
 }
 
 func (b *breaker) snapshot() (BreakerState, int64) {

@@ -213,12 +213,6 @@ func (c *credits) grantLocked() {
 	}
 }
 
-func (p *poller) unadmit(n int) {
-	if p.breaker != nil {
-		p.breaker.unadmit(n)
-	}
-}
-
 // poller long-polls the queue while slots are free and hands what it
 // receives to the dispatcher.
 type poller struct {
@@ -230,7 +224,7 @@ type poller struct {
 	clock    clock.Clock
 	credits  *credits
 	breaker  *breaker // nil: always admit
-	dispatch func(msgs []types.Message, sent time.Time)
+	dispatch func(msgs []types.Message, sent time.Time, probe uint64)
 	calls    *apiCounters
 	observe  func(a api, entries int, began time.Time, err error)
 	received func(sent, at time.Time, n int)
@@ -269,21 +263,22 @@ func (p *poller) run(ctx, recv context.Context) {
 	w := &waiter{ch: make(chan struct{}, 1)}
 	for {
 		want := min(p.want, max(int(p.limit.Load()), 1))
+		var probe uint64 // see breaker.admit
 		if p.breaker != nil {
 			var err error
-			if want, err = p.breaker.admit(ctx, want); err != nil {
+			if want, probe, err = p.breaker.admit(ctx, want); err != nil {
 				return
 			}
 		}
 		n, err := p.credits.take(ctx, w, want, p.fill, p.clock)
 		if err != nil {
-			p.unadmit(want)
+			p.breaker.unadmit(probe, want)
 			return
 		}
 		if ctx.Err() != nil {
 			// Slots can be free as the stop begins; recv outlives ctx.
 			p.credits.release(n)
-			p.unadmit(want)
+			p.breaker.unadmit(probe, want)
 			return
 		}
 		in := p.input // the SDK may keep a pointer to it for the call's life
@@ -300,7 +295,7 @@ func (p *poller) run(ctx, recv context.Context) {
 		}
 		if err != nil {
 			p.credits.release(n)
-			p.unadmit(want)
+			p.breaker.unadmit(probe, want)
 			if ctx.Err() != nil {
 				return
 			}
@@ -316,11 +311,11 @@ func (p *poller) run(ctx, recv context.Context) {
 		p.received(began, p.clock.Now(), len(out.Messages))
 		// A negative release takes slots for any message beyond what was asked.
 		p.credits.release(n - len(out.Messages))
-		p.unadmit(want - len(out.Messages))
+		p.breaker.unadmit(probe, want-len(out.Messages))
 		if len(out.Messages) == 0 {
 			p.calls.empty()
 			continue
 		}
-		p.dispatch(out.Messages, began)
+		p.dispatch(out.Messages, began, probe)
 	}
 }

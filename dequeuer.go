@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -54,7 +55,8 @@ type dequeuer struct {
 
 	deletes   *batch.Batcher[*record]
 	changes   *batch.Batcher[change]
-	unflushed atomic.Int64 // entries not sent because the context ended
+	closing   atomic.Bool  // the final flush has begun
+	unflushed atomic.Int64 // entries that failed in the final flush, or were not sent because it ended
 }
 
 func newDequeuer(ctx context.Context, d *dequeuer, cfg *config) *dequeuer {
@@ -79,29 +81,93 @@ func (d *dequeuer) delete(rec *record) {
 	}
 }
 
-// setVisibility queues a visibility change. The record leaves the in-flight
-// set at once: the message is no longer this process's to handle.
+// setVisibility queues the visibility change a message's outcome asks for
+// (a retry delay, a give-back). The record leaves the in-flight set at once:
+// the message is no longer this process's to handle. From now on no
+// heartbeat extension of it is sent; if one is on its way, SQS could apply it
+// after this change and hide the message for a whole timeout, so the change
+// waits for its answer (see endExtension).
 func (d *dequeuer) setVisibility(rec *record, timeout time.Duration) {
 	d.forget(rec)
-	if err := d.changes.Add(change{rec: rec, timeout: visibilitySeconds(rec, timeout, d.clock.Now())}); err != nil {
+	c := change{rec: rec, timeout: visibilitySeconds(rec, timeout, d.clock.Now())}
+	rec.mu.Lock()
+	rec.outcome = true
+	if rec.extending > 0 {
+		rec.parked = &c
+		rec.mu.Unlock()
+		return
+	}
+	rec.mu.Unlock()
+	if err := d.changes.Add(c); err != nil {
 		d.unsent(rec, "ChangeMessageVisibilityBatch", err)
 	}
 }
 
-// extend queues a heartbeat: rec stays invisible for timeout from now.
-func (d *dequeuer) extend(rec *record, timeout time.Duration) {
-	// A closed batcher means the pool is stopping; the handler's deadline
-	// has passed or is about to, so the extension is not needed.
-	_ = d.changes.Add(change{rec: rec, timeout: visibilitySeconds(rec, timeout, d.clock.Now()), extend: true})
+// startExtension is called as an extension's batch entry is built. It
+// reports false, and the entry is not sent, when the extension is moot: the
+// handler has finished (its delete may be on its way) or the outcome's change
+// was made. Otherwise the extension counts as on its way (once: *sent).
+func startExtension(rec *record, sent *bool) bool {
+	if rec.state.Load() == recFinished {
+		return false
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if rec.outcome {
+		return false
+	}
+	if !*sent {
+		*sent = true
+		rec.extending++
+	}
+	return true
 }
 
+// endExtension is called once an extension that was on its way (*sent) has
+// its answer, or will not be sent again. It returns the outcome's change if
+// that waited for this extension, to be sent now.
+func endExtension(rec *record, sent *bool) *change {
+	if !*sent {
+		return nil
+	}
+	*sent = false
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	rec.extending--
+	var c *change
+	if rec.extending == 0 {
+		c, rec.parked = rec.parked, nil
+	}
+	return c
+}
+
+// extend queues a heartbeat: rec stays invisible for timeout from now. At
+// SQS's 12 hour cap there is nothing left to extend by, and an "extension" of
+// 0 would make the message visible at once: none is sent.
+func (d *dequeuer) extend(rec *record, timeout time.Duration) {
+	secs := visibilitySeconds(rec, timeout, d.clock.Now())
+	if secs <= 0 {
+		return
+	}
+	// A closed batcher means the pool is stopping; the handler's deadline
+	// has passed or is about to, so the extension is not needed.
+	_ = d.changes.Add(change{rec: rec, timeout: secs, extend: true})
+}
+
+// visibilityMargin keeps visibility changes this far inside SQS's 12 hour
+// cap: the cap counts from SQS's receive, which we know only to within the
+// poll's round trip (and a visibility change travels a while too).
+const visibilityMargin = time.Second
+
 // visibilitySeconds rounds a visibility timeout up to whole seconds and caps
-// it so that the message is not kept invisible past 12 hours from its
-// receive, which SQS refuses.
+// it, rounding down, so that the message is not kept invisible past 12 hours
+// (less visibilityMargin) from its newest receive, which SQS refuses.
 func visibilitySeconds(rec *record, timeout time.Duration, now time.Time) int32 {
-	left := maxVisibility - now.Sub(rec.msg.ReceivedAt) - time.Second
-	timeout = max(min(timeout, left), 0)
-	return int32((timeout + time.Second - 1) / time.Second)
+	left := max(rec.capAt().Sub(now), 0)
+	if timeout >= left {
+		return int32(left / time.Second)
+	}
+	return int32((max(timeout, 0) + time.Second - 1) / time.Second)
 }
 
 func (d *dequeuer) unsent(rec *record, api string, err error) {
@@ -119,7 +185,7 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 	var gens [maxBatch]uint32
 	var handles [maxBatch]string
 	entries := make([]types.DeleteMessageBatchRequestEntry, 0, len(recs))
-	d.send(ctx, apiDeleteMessageBatch, len(recs),
+	d.send(ctx, apiDeleteMessageBatch, len(recs), nil,
 		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
 			entries = entries[:0]
 			for _, i := range idx {
@@ -132,12 +198,15 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 			}
 			return successIDs(out.Successful, func(e types.DeleteMessageBatchResultEntry) *string { return e.Id }), out.Failed, nil
 		},
-		func(i int, err error) bool {
+		func(i int, err error, final bool) bool {
 			rec := recs[i]
+			if _, gen := rec.receipt(); gen != gens[i] && !final {
+				// A newer delivery came meanwhile. The old handle's delete
+				// may have deleted nothing, or been refused (as stale or
+				// expired): delete with the newer one.
+				return true
+			}
 			if err == nil {
-				if _, gen := rec.receipt(); gen != gens[i] {
-					return true // a newer delivery came meanwhile: delete with its handle
-				}
 				d.counters.deleted.Add(1)
 				d.deleted(rec.msg)
 			} else {
@@ -149,24 +218,34 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 		})
 }
 
-func (d *dequeuer) flushChanges(ctx context.Context, all []change) {
-	chs := all[:0:0]
-	for _, c := range all {
-		if !c.extend || c.rec.state.Load() != recFinished {
-			chs = append(chs, c)
+func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
+	sent := d.clock.Now()
+	var gens [maxBatch]uint32
+	var handles [maxBatch]string
+	var extending [maxBatch]bool // see startExtension
+	var released []change        // outcome changes that waited for an extension here
+	end := func(i int) {
+		if c := endExtension(chs[i].rec, &extending[i]); c != nil {
+			released = append(released, *c)
 		}
 	}
-	if len(chs) == 0 {
-		return
-	}
-	sent := d.clock.Now()
-	var handles [maxBatch]string
 	entries := make([]types.ChangeMessageVisibilityBatchRequestEntry, 0, len(chs))
 	d.send(ctx, apiChangeMessageVisibilityBatch, len(chs),
+		func(idx []int) []int {
+			kept := idx[:0]
+			for _, i := range idx {
+				if !chs[i].extend || startExtension(chs[i].rec, &extending[i]) {
+					kept = append(kept, i)
+				} else {
+					end(i)
+				}
+			}
+			return kept
+		},
 		func(ctx context.Context, idx []int) ([]string, []types.BatchResultErrorEntry, error) {
 			entries = entries[:0]
 			for _, i := range idx {
-				handles[i], _ = chs[i].rec.receipt()
+				handles[i], gens[i] = chs[i].rec.receipt()
 				entries = append(entries, types.ChangeMessageVisibilityBatchRequestEntry{
 					Id: &entryIDs[i], ReceiptHandle: &handles[i], VisibilityTimeout: chs[i].timeout,
 				})
@@ -177,12 +256,18 @@ func (d *dequeuer) flushChanges(ctx context.Context, all []change) {
 			}
 			return successIDs(out.Successful, func(e types.ChangeMessageVisibilityBatchResultEntry) *string { return e.Id }), out.Failed, nil
 		},
-		func(i int, err error) bool {
+		func(i int, err error, final bool) bool {
 			c := chs[i]
+			if _, gen := c.rec.receipt(); gen != gens[i] && !final {
+				return true // as for deletes: the newer handle is the one SQS honours
+			}
+			if c.extend {
+				defer end(i)
+			}
 			switch {
 			case err == nil && c.extend:
-				d.counters.extended.Add(1)
 				c.rec.extended(sent, time.Duration(c.timeout)*time.Second)
+				d.counters.extended.Add(1)
 			case err != nil && c.extend && c.rec.state.Load() == recFinished:
 				// The handler finished while the heartbeat was on its way,
 				// and the message may be deleted already: nothing is lost.
@@ -193,10 +278,14 @@ func (d *dequeuer) flushChanges(ctx context.Context, all []change) {
 			}
 			return false
 		})
+	if len(released) > 0 {
+		// After the extensions they waited for: SQS applies them last.
+		d.flushChanges(ctx, released)
+	}
 }
 
 func (d *dequeuer) failed(rec *record, err error) {
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if d.closing.Load() || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		d.unflushed.Add(1)
 	}
 	d.log.Warn("sqspool: batch entry failed; the message will be delivered again", "message_id", rec.msg.ID, "error", err)
@@ -211,14 +300,20 @@ func successIDs[E any](es []E, id func(E) *string) []string {
 	return ids
 }
 
-// send makes a batch call for entries 0..n-1 and reports each entry's final
-// outcome to done exactly once. Entries that failed transiently (the whole
-// call, or the entry with SenderFault false) are sent again, with backoff, up
-// to the configured attempts; a permanent failure is reported at once. done
-// may ask for an entry that succeeded to be sent again.
+// send makes a batch call for entries 0..n-1 and settles each entry's
+// outcome through done. Entries that failed transiently (the whole call, or
+// the entry with SenderFault false) are sent again, with backoff, up to the
+// configured attempts; a permanent failure goes to done at once. done may ask
+// for any entry, succeeded or failed, to be sent again (its message has a
+// newer receipt handle now): that is a new request, not a retry, and is made
+// whatever the attempts so far, until ctx ends. Once done is called with
+// final set, no attempt is left and it must settle the entry. prepare, if
+// set, picks before each attempt the entries still worth sending; it settles
+// those it drops.
 func (d *dequeuer) send(ctx context.Context, a api, n int,
+	prepare func(idx []int) []int,
 	call func(ctx context.Context, idx []int) (succeeded []string, failed []types.BatchResultErrorEntry, err error),
-	done func(i int, err error) (again bool),
+	done func(i int, err error, final bool) (again bool),
 ) {
 	idx := make([]int, n)
 	for i := range idx {
@@ -226,31 +321,39 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 	}
 	backoff := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
+		if prepare != nil {
+			if idx = prepare(idx); len(idx) == 0 {
+				return
+			}
+		}
 		d.counters.api.add(a)
 		began := d.clock.Now()
 		succeeded, failed, err := call(ctx, idx)
 		d.observe(a, len(idx), began, err)
-		var retry []int
+		var retry, again []int
 		transient := false // only SQS's own failures earn a backoff
 		last := attempt >= d.attempts || ctx.Err() != nil
+		settle := func(i int, err error) {
+			if done(i, err, ctx.Err() != nil) {
+				again = append(again, i)
+			}
+		}
 		if err != nil {
 			d.counters.api.fail(a)
 			err = &APIError{API: a.String(), Err: err}
-			if !retryable(err) || last {
+			if retryable(err) && !last {
+				retry, transient = idx, true
+			} else {
 				for _, i := range idx {
-					done(i, err)
+					settle(i, err)
 				}
-				return
 			}
-			retry, transient = idx, true
 		} else {
 			reported := make([]bool, n)
 			for _, id := range succeeded {
 				if i, ok := entryIndex(id, n); ok && !reported[i] {
 					reported[i] = true
-					if done(i, nil) {
-						retry = append(retry, i)
-					}
+					settle(i, nil)
 				}
 			}
 			for _, f := range failed {
@@ -261,32 +364,34 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 				reported[i] = true
 				ferr := &APIError{API: a.String(), EntryCode: aws.ToString(f.Code), Err: errors.New(aws.ToString(f.Message))}
 				if f.SenderFault || last {
-					done(i, ferr)
+					settle(i, ferr)
 					continue
 				}
 				retry, transient = append(retry, i), true
 			}
 			for _, i := range idx {
-				if !reported[i] { // neither succeeded nor failed: ask again
+				switch {
+				case reported[i]:
+				case last:
+					settle(i, &APIError{API: a.String(), Err: errors.New("no result for the entry")})
+				default: // neither succeeded nor failed: ask again
 					retry, transient = append(retry, i), true
 				}
 			}
 		}
-		if len(retry) == 0 {
+		if len(retry)+len(again) == 0 {
 			return
 		}
-		if last || (transient && sleep(ctx, d.clock, rand.N(backoff)+time.Millisecond) != nil) {
+		if ctx.Err() != nil || (len(retry) > 0 && transient && sleep(ctx, d.clock, rand.N(backoff)+time.Millisecond) != nil) {
 			cut := fmt.Errorf("sqspool: %s not sent after %d attempts: %w", a, attempt, context.Cause(ctx))
-			if ctx.Err() == nil {
-				cut = fmt.Errorf("sqspool: %s not sent after %d attempts", a, attempt)
-			}
-			for _, i := range retry {
-				done(i, cut)
+			for _, i := range append(retry, again...) {
+				done(i, cut, true)
 			}
 			return
 		}
 		backoff *= 2
-		idx = retry
+		idx = append(retry, again...)
+		slices.Sort(idx)
 	}
 }
 

@@ -27,13 +27,26 @@ type record struct {
 	ctx      handlerContext
 	deadline time.Time // when the handler's context ends
 	state    atomic.Int32
+	probe    atomic.Uint64 // the breaker admission it holds, if a probe; see takeProbe
 
 	mu           sync.Mutex
 	handle       string    // newest receipt handle
 	receives     int       // the receive count of that delivery
 	gen          uint32    // bumped whenever handle changes
+	receivedAt   time.Time // when the poll of that delivery was sent: SQS's 12 h count began no earlier
 	visibleUntil time.Time // when SQS would deliver the message again
+
+	// The message's visibility changes, kept in order (see
+	// dequeuer.setVisibility): the last one SQS applies must be the one
+	// its outcome asked for.
+	extending int     // heartbeat extensions sent and not yet answered
+	outcome   bool    // the outcome's change was made: extensions are moot
+	parked    *change // that change, waiting for the extensions on their way
 }
+
+// takeProbe takes the breaker admission rec was received with (0 if none),
+// so that whichever path ends rec's life settles it exactly once.
+func (r *record) takeProbe() uint64 { return r.probe.Swap(0) }
 
 // receipt returns the newest receipt handle and its generation.
 func (r *record) receipt() (string, uint32) {
@@ -42,18 +55,28 @@ func (r *record) receipt() (string, uint32) {
 	return r.handle, r.gen
 }
 
-// redelivered records another delivery of the message: its handle, and the
-// visibility timeout that delivery started. Concurrent receives can hand
-// deliveries over out of order; the receive count tells which is newer.
-func (r *record) redelivered(h string, receiveCount int, visibleUntil time.Time) {
+// redelivered records another delivery of the message, given as the record
+// it would have had: its handle, when it was received, and the visibility
+// timeout it started. Concurrent receives can hand deliveries over out of
+// order; the receive count tells which is newer.
+func (r *record) redelivered(d *record) {
 	r.mu.Lock()
-	if receiveCount >= r.receives {
-		r.handle = h
-		r.receives = receiveCount
+	if d.receives >= r.receives {
+		r.handle = d.handle
+		r.receives = d.receives
 		r.gen++
-		r.visibleUntil = visibleUntil
+		r.receivedAt = d.receivedAt
+		r.visibleUntil = d.visibleUntil
 	}
 	r.mu.Unlock()
+}
+
+// capAt is when the newest delivery's visibility reaches SQS's 12 hour cap,
+// less a margin for the time between SQS's receive and ours.
+func (r *record) capAt() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.receivedAt.Add(maxVisibility - visibilityMargin)
 }
 
 func (r *record) visibleAt() time.Time {
@@ -88,13 +111,14 @@ type dispatcher struct {
 	queueURL   string
 	fifo       bool
 	visibility time.Duration
-	deadline   func(receivedAt time.Time) time.Time
+	deadline   func(sent, arrived time.Time) time.Time
 	clock      clock.Clock
 	credits    *credits
 	counters   *counters
 	work       chan *record
 	hold       func(rec *record, d time.Duration) // gives a held FIFO message back
 	observer   Observer                           // nil: none
+	breaker    *breaker                           // nil: none
 
 	inflightMu sync.Mutex
 	inflight   map[string]*record // MessageId -> its record
@@ -105,14 +129,22 @@ type dispatcher struct {
 
 // dispatch is called by pollers with what one receive returned; sent is when
 // the receive was sent, the earliest moment SQS may have started the
-// messages' visibility timeouts, which is what deadlines and the heartbeat
-// count from. It never blocks: the work channel holds as many records as
-// there are slots.
+// messages' visibility timeouts, which is what the heartbeat counts from.
+// Handler timeouts count from now, when the messages arrived. It never
+// blocks: the work channel holds as many records as there are slots.
 func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
+	d.dispatchProbes(msgs, sent, 0)
+}
+
+// dispatchProbes is dispatch for messages received with the breaker's probe
+// admission probe (see breaker.admit), which each new record holds.
+func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe uint64) {
 	now := d.clock.Now()
-	d.counters.received.Add(int64(len(msgs)))
 	for i := range msgs {
-		rec := &record{handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(sent), visibleUntil: sent.Add(d.visibility)}
+		rec := &record{
+			handle: deref(msgs[i].ReceiptHandle), deadline: d.deadline(sent, now),
+			receivedAt: sent, visibleUntil: sent.Add(d.visibility),
+		}
 		m := &rec.m
 		fillMessage(m, d.queueURL, msgs[i], now)
 		rec.msg, rec.receives = m, m.ReceiveCount
@@ -122,11 +154,16 @@ func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
 		if old, loaded := d.track(rec); loaded {
 			// A second delivery of a message still in flight here: keep only
 			// its newest receipt handle, which is the one SQS honours.
-			old.redelivered(rec.handle, rec.receives, rec.visibleUntil)
+			old.redelivered(rec)
+			// Counted once the handle is stored: what Stats says has happened has.
+			d.counters.received.Add(1)
 			d.counters.duplicates.Add(1)
 			d.credits.release(1)
+			d.breaker.unadmit(probe, 1)
 			continue
 		}
+		rec.probe.Store(probe)
+		d.counters.received.Add(1)
 		d.counters.held.Add(1)
 		if d.fifo {
 			start, holdFor := d.enterGroup(rec, now)

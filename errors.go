@@ -18,7 +18,8 @@ func (e *DecodeError) Error() string {
 
 func (e *DecodeError) Unwrap() error { return e.Err }
 
-// PanicError is a handler panic, recovered and counted as a failure.
+// PanicError is a recovered panic: a handler's, counted as a failure, or a
+// Decoder's, reported inside a *DecodeError.
 type PanicError struct {
 	Value any
 	Stack []byte
@@ -59,7 +60,9 @@ type ShutdownError struct {
 	// Abandoned is how many of those had not returned when Shutdown gave up
 	// waiting; their goroutines end when the handlers return (see Wait).
 	Abandoned int
-	// Unflushed is how many deletes or visibility changes could not be sent.
+	// Unflushed is how many deletes or visibility changes the stop could not
+	// make: not sent, or refused or failed in the final flush. Those
+	// messages come back (a finished one runs again).
 	Unflushed int
 	Err       error
 }

@@ -30,11 +30,11 @@ func TestBreakerOpensOnFailureRatioAndProbesAfterCoolDown(t *testing.T) {
 	clk := clock.NewManual(time.Now())
 	b := newTestBreaker(clk, nil)
 	boom := errors.New("downstream down")
-	b.record(nil)
-	b.record(boom)
-	b.record(nil)
+	b.record(nil, 0)
+	b.record(boom, 0)
+	b.record(nil, 0)
 	assert.True(t, b.allows(), "3 outcomes are below MinRequests")
-	b.record(boom)
+	b.record(boom, 0)
 	assert.False(t, b.allows(), "2 of 4 failed: open")
 	state, opens := b.snapshot()
 	assert.Equal(t, BreakerOpen, state)
@@ -42,21 +42,21 @@ func TestBreakerOpensOnFailureRatioAndProbesAfterCoolDown(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	_, err := b.admit(ctx, 10)
+	_, _, err := b.admit(ctx, 10)
 	assert.ErrorIs(t, err, context.Canceled, "an open breaker admits nothing")
 
 	clk.Advance(30 * time.Second)
-	n, err := b.admit(context.Background(), 10)
+	n, probe, err := b.admit(context.Background(), 10)
 	require.NoError(t, err)
 	assert.Equal(t, 2, n, "half-open lets the probes through")
-	n2, err := b.admit(ctx, 10)
+	n2, _, err := b.admit(ctx, 10)
 	assert.Error(t, err, "and no more")
 	assert.Zero(t, n2)
-	b.record(nil)
-	b.record(nil)
+	b.record(nil, probe)
+	b.record(nil, probe)
 	state, _ = b.snapshot()
 	assert.Equal(t, BreakerClosed, state, "the probes succeeded")
-	n, _ = b.admit(context.Background(), 10)
+	n, _, _ = b.admit(context.Background(), 10)
 	assert.Equal(t, 10, n)
 }
 
@@ -64,13 +64,13 @@ func TestBreakerReopensWhenAProbeFails(t *testing.T) {
 	clk := clock.NewManual(time.Now())
 	b := newTestBreaker(clk, nil)
 	for range 4 {
-		b.record(errors.New("x"))
+		b.record(errors.New("x"), 0)
 	}
 	clk.Advance(30 * time.Second)
-	n, err := b.admit(context.Background(), 10)
+	n, probe, err := b.admit(context.Background(), 10)
 	require.NoError(t, err)
-	b.unadmit(n - 1) // the receive brought one message
-	b.record(errors.New("still down"))
+	b.unadmit(probe, n-1) // the receive brought one message
+	b.record(errors.New("still down"), probe)
 	state, opens := b.snapshot()
 	assert.Equal(t, BreakerOpen, state)
 	assert.EqualValues(t, 2, opens)
@@ -80,20 +80,20 @@ func TestBreakerWindowForgetsOldOutcomes(t *testing.T) {
 	clk := clock.NewManual(time.Now())
 	b := newTestBreaker(clk, nil)
 	for range 3 {
-		b.record(errors.New("x"))
+		b.record(errors.New("x"), 0)
 	}
 	clk.Advance(11 * time.Second) // the failures slid out of the window
-	b.record(nil)
-	b.record(errors.New("x"))
-	b.record(nil)
-	b.record(nil)
+	b.record(nil, 0)
+	b.record(errors.New("x"), 0)
+	b.record(nil, 0)
+	b.record(nil, 0)
 	assert.True(t, b.allows(), "1 of the 4 outcomes in the window failed")
 }
 
 func TestBreakerIgnoresNoRetryErrors(t *testing.T) {
 	b := newTestBreaker(clock.NewManual(time.Now()), nil)
 	for range 10 {
-		b.record(NoRetry(errors.New("bad order")))
+		b.record(NoRetry(errors.New("bad order")), 0)
 	}
 	assert.True(t, b.allows(), "a message's own fault says nothing of the downstream")
 }

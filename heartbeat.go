@@ -13,10 +13,12 @@ import (
 //     slow handler's message is not delivered to another consumer
 //     mid-flight: it extends, in batches, each message whose visibility
 //     would end before the next tick or so. A message whose handler has
-//     finished is never extended: the extension would race its delete.
+//     finished is never extended: the extension would race its delete. Nor
+//     is one past its handler's deadline: a handler that ignores its
+//     cancelled context does not keep its message from everyone else.
 func (p *Pool) watch(ctx context.Context) {
 	vis := p.queue.visibility
-	tick := watchTick(vis, p.deadline(time.Time{}).Sub(time.Time{}))
+	tick := watchTick(vis, p.deadline(time.Time{}, time.Time{}).Sub(time.Time{}))
 	for {
 		t := p.cfg.clock.NewTimer(tick)
 		select {
@@ -31,8 +33,11 @@ func (p *Pool) watch(ctx context.Context) {
 			if state == recFinished {
 				continue
 			}
-			if state == recRunning && !now.Before(rec.deadline) {
-				rec.ctx.cancel(context.DeadlineExceeded)
+			if !now.Before(rec.deadline) {
+				if state == recRunning {
+					rec.ctx.cancel(context.DeadlineExceeded)
+				}
+				continue
 			}
 			if p.cfg.heartbeat && rec.visibleAt().Sub(now) <= tick+vis/3 {
 				p.deq.extend(rec, vis)

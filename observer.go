@@ -2,13 +2,16 @@ package sqspool
 
 import (
 	"context"
+	"log/slog"
+	"runtime/debug"
 	"time"
 )
 
 // Observer sees each message's life and every SQS call, for metrics and
 // tracing without touching handlers. Package otelsqspool implements it with
 // OpenTelemetry; embed NopObserver to implement only some methods. Methods
-// run on the pool's goroutines: keep them quick and safe for concurrent use.
+// run on the pool's goroutines: keep them quick and safe for concurrent use. A
+// panic in one is recovered and logged.
 type Observer interface {
 	// Received is called for every delivery, duplicates included.
 	Received(m *Message)
@@ -40,6 +43,50 @@ func (NopObserver) Deleted(*Message) {}
 
 // Call does nothing.
 func (NopObserver) Call(string, int, time.Duration, error) {}
+
+// guard runs f, a call into user code the pool does not own (an Observer
+// method, the ErrorHook), and logs a panic instead of letting it take the
+// process down: a metrics bug must not stop the queue.
+func guard(log *slog.Logger, what string, f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			log.Error("sqspool: "+what+" panicked", "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	f()
+}
+
+// guardedObserver recovers the panics of the Observer it wraps.
+type guardedObserver struct {
+	o   Observer
+	log *slog.Logger
+}
+
+func (g guardedObserver) Received(m *Message) {
+	guard(g.log, "Observer.Received", func() { g.o.Received(m) })
+}
+
+func (g guardedObserver) Start(ctx context.Context, m *Message) (hctx context.Context, done func(error)) {
+	hctx, done = ctx, func(error) {}
+	guard(g.log, "Observer.Start", func() {
+		c, d := g.o.Start(ctx, m)
+		if c != nil {
+			hctx = c
+		}
+		if d != nil {
+			done = func(err error) { guard(g.log, "Observer.Start's done", func() { d(err) }) }
+		}
+	})
+	return hctx, done
+}
+
+func (g guardedObserver) Deleted(m *Message) {
+	guard(g.log, "Observer.Deleted", func() { g.o.Deleted(m) })
+}
+
+func (g guardedObserver) Call(api string, entries int, latency time.Duration, err error) {
+	guard(g.log, "Observer.Call", func() { g.o.Call(api, entries, latency, err) })
+}
 
 // WithObserver sets an Observer (default: none).
 func WithObserver(o Observer) Option { return func(c *config) { c.observer = o } }

@@ -30,7 +30,7 @@ const (
 // ErrorHook observes every failure: *DecodeError, *PanicError, a handler's
 // error, and *APIError for failed SQS calls. msg is nil when the failure
 // concerns no single message. It runs on the goroutine that saw the failure,
-// so it must be quick.
+// so it must be quick. A panic in it is recovered and logged.
 type ErrorHook func(ctx context.Context, msg *Message, err error)
 
 type config struct {
@@ -137,12 +137,14 @@ func WithWaitTime(d time.Duration) Option { return func(c *config) { c.waitTime 
 // (default: the queue's own, read once at start with GetQueueAttributes).
 func WithVisibilityTimeout(d time.Duration) Option { return func(c *config) { c.visibility = d } }
 
-// WithHandlerTimeout bounds each handler's context (default: ten visibility
-// timeouts while the heartbeat keeps the message invisible; without the
-// heartbeat, the visibility timeout less a margin, so that a handler is
-// cancelled before SQS would give its message to another consumer). The
-// pool's watchdog cancels the context within a twentieth of the timeout
-// after its deadline; no timer is armed per message.
+// WithHandlerTimeout bounds each handler's context, counted from when its
+// message arrived (default: ten visibility timeouts while the heartbeat keeps
+// the message invisible; without the heartbeat, the visibility timeout less a
+// margin, so that a handler is cancelled before SQS would give its message to
+// another consumer). The pool's watchdog cancels the context within a
+// twentieth of the timeout after its deadline; no timer is armed per message.
+// The heartbeat stops at the deadline: a handler that ignores its cancelled
+// context does not keep its message from everyone else.
 func WithHandlerTimeout(d time.Duration) Option { return func(c *config) { c.handlerTimeout = d } }
 
 // WithHeartbeat turns the visibility heartbeat on or off (default on). While
@@ -199,9 +201,10 @@ func WithBatchAttempts(n int) Option { return func(c *config) { c.batchAttempts 
 // Shutdown takes its bound from its own context instead.
 func WithShutdownTimeout(d time.Duration) Option { return func(c *config) { c.shutdownTimeout = d } }
 
-// WithFlushTimeout bounds the final flush of deletes and visibility changes at
-// shutdown when the shutdown deadline has already passed (default 5s):
-// deleting finished work is worth a moment, since otherwise it runs again.
+// WithFlushTimeout is the least time the final flush of deletes and
+// visibility changes at shutdown may take, even when the shutdown deadline
+// has passed or passes meanwhile (default 5s): deleting finished work is
+// worth a moment, since otherwise it runs again.
 func WithFlushTimeout(d time.Duration) Option { return func(c *config) { c.flushTimeout = d } }
 
 // WithMessageAttributeNames limits the message attributes received (default
@@ -212,7 +215,8 @@ func WithMessageAttributeNames(names ...string) Option {
 
 // WithDecoder replaces the body decoder (default: JSON, or the raw body when T
 // is string or []byte). T must be the pool's type; StartPool reports a
-// mismatch.
+// mismatch. A decoder that panics has rejected the body: the panic is
+// reported as a *DecodeError wrapping a *PanicError.
 func WithDecoder[T any](d Decoder[T]) Option { return func(c *config) { c.decoder = d } }
 
 // WithSNSEnvelope unwraps SNS notifications (topics delivering to the queue

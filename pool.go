@@ -1,10 +1,13 @@
 package sqspool
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +45,7 @@ type Pool struct {
 	handlerCancel context.CancelFunc
 
 	pollers     sync.WaitGroup
+	workerIDs   sync.Map // goroutine ids of the workers: who runs a handler
 	workersLeft atomic.Int64
 	workersDone chan struct{} // closed when the last worker returns
 	running     atomic.Int64  // handlers running now
@@ -49,7 +53,7 @@ type Pool struct {
 
 	stopping    atomic.Bool
 	stopBegun   chan struct{}
-	shutdownReq chan context.Context
+	shutdownReq chan shutdownRequest
 	done        chan struct{} // closed when the stop sequence has finished
 	err         error         // set before done is closed
 }
@@ -82,11 +86,14 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
+	if cfg.observer != nil {
+		cfg.observer = guardedObserver{o: cfg.observer, log: cfg.logger}
+	}
 	p := &Pool{
 		cfg:         cfg,
 		workersDone: make(chan struct{}),
 		stopBegun:   make(chan struct{}),
-		shutdownReq: make(chan context.Context),
+		shutdownReq: make(chan shutdownRequest),
 		done:        make(chan struct{}),
 	}
 	client, err := c.client(ctx)
@@ -138,6 +145,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 		work:       p.work,
 		hold:       func(rec *record, d time.Duration) { p.giveBack(d, rec) },
 		observer:   cfg.observer,
+		breaker:    p.brk,
 		groups:     make(map[string]*group),
 		inflight:   make(map[string]*record),
 	}
@@ -175,7 +183,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 			clock:    cfg.clock,
 			credits:  p.credits,
 			breaker:  p.brk,
-			dispatch: p.disp.dispatch,
+			dispatch: p.disp.dispatchProbes,
 			calls:    &p.counters.api,
 			observe:  p.observeCall,
 			received: func(sent, at time.Time, n int) {
@@ -213,22 +221,40 @@ func (p *Pool) start(parent context.Context, client Client) {
 	go p.supervise(parent)
 }
 
-// deadline is when the handler of a message received at t is cancelled.
-// Without the heartbeat that is before SQS would make the message visible to
-// another consumer; with it, ten visibility timeouts (at most 12 hours).
-func (p *Pool) deadline(t time.Time) time.Time {
-	if p.cfg.handlerTimeout > 0 {
-		return t.Add(p.cfg.handlerTimeout)
-	}
+// deadline is when the handler of a message is cancelled. A handler timeout
+// counts from when the message arrived: a message that came late in a long
+// poll has the whole timeout. Without the heartbeat the handler must end
+// before SQS would give the message to another consumer, and that visibility
+// timeout may have started as early as when the poll was sent. With it, ten
+// visibility timeouts, and never past the 12 hours (less a margin) after
+// which SQS refuses to extend.
+func (p *Pool) deadline(sent, arrived time.Time) time.Time {
 	v := p.queue.visibility
-	if p.cfg.heartbeat {
-		return t.Add(min(10*v, maxVisibility-time.Minute))
+	if !p.cfg.heartbeat {
+		if p.cfg.handlerTimeout > 0 {
+			return arrived.Add(p.cfg.handlerTimeout)
+		}
+		return sent.Add(v - min(v/10, 5*time.Second))
 	}
-	return t.Add(v - min(v/10, 5*time.Second))
+	d := 10 * v
+	if p.cfg.handlerTimeout > 0 {
+		d = p.cfg.handlerTimeout
+	}
+	return minTime(arrived.Add(d), sent.Add(maxVisibility-time.Minute))
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 func (p *Pool) worker() {
+	id := goroutineID()
+	p.workerIDs.Store(id, struct{}{})
 	defer func() {
+		p.workerIDs.Delete(id)
 		if p.workersLeft.Add(-1) == 0 {
 			close(p.workersDone)
 		}
@@ -270,10 +296,9 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	}
 	v := new(T)
 	if err == nil {
-		err = decode(body, v)
+		err = callDecoder(decode, body, v)
 	}
 	if err != nil {
-		p.counters.decodeErrors.Add(1)
 		p.cfg.logger.Warn("sqspool: message body does not decode", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
 		p.cfg.logger.Debug("sqspool: undecodable body", "message_id", m.ID, "body", m.Body)
 		// The message's fate is settled before the hook hears of it, so that
@@ -287,6 +312,10 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 			p.disp.forget(rec)
 			delay = rec.visibleAt().Sub(p.cfg.clock.Now())
 		}
+		// Counted once its fate is settled: counters follow the state they
+		// count, so that what Stats says has happened has.
+		p.counters.decodeErrors.Add(1)
+		p.brk.unadmit(rec.takeProbe(), 1) // the message's fault, not the downstream's
 		p.report(ctx, m, &DecodeError{MessageID: m.ID, Err: err})
 		return ok, delay
 	}
@@ -309,16 +338,15 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	done(err)
 	rec.ctx.cancel(context.Canceled) // as a WithTimeout's cancel would
 	if p.brk != nil {
-		p.brk.record(err)
+		p.brk.record(err, rec.takeProbe())
 	}
 	if err == nil {
-		p.counters.processed.Add(1)
 		p.finish(rec)
+		p.counters.processed.Add(1)
 		return true, 0
 	}
-	p.counters.failed.Add(1)
-	if perr, ok := err.(*PanicError); ok { // callHandler returns it unwrapped
-		p.counters.panics.Add(1)
+	perr, panicked := err.(*PanicError) // callHandler returns it unwrapped
+	if panicked {
 		p.cfg.logger.Error("sqspool: handler panicked", "message_id", m.ID, "panic", perr.Value, "stack", string(perr.Stack))
 	} else {
 		p.cfg.logger.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
@@ -326,16 +354,20 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	delay, set, final := retryDelay(err, m.ReceiveCount, p.cfg.retryBackoff)
 	switch {
 	case final:
-		p.counters.dropped.Add(1)
 		p.finish(rec)
+		p.counters.dropped.Add(1)
 		ok, delay = true, 0
 	case set:
-		p.counters.retried.Add(1)
 		p.deq.setVisibility(rec, delay)
+		p.counters.retried.Add(1)
 	default:
 		p.disp.forget(rec)
 		delay = rec.visibleAt().Sub(p.cfg.clock.Now())
 	}
+	if panicked {
+		p.counters.panics.Add(1)
+	}
+	p.counters.failed.Add(1)
 	p.report(ctx, m, err)
 	return ok, delay
 }
@@ -354,6 +386,17 @@ func callHandler[T any](ctx context.Context, h Handler[T], v *T) (err error) {
 		}
 	}()
 	return h(ctx, v)
+}
+
+// callDecoder runs decode, turning a panic into a *PanicError: a decoder
+// that panics on a body has rejected it, and the decode policy applies.
+func callDecoder[T any](decode Decoder[T], body string, v *T) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &PanicError{Value: r, Stack: debug.Stack()}
+		}
+	}()
+	return decode(body, v)
 }
 
 // admitHandler waits, under an adaptive limit, until fewer handlers run than
@@ -376,9 +419,10 @@ func (p *Pool) releaseSlot() {
 // giveBack returns unstarted messages to the queue, visible after delay.
 func (p *Pool) giveBack(delay time.Duration, recs ...*record) {
 	for _, rec := range recs {
-		p.counters.returned.Add(1)
+		p.brk.unadmit(rec.takeProbe(), 1)
 		p.releaseSlot()
 		p.deq.setVisibility(rec, delay)
+		p.counters.returned.Add(1)
 	}
 }
 
@@ -389,8 +433,8 @@ func (p *Pool) observeCall(a api, entries int, began time.Time, err error) {
 }
 
 func (p *Pool) report(ctx context.Context, m *Message, err error) {
-	if p.cfg.onError != nil {
-		p.cfg.onError(ctx, m, err)
+	if h := p.cfg.onError; h != nil {
+		guard(p.cfg.logger, "ErrorHook", func() { h(ctx, m, err) })
 	}
 }
 
@@ -414,9 +458,22 @@ func (p *Pool) QueueURL() string { return p.queue.url }
 // *ShutdownError saying what was cut short. It returns nil when nothing was.
 // Calling it again, or after StartPool's context ended, waits for the same
 // stop.
+//
+// A handler may call Shutdown too. Then the stop begins, bounded by ctx's
+// deadline only (the handler's own context ends with the handler), and
+// Shutdown returns nil at once, since the stop waits for that handler: its
+// message ends by its result, deleted if it returns nil. Wait elsewhere
+// reports how the stop went.
 func (p *Pool) Shutdown(ctx context.Context) error {
+	if _, inHandler := p.workerIDs.Load(goroutineID()); inHandler {
+		select {
+		case p.shutdownReq <- shutdownRequest{ctx: ctx, fromHandler: true}:
+		case <-p.stopBegun:
+		}
+		return nil
+	}
 	select {
-	case p.shutdownReq <- ctx:
+	case p.shutdownReq <- shutdownRequest{ctx: ctx}:
 		// This call's ctx bounds the stop, which always ends: wait for it,
 		// final flush included.
 		<-p.done
@@ -440,13 +497,45 @@ func (p *Pool) Wait() error {
 	return p.err
 }
 
+// shutdownRequest asks supervise to begin the stop, bounded by ctx.
+type shutdownRequest struct {
+	ctx         context.Context
+	fromHandler bool // Shutdown was called by a handler of this pool
+}
+
+// goroutineID is the id of the calling goroutine, from its stack header
+// ("goroutine 42 [running]:"). Go has no API for it; Shutdown needs it to
+// tell a call from one of the pool's own handlers, which the stop waits for
+// and which must therefore not wait for the stop.
+func goroutineID() uint64 {
+	var buf [32]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	if i := bytes.IndexByte(b, ' '); i >= 0 {
+		b = b[:i]
+	}
+	id, _ := strconv.ParseUint(string(b), 10, 64)
+	return id
+}
+
 // supervise owns the stop: it begins on the first Shutdown or when the
 // parent context ends.
 func (p *Pool) supervise(parent context.Context) {
 	defer close(p.done)
 	var ctx context.Context
 	select {
-	case ctx = <-p.shutdownReq:
+	case req := <-p.shutdownReq:
+		ctx = req.ctx
+		if req.fromHandler {
+			// The handler's own context ends with the handler, which
+			// the stop waits for: keep only its deadline.
+			ctx = context.WithoutCancel(req.ctx)
+			if d, ok := req.ctx.Deadline(); ok {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithDeadline(ctx, d)
+				defer cancel()
+			}
+		}
 	case <-parent.Done():
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(parent), p.cfg.shutdownTimeout)
@@ -490,18 +579,57 @@ func (p *Pool) endReceives(ctx context.Context) {
 	<-done
 }
 
+// flushContext bounds the final flush: it ends when ctx has ended and
+// flushTimeout has passed since the flush began, whichever is later.
+// Deleting finished work is worth a moment even when the stop's deadline has
+// passed or passes meanwhile (a handler that finished just before it), since
+// otherwise the work runs again.
+func flushContext(ctx context.Context, flushTimeout time.Duration) (context.Context, context.CancelFunc) {
+	fctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	var mu sync.Mutex
+	stopAfter := func() bool { return false }
+	t := time.AfterFunc(flushTimeout, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if fctx.Err() == nil {
+			stopAfter = context.AfterFunc(ctx, cancel)
+		}
+	})
+	return fctx, func() {
+		t.Stop()
+		cancel()
+		mu.Lock()
+		stopAfter()
+		mu.Unlock()
+	}
+}
+
 // abandonGrace is how long a stop waits for cancelled handlers to return.
 const abandonGrace = time.Second
 
 func (p *Pool) stop(ctx context.Context) error {
 	log := p.cfg.logger
-	p.stopping.Store(true)
+	// Receiving ends first: a worker that sees stopping gives its record
+	// back, and a poller still receiving would take it again at once,
+	// burning its receive count, for as long as the two overlap. What a
+	// receive in flight still brings (see endReceives) is handled or given
+	// back like any other record.
 	p.pollCancel()
 	p.endReceives(ctx)
+	p.stopping.Store(true)
 	// Nothing sends on work any more. Give back what no worker has taken.
+	// Each record left there is received once, by the stop or by a worker,
+	// and whoever receives it owns it: a worker gives it back itself, since
+	// it sees stopping. So the stop takes without ever waiting: a worker may
+	// take the last record between a look at the queue and a receive.
 	var unstarted []*record
-	for len(p.work) > 0 {
-		unstarted = append(unstarted, <-p.work)
+	for taking := true; taking; {
+		select {
+		case rec := <-p.work:
+			unstarted = append(unstarted, rec)
+		default:
+			taking = false
+		}
 	}
 	unstarted = append(unstarted, p.disp.drainGroups()...)
 	p.giveBack(0, unstarted...)
@@ -530,12 +658,11 @@ func (p *Pool) stop(ctx context.Context) error {
 	}
 	p.bgCancel()
 	p.bg.Wait()
-	flushCtx := ctx
-	if ctx.Err() != nil {
-		var cancel context.CancelFunc
-		flushCtx, cancel = context.WithTimeout(context.WithoutCancel(ctx), p.cfg.flushTimeout)
-		defer cancel()
-	}
+	// From here on, every delete or visibility change that fails is work
+	// the stop leaves undone.
+	p.deq.closing.Store(true)
+	flushCtx, cancel := flushContext(ctx, p.cfg.flushTimeout)
+	defer cancel()
 	if err := p.deq.close(flushCtx); err != nil {
 		log.Warn("sqspool: final flush cut short", "error", err)
 	}

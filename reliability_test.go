@@ -139,11 +139,11 @@ func TestRetryDelayClassifiesErrors(t *testing.T) {
 
 func TestVisibilityIsCappedAtTwelveHoursFromReceive(t *testing.T) {
 	now := time.Now()
-	rec := &record{msg: &Message{ReceivedAt: now.Add(-11*time.Hour - 59*time.Minute)}}
+	rec := &record{receivedAt: now.Add(-11*time.Hour - 59*time.Minute)}
 	assert.LessOrEqual(t, visibilitySeconds(rec, time.Hour, now), int32(60))
-	rec.msg.ReceivedAt = now.Add(-13 * time.Hour)
+	rec.receivedAt = now.Add(-13 * time.Hour)
 	assert.Zero(t, visibilitySeconds(rec, time.Hour, now))
-	rec.msg.ReceivedAt = now
+	rec.receivedAt = now
 	assert.EqualValues(t, 2, visibilitySeconds(rec, 1500*time.Millisecond, now), "rounded up")
 }
 
@@ -152,7 +152,7 @@ func fifoDispatcher(clk clock.Clock) (*dispatcher, *[]time.Duration) {
 	var held []time.Duration
 	d := &dispatcher{
 		fifo: true, visibility: 30 * time.Second, clock: clk,
-		deadline: func(t time.Time) time.Time { return t.Add(time.Minute) },
+		deadline: func(_, t time.Time) time.Time { return t.Add(time.Minute) },
 		credits:  newCredits(10), counters: &counters{}, work: make(chan *record, 10),
 		hold:   func(_ *record, d time.Duration) { held = append(held, d) },
 		groups: map[string]*group{}, inflight: map[string]*record{},

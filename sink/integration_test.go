@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
@@ -37,7 +38,7 @@ func integrationSink(t *testing.T, ddb *dynamodb.Client, tbl string, opts ...sin
 
 func getOrder(t *testing.T, ddb *dynamodb.Client, tbl, pk string) (order, bool) {
 	t.Helper()
-	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: &tbl, Key: keyOf(pk), ConsistentRead: new(true)})
+	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: &tbl, Key: keyOf(pk), ConsistentRead: aws.Bool(true)})
 	require.NoError(t, err)
 	if out.Item == nil {
 		return order{}, false
@@ -160,7 +161,7 @@ func TestIntegrationDynamoDBIdempotency(t *testing.T) {
 		sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idem}))
 	var we *sink.WriteError
 	require.ErrorAs(t, bad.Put(sink.WithKey(t.Context(), "m-3"), order{PK: "c"}), &we)
-	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: &idem, ConsistentRead: new(true),
+	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: &idem, ConsistentRead: aws.Bool(true),
 		Key: map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: tbl + "#m-3"}}})
 	require.NoError(t, err)
 	assert.Nil(t, out.Item, "record deleted after the failed write")

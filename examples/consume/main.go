@@ -1,18 +1,18 @@
 // Command consume is the smallest complete sqspool consumer: a pool decodes
 // each message into a Job, the handler prints it, and the pool deletes it.
+// It depends on nothing but sqspool: copy it as a start.
 //
 //	go run ./examples/consume              # in memory: seeds three jobs, handles them, exits
-//	go run ./examples/consume -queue jobs  # AWS: consumes until SIGINT or SIGTERM
+//	go run ./examples/consume -queue jobs  # SQS: consumes until SIGINT or SIGTERM
 //
-// It uses AWS when the environment names it (AWS_PROFILE, AWS_ACCESS_KEY_ID,
-// AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_SQS, ...); -queue, the name or URL of
-// an existing queue, is required then. That includes the local emulators
-// that ./scripts/emulators.sh starts.
+// With -queue (the name or URL of an existing queue) it uses the default AWS
+// configuration: credentials, region and endpoint from the environment and
+// ~/.aws, so AWS_ENDPOINT_URL_SQS points it at a local SQS such as
+// cmd/sqsfake. Without -queue it runs against an in-memory sqsfake.
 package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/sqspool/sqspool"
-	"github.com/sqspool/sqspool/internal/exampleenv"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -33,38 +32,32 @@ type Job struct {
 }
 
 func main() {
-	queue := flag.String("queue", "", "queue name or URL (required when using AWS)")
+	queue := flag.String("queue", "", "queue name or URL on SQS (default: an in-memory queue with three jobs)")
+	wait := flag.Duration("wait", 20*time.Second, "long-poll wait; 1s suits emulators that hold a poll open until it is full")
 	flag.Parse()
 
 	// SIGINT or SIGTERM cancels ctx; the pool then stops gracefully: it stops
 	// receiving, lets running handlers finish and flushes their deletes.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, *queue); err != nil {
+	if err := run(ctx, *queue, *wait); err != nil {
 		fmt.Fprintln(os.Stderr, "consume:", err)
 		os.Exit(1)
 	}
 }
 
-func run(ctx context.Context, queue string) error {
+func run(ctx context.Context, queue string, wait time.Duration) error {
 	// A nil Client makes the pool build an *sqs.Client from the default AWS
 	// configuration, endpoint overrides included.
 	consumer := &sqspool.Consumer{Queue: queue}
-	var opts []sqspool.Option
 	var seeded int64
-	switch {
-	case !exampleenv.UseAWS():
+	if queue == "" {
 		fake := sqsfake.New()
 		consumer = &sqspool.Consumer{Client: fake, Queue: fake.MustCreateQueue("jobs", nil)}
 		for i, task := range []string{"resize image", "send email", "charge card"} {
 			fake.MustSendJSON(consumer.Queue, Job{ID: i + 1, Task: task})
 			seeded++
 		}
-	case queue == "":
-		return errors.New("-queue is required when using AWS")
-	case exampleenv.EmulatedSQS():
-		// Emulators may hold a long poll open until it is full: poll briefly.
-		opts = append(opts, sqspool.WithWaitTime(time.Second))
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -77,7 +70,7 @@ func run(ctx context.Context, queue string) error {
 			cancel() // in memory: stop once the seeded jobs are done
 		}
 		return nil // done: the pool deletes the message
-	}, opts...)
+	}, sqspool.WithWaitTime(wait))
 	if err != nil {
 		return err
 	}

@@ -13,7 +13,7 @@ import (
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
-	"github.com/sqspool/sqspool/internal/exampleenv"
+	"github.com/sqspool/sqspool/examples/internal/exampleenv"
 )
 
 // onAWS points cfg at SQS and DynamoDB from the default AWS configuration

@@ -16,8 +16,8 @@ import (
 type loadResult struct {
 	sent     int      // requests sent, not counting retries
 	accepted []string // ids of the requests answered 202
+	cutShort int      // requests whose answer ctx's end cut off
 	retries  int      // requests sent again after a 503
-	failed   int      // requests never accepted
 }
 
 // maxAttempts bounds how often one request is sent. The catcher answers 503
@@ -36,7 +36,7 @@ func sendRequests(ctx context.Context, url string, n, concurrency int) loadResul
 
 	var (
 		mu  sync.Mutex
-		res = loadResult{sent: n}
+		res loadResult
 		wg  sync.WaitGroup
 	)
 	next := make(chan int)
@@ -47,11 +47,13 @@ func sendRequests(ctx context.Context, url string, n, concurrency int) loadResul
 				body, _ := json.Marshal(Request{ID: id, Text: fmt.Sprintf("request %d of %d, sent by the load generator", i+1, n)})
 				ok, retries := post(ctx, client, url, body)
 				mu.Lock()
+				res.sent++
 				res.retries += retries
-				if ok {
+				switch {
+				case ok:
 					res.accepted = append(res.accepted, id)
-				} else {
-					res.failed++
+				case ctx.Err() != nil:
+					res.cutShort++
 				}
 				mu.Unlock()
 			}
@@ -62,7 +64,6 @@ feed:
 		select {
 		case next <- i:
 		case <-ctx.Done():
-			res.failed += n - i
 			break feed
 		}
 	}

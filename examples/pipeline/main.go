@@ -34,7 +34,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/sqspool/sqspool/internal/exampleenv"
+	"github.com/sqspool/sqspool/examples/internal/exampleenv"
 )
 
 func main() {
@@ -49,8 +49,10 @@ func main() {
 	flag.StringVar(&cfg.IdempotencyTable, "idempotency-table", "", `AWS: idempotency table, partition key "id" (default: create one)`)
 	flag.Parse()
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	cfg.Out = os.Stdout
 
-	// SIGINT or SIGTERM ends the run early, gracefully.
+	// SIGINT or SIGTERM ends the run early, gracefully: everything stops in
+	// order, the summary says what got through, and the exit status is 0.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := start(ctx, cfg); err != nil {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
+	"io"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -32,8 +32,10 @@ type monitor struct {
 	served chan error
 }
 
-// startMonitor listens on addr and serves until Close.
-func startMonitor(addr string, log *slog.Logger) (*monitor, error) {
+// startMonitor listens on addr and serves until Close. It prints where to
+// out: the address is the point of -metrics, so it is not left to a log
+// level that may hide it.
+func startMonitor(addr string, out io.Writer) (*monitor, error) {
 	registry := prometheus.NewRegistry()
 	exporter, err := otelprom.New(otelprom.WithRegisterer(registry))
 	if err != nil {
@@ -53,7 +55,7 @@ func startMonitor(addr string, log *slog.Logger) (*monitor, error) {
 	mux.HandleFunc("GET /readyz", m.ready)
 	m.server = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, WriteTimeout: 10 * time.Second}
 	go func() { m.served <- m.server.Serve(ln) }()
-	log.Info("pipeline: metrics at " + m.URL + "/metrics, readiness at " + m.URL + "/readyz")
+	fmt.Fprintf(out, "metrics at %s/metrics, readiness at %s/readyz\n", m.URL, m.URL)
 	return m, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -26,8 +27,10 @@ func get(t *testing.T, url string) (int, string) {
 
 func TestMonitorServesMetricsAndReadiness(t *testing.T) {
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	mon, err := startMonitor("127.0.0.1:0", quiet)
+	var out strings.Builder
+	mon, err := startMonitor("127.0.0.1:0", &out)
 	require.NoError(t, err)
+	assert.Equal(t, "metrics at "+mon.URL+"/metrics, readiness at "+mon.URL+"/readyz\n", out.String())
 	defer func() { require.NoError(t, mon.Close(context.Background())) }()
 	defer http.DefaultClient.CloseIdleConnections()
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -82,6 +83,7 @@ type Config struct {
 	WaitTime    time.Duration // long-poll wait (default 20s; emulators want 1s)
 	Timeout     time.Duration // bound on the whole run (default 2m)
 	Logger      *slog.Logger  // default slog.Default()
+	Out         io.Writer     // where the addresses served are printed (default: nowhere)
 }
 
 // inMemory points cfg at a new in-memory SQS and DynamoDB.
@@ -113,14 +115,23 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Out == nil {
+		c.Out = io.Discard
+	}
 }
 
 // run serves the catcher, consumes its queue into the DynamoDB sink, sends
 // cfg.Requests requests through the catcher, waits until every accepted one
 // is stored, stops everything in order and says what flowed through.
-func run(ctx context.Context, cfg Config) (Summary, error) {
+//
+// Cancelling ctx (SIGINT) is a request to stop early, not a failure: run
+// stops everything in the same order and returns a summary marked
+// Interrupted, whose counts still add up, and no error. Messages accepted
+// but not yet handled stay in the queue. Running out of cfg.Timeout is an
+// error.
+func run(parent context.Context, cfg Config) (Summary, error) {
 	cfg.setDefaults()
-	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	ctx, cancel := context.WithTimeout(parent, cfg.Timeout)
 	defer cancel()
 	start := time.Now()
 	ln, err := net.Listen("tcp", cfg.Addr)
@@ -143,7 +154,7 @@ func run(ctx context.Context, cfg Config) (Summary, error) {
 	opts := []sqspool.Option{sqspool.WithWorkers(cfg.Workers), sqspool.WithWaitTime(cfg.WaitTime), sqspool.WithLogger(cfg.Logger)}
 	var mon *monitor
 	if cfg.Metrics != "" {
-		if mon, err = startMonitor(cfg.Metrics, cfg.Logger); err != nil {
+		if mon, err = startMonitor(cfg.Metrics, cfg.Out); err != nil {
 			return Summary{}, errors.Join(err, ln.Close(), results.Close(ctx))
 		}
 		defer func() { _ = mon.Close(context.WithoutCancel(ctx)) }()
@@ -180,7 +191,7 @@ func run(ctx context.Context, cfg Config) (Summary, error) {
 	serveCtx, stopServing := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- catcher.Serve(serveCtx, ln, h) }()
-	cfg.Logger.Info("pipeline: catcher listening", "url", url)
+	fmt.Fprintf(cfg.Out, "catcher at %s\n", url)
 
 	load := sendRequests(ctx, url, cfg.Requests, cfg.Concurrency)
 	err = stored.waitFor(ctx, load.accepted)
@@ -190,13 +201,17 @@ func run(ctx context.Context, cfg Config) (Summary, error) {
 		// makes them no-ops.
 		waitEmpty(ctx, cfg.SQS, pool.QueueURL(), 10*time.Second)
 	}
+	interrupted := parent.Err() != nil
 
 	// Stop in the order work flows: no new requests (pending sends
 	// flushed), then no new messages (pending deletes flushed), then no new
 	// writes.
-	errs := []error{err}
-	if load.failed > 0 {
-		errs = append(errs, fmt.Errorf("%d of %d requests were not accepted", load.failed, load.sent))
+	var errs []error
+	if !interrupted {
+		errs = append(errs, err)
+		if failed := load.sent - len(load.accepted); failed > 0 {
+			errs = append(errs, fmt.Errorf("%d of %d requests were not accepted", failed, load.sent))
+		}
 	}
 	stopServing()
 	errs = append(errs, <-served)
@@ -205,7 +220,8 @@ func run(ctx context.Context, cfg Config) (Summary, error) {
 	errs = append(errs, pool.Shutdown(stopCtx))
 	errs = append(errs, results.Close(stopCtx))
 	s := Summary{
-		Sent: load.sent, Accepted: len(load.accepted), Retries: load.retries, Stored: stored.len(),
+		Requests: cfg.Requests, Interrupted: interrupted,
+		Sent: load.sent, Accepted: len(load.accepted), CutShort: load.cutShort, Retries: load.retries, Stored: stored.len(),
 		Elapsed: time.Since(start), Catcher: h.Stats(), Pool: pool.Stats(), Sink: results.Stats(),
 	}
 	s.QueueVisible, s.QueueInFlight, err = queueDepth(stopCtx, cfg.SQS, pool.QueueURL())

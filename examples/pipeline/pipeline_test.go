@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -182,4 +183,44 @@ func TestPipelineE2E(t *testing.T) {
 	})
 	require.NoError(t, err)
 	assert.Empty(t, out.Messages)
+}
+
+// SIGINT mid-run (here: the parent context cancelled from the fake's hook at
+// the fifth SendMessageBatch) stops everything in order with no error, and
+// the summary adds up: every request sent was accepted, refused or cut short;
+// every message queued was deleted after its result was stored, or is still
+// in the queue.
+func TestPipelineInterrupted(t *testing.T) {
+	t.Parallel()
+	cfg := Config{Requests: 5000, Logger: quiet}
+	inMemory(&cfg)
+	fake := cfg.SQS.(*sqsfake.Fake)
+	ctx, interrupt := context.WithCancel(t.Context())
+	defer interrupt()
+	var sends atomic.Int32
+	fake.SetHook(func(api string, _ any) error {
+		if api == sqsfake.OpSendMessageBatch && sends.Add(1) == 5 {
+			interrupt()
+		}
+		return nil
+	})
+
+	s, err := run(ctx, cfg)
+	var out strings.Builder
+	s.Print(&out)
+	t.Log("\n" + out.String())
+	require.NoError(t, err, "an interrupt is not a failure")
+	assert.True(t, s.Interrupted)
+	assert.Contains(t, out.String(), fmt.Sprintf("interrupted after %d of 5000 requests", s.Sent))
+	assert.LessOrEqual(t, s.Accepted+s.CutShort, s.Sent)
+
+	q := fake.Stats(cfg.Queue)
+	p := s.Pool
+	assert.EqualValues(t, q.Sent, q.Deleted+int64(s.QueueVisible+s.QueueInFlight), "every queued message deleted or still queued")
+	assert.EqualValues(t, s.Stored, p.Deleted, "each stored request deleted once, nothing else deleted")
+	assert.EqualValues(t, p.Processed, p.Deleted)
+	assert.EqualValues(t, s.Stored, s.Sink.ItemsWritten)
+	assert.Zero(t, s.QueueInFlight, "unstarted messages given back at the stop")
+	assert.LessOrEqual(t, s.Accepted, int(q.Sent), "every accepted request queued")
+	assert.LessOrEqual(t, int(q.Sent), s.Accepted+s.CutShort, "only accepted or cut-short requests queued")
 }

@@ -15,8 +15,14 @@ import (
 
 // Summary is what flowed through one run.
 type Summary struct {
-	Sent     int // requests the load generator sent (retries not counted)
-	Accepted int // requests answered 202: messages in the queue
+	Requests    int  // requests the run was to send
+	Interrupted bool // the run was stopped early (SIGINT)
+	Sent        int  // requests the load generator sent (retries not counted)
+	Accepted    int  // requests answered 202: messages in the queue
+	// CutShort counts requests whose answer the stop cut off: their
+	// messages may or may not be in the queue. Sent - Accepted - CutShort
+	// requests were refused.
+	CutShort int
 	Retries  int // requests sent again after a 503
 	Stored   int // distinct requests whose result is durable
 	// QueueVisible and QueueInFlight are the messages left in the queue
@@ -54,7 +60,13 @@ func (s Summary) Print(w io.Writer) {
 		rejected += n
 	}
 	p := s.Pool
-	fmt.Fprintf(w, "%d requests in %v\n", s.Sent, s.Elapsed.Round(time.Millisecond))
+	if s.Interrupted {
+		fmt.Fprintf(w, "interrupted after %d of %d requests, in %v\n", s.Sent, s.Requests, s.Elapsed.Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(w, "%d requests in %v\n", s.Sent, s.Elapsed.Round(time.Millisecond))
+	}
+	fmt.Fprintf(w, "  clients   %d accepted, %d refused, %d cut short by the stop\n",
+		s.Accepted, s.Sent-s.Accepted-s.CutShort, s.CutShort)
 	fmt.Fprintf(w, "  catcher   %d accepted, %d rejected, %d retried; %d SendMessageBatch calls (%.0f per 1000 messages)\n",
 		s.Catcher.Accepted, rejected, s.Retries, s.Catcher.Calls, s.Catcher.CallsPer1000())
 	fmt.Fprintf(w, "  pool      %d received, %d processed, %d failed, %d duplicates dropped; %d deleted\n",

@@ -1,0 +1,635 @@
+package sqspool
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+	"github.com/aws/smithy-go"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/sqsfake"
+)
+
+// panickyObserver panics in every method it has.
+type panickyObserver struct{}
+
+func (panickyObserver) Received(*Message) { panic("observer: received") }
+func (panickyObserver) Start(context.Context, *Message) (context.Context, func(error)) {
+	panic("observer: start")
+}
+func (panickyObserver) Deleted(*Message)                       { panic("observer: deleted") }
+func (panickyObserver) Call(string, int, time.Duration, error) { panic("observer: call") }
+
+// Defect 8: a panicking Decoder is a decode error under the decode policy,
+// and a panicking ErrorHook or Observer is logged, never the end of the
+// process.
+func TestPanickingDecoderHookAndObserverDoNotCrash(t *testing.T) {
+	for _, policy := range []DecodeFailurePolicy{LeaveMalformed, DeleteMalformed} {
+		e := newEnv(t, nil)
+		e.send("bad", "id=1")
+		errs := newErrorLog()
+		s := newSeen()
+		hookCalls := 0
+		p := e.start(s.handler, WithWorkers(1), WithMaxMessages(1), WithDecodeFailure(policy),
+			WithDecoder(func(body string, o *order) error {
+				if body == "bad" {
+					panic("decoder: bad body")
+				}
+				o.ID = 1
+				return nil
+			}),
+			WithObserver(panickyObserver{}),
+			WithErrorHook(func(ctx context.Context, m *Message, err error) {
+				errs.hook(ctx, m, err)
+				hookCalls++ // one worker: no race
+				panic("hook: " + err.Error())
+			}))
+		var derr *DecodeError
+		require.ErrorAs(t, errs.next(t), &derr)
+		var perr *PanicError
+		require.ErrorAs(t, derr, &perr, "the decoder's panic is in the decode error")
+		assert.Equal(t, "decoder: bad body", perr.Value)
+		assert.Equal(t, []int{1}, s.wait(t, 1), "the pool went on to the next message")
+		e.shutdown(p)
+		st := p.Stats()
+		assert.EqualValues(t, 1, st.DecodeErrors)
+		assert.EqualValues(t, 1, st.Processed)
+		msgs := e.fake.Messages(e.queue)
+		if policy == DeleteMalformed {
+			assert.Empty(t, msgs, "deleted by policy")
+		} else {
+			require.Len(t, msgs, 1, "left for the redrive policy")
+			assert.Equal(t, "bad", msgs[0].Body)
+		}
+	}
+}
+
+// Defect 7: the handler's time counts from when its message arrived, not
+// from when the long poll that brought it was sent.
+func TestHandlerTimeoutCountsFromArrivalNotFromThePoll(t *testing.T) {
+	e := newEnv(t, nil)
+	left := make(chan time.Duration, 1)
+	p := e.start(func(ctx context.Context, o *order) error {
+		d, ok := ctx.Deadline()
+		require.True(t, ok)
+		require.NoError(t, ctx.Err())
+		left <- time.Until(d)
+		return nil
+	}, WithWorkers(1), WithHandlerTimeout(5*time.Second))
+	require.True(t, e.clk.BlockUntil(2, nil)) // the watchdog's tick and the long poll's wait
+	e.clk.Advance(15 * time.Second)           // 15 s into the 20 s poll ...
+	e.sendOrders(1)                           // ... the message arrives
+	assert.Greater(t, <-left, 4*time.Second, "the whole handler timeout is left")
+	e.shutdown(p)
+}
+
+// Defect 5: the heartbeat stops at the handler's deadline.
+func TestHeartbeatStopsAtTheHandlerDeadline(t *testing.T) {
+	e := newEnv(t, nil) // visibility 30 s
+	e.sendOrders(1)
+	started := make(chan struct{})
+	release := make(chan struct{})
+	clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 1000)}
+	// Extensions wait for the linger, which this clock never reaches: what
+	// the heartbeat asked for stays pending where the test can see it.
+	p := e.start(func(ctx context.Context, o *order) error {
+		close(started)
+		<-release // ignores its context
+		return ctx.Err()
+	}, WithClock(clk), WithWorkers(1), WithHandlerTimeout(15*time.Second), WithDeleteLinger(time.Hour), WithRetryBackoff(nil))
+	<-started
+	tick := watchTick(30*time.Second, 15*time.Second)
+	ticked := func() {
+		for d := range clk.armed {
+			if d == tick {
+				return
+			}
+		}
+	}
+	ticked()
+	for elapsed := time.Duration(0); elapsed < 40*time.Second; elapsed += tick {
+		e.clk.Advance(tick)
+		ticked() // the watchdog has looked at the message
+	}
+	assert.Zero(t, p.deq.changes.Pending(), "no extension past the handler's deadline (15 s), long before the visibility timeout (30 s) needed one")
+	close(release)
+	e.shutdown(p)
+}
+
+// plainDispatcher is a dispatcher for one standard queue, fed directly.
+func plainDispatcher(clk clock.Clock) *dispatcher {
+	d, _ := fifoDispatcher(clk)
+	d.fifo = false
+	return d
+}
+
+func plainMsg(id, handle string, receiveCount int) types.Message {
+	return types.Message{
+		MessageId: aws.String(id), ReceiptHandle: aws.String(handle), Body: aws.String("{}"),
+		Attributes: map[string]string{"ApproximateReceiveCount": strconv.Itoa(receiveCount)},
+	}
+}
+
+// Defect 5: SQS counts the 12 hours from the newest receive, and so must the
+// cap on extensions.
+func TestVisibilityCapCountsFromTheNewestDelivery(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	d := plainDispatcher(clk)
+	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, clk.Now())
+	rec := <-d.work
+	clk.Advance(11 * time.Hour)
+	d.dispatch([]types.Message{plainMsg("m", "h2", 2)}, clk.Now()) // received again meanwhile
+	clk.Advance(90 * time.Minute)                                  // 12.5 h after the first receive
+	assert.EqualValues(t, 30, visibilitySeconds(rec, 30*time.Second, clk.Now()), "1.5 h after the newest receive")
+}
+
+// Suspicion: the cap's margin must hold after rounding to whole seconds.
+func TestVisibilityCapIsNotRoundedPastItsMargin(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	d := plainDispatcher(clk)
+	received := clk.Now()
+	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, received)
+	rec := <-d.work
+	clk.Advance(maxVisibility - 60*time.Second + 500*time.Millisecond) // 59.5 s left
+	secs := visibilitySeconds(rec, time.Hour, clk.Now())
+	until := clk.Now().Add(time.Duration(secs) * time.Second)
+	assert.False(t, until.After(received.Add(maxVisibility-time.Second)), "%ds ends %v past the margin", secs, until.Sub(received.Add(maxVisibility-time.Second)))
+	assert.Positive(t, secs)
+}
+
+// Defect 5: at the cap, the heartbeat has nothing left to extend by, and
+// must not send an "extension" of 0, which makes the message visible at once.
+func TestHeartbeatNeverSendsAZeroExtension(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	d := plainDispatcher(clk)
+	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, clk.Now())
+	rec := <-d.work
+	cfg := defaultConfig()
+	cfg.clock, cfg.deleteLinger = clk, time.Hour
+	deq := newDequeuer(context.Background(), &dequeuer{clock: clk, counters: &counters{}, forget: d.forget}, &cfg)
+	clk.Advance(maxVisibility)
+	deq.extend(rec, 30*time.Second)
+	assert.Zero(t, deq.changes.Pending(), "nothing to extend by at the cap")
+	require.NoError(t, deq.close(context.Background()))
+}
+
+// Defect 9: a stop whose final flush failed does not report success.
+func TestShutdownReportsDeletesThatFailedInTheFinalFlush(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(3)
+	s := newSeen()
+	// The linger never ends on this clock: the deletes wait for the stop.
+	p := e.start(s.handler, WithDeleteLinger(time.Hour), WithBatchAttempts(1))
+	s.wait(t, 3)
+	e.fake.FailNext(sqsfake.OpDeleteMessageBatch, 10, nil) // InternalError
+	err := p.Shutdown(context.Background())
+	var serr *ShutdownError
+	require.ErrorAs(t, err, &serr)
+	assert.Equal(t, 3, serr.Unflushed, "three finished messages were not deleted")
+	assert.Equal(t, err, p.Wait())
+	_, inFlight := e.depth(e.queue)
+	assert.Equal(t, 3, inFlight)
+}
+
+// Suspicion: a handler that finishes just before the shutdown deadline still
+// has its delete flushed, within the flush timeout.
+func TestDeleteOfAHandlerFinishingAtTheDeadlineGetsFlushTime(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(1)
+	started := make(chan struct{})
+	finish := make(chan struct{})
+	clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 100)}
+	p := e.start(func(context.Context, *order) error {
+		close(started)
+		<-finish
+		return nil
+	}, WithClock(clk), WithDeleteLinger(time.Hour), WithReceiveFill(0))
+	<-started
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The first delete reaches SQS as the deadline passes, and fails; it
+	// must be tried again, not cut short with the deadline.
+	var calls atomic.Int32
+	e.fake.SetHook(func(api string, _ any) error {
+		if api == sqsfake.OpDeleteMessageBatch && calls.Add(1) == 1 {
+			cancel()
+			return &smithy.GenericAPIError{Code: "InternalError", Fault: smithy.FaultServer}
+		}
+		return nil
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- p.Shutdown(ctx) }()
+	require.Eventually(t, func() bool { return !p.Health().Polling }, 10*time.Second, time.Millisecond)
+	close(finish)
+	stopped := make(chan struct{})
+	var err error
+	go func() {
+		err = <-errc
+		close(stopped)
+	}()
+	for backoff := false; !backoff; {
+		select {
+		case d := <-clk.armed:
+			backoff = d < time.Second // not the watchdog's tick, nor the linger
+		case <-stopped:
+			backoff = true
+		}
+	}
+	e.clk.Advance(time.Second)
+	<-stopped
+	require.NoError(t, err)
+	assert.EqualValues(t, 1, p.Stats().Deleted)
+	assert.EqualValues(t, 2, calls.Load())
+}
+
+// downstream is a handler whose downstream can be taken down: while it is,
+// every message fails and asks to come back only in an hour, so that the
+// test decides what the queue holds next.
+type downstream struct {
+	down atomic.Bool
+	s    *seen
+}
+
+// retriesApplied waits until n messages are in flight for an hour or more
+// (their RetryAfter reached the queue), so that advancing the clock by less
+// does not bring them back.
+func retriesApplied(t *testing.T, e *env, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		held := 0
+		for _, m := range e.fake.Messages(e.queue) {
+			if m.State == sqsfake.StateInFlight && !m.VisibleAt.Before(e.clk.Now().Add(time.Hour)) {
+				held++
+			}
+		}
+		return held == n
+	}, 10*time.Second, time.Millisecond)
+}
+
+func (d *downstream) handler(ctx context.Context, o *order) error {
+	if d.down.Load() {
+		return RetryAfter(time.Hour, errors.New("downstream down"))
+	}
+	return d.s.handler(ctx, o)
+}
+
+// Defect 2: a probe that never reaches the handler (here an undecodable
+// body) gives its admission back, and the breaker can still close.
+func TestBreakerProbeThatIsNotHandledGivesItsAdmissionBack(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(2)
+	d := &downstream{s: newSeen()}
+	d.down.Store(true)
+	changes := make(chan BreakerState, 10)
+	errs := newErrorLog()
+	p := e.start(d.handler, WithWorkers(1), WithMaxMessages(1), WithErrorHook(errs.hook),
+		WithCircuitBreaker(CircuitBreaker{
+			MinRequests: 2, CoolDown: time.Minute, Probes: 1,
+			OnStateChange: func(_, to BreakerState) { changes <- to },
+		}))
+	require.Equal(t, BreakerOpen, <-changes)
+	retriesApplied(t, e, 2)
+	// The poller is parked: waiting out the cool-down, or in a long poll
+	// let in before the breaker opened. Timers: the watchdog's, and the
+	// cool-down's or the long poll's.
+	require.True(t, e.clk.BlockUntil(2, nil))
+	e.clk.Advance(20 * time.Second) // such a long poll ends, empty
+	require.True(t, e.clk.BlockUntil(2, nil))
+	e.send("not json") // the only message the probe can get
+	e.clk.Advance(40 * time.Second)
+	require.Equal(t, BreakerHalfOpen, <-changes)
+	for {
+		var derr *DecodeError
+		if errors.As(errs.next(t), &derr) {
+			break
+		}
+	}
+	assert.Zero(t, p.Stats().Returned, "the probe's receive brought it, not one let in before the breaker opened")
+	d.down.Store(false)
+	e.send(`{"id":7}`)
+	assert.Equal(t, []int{7}, d.s.wait(t, 1), "a second probe was let in")
+	require.Equal(t, BreakerClosed, <-changes)
+	e.shutdown(p)
+}
+
+// Suspicion: a handler that started before the breaker opened is not a probe:
+// its success, once half-open, says nothing of whether the downstream is back.
+func TestHandlerStartedBeforeTheBreakerOpenedIsNotAProbe(t *testing.T) {
+	e := newEnv(t, nil)
+	e.send(`{"id":1}`)
+	release := make(chan struct{})
+	started := make(chan struct{})
+	changes := make(chan BreakerState, 10)
+	p := e.start(func(ctx context.Context, o *order) error {
+		if o.ID == 1 {
+			close(started)
+			<-release
+			return nil
+		}
+		return RetryAfter(time.Hour, errors.New("downstream down"))
+	}, WithWorkers(3), WithReceiveFill(0), WithCircuitBreaker(CircuitBreaker{
+		MinRequests: 2, CoolDown: time.Minute, Probes: 1,
+		OnStateChange: func(_, to BreakerState) { changes <- to },
+	}))
+	<-started
+	e.send(`{"id":2}`, `{"id":3}`)
+	require.Equal(t, BreakerOpen, <-changes)
+	retriesApplied(t, e, 2)
+	e.clk.Advance(time.Minute)
+	require.Equal(t, BreakerHalfOpen, <-changes)
+	close(release)
+	// Processed is counted after the breaker heard the outcome.
+	require.Eventually(t, func() bool { return p.Stats().Processed == 1 }, 10*time.Second, time.Millisecond)
+	assert.Equal(t, BreakerHalfOpen, p.Stats().Breaker, "no probe has run yet")
+	e.shutdown(p)
+}
+
+// halfOpenBreaker returns a breaker (Probes: 2) that opened and cooled down,
+// and the probe admission of its two probes, both taken.
+func halfOpenBreaker(t *testing.T) (*breaker, *clock.Manual, uint64) {
+	clk := clock.NewManual(time.Now())
+	b := newTestBreaker(clk, nil)
+	for range 4 {
+		b.record(errors.New("x"), 0)
+	}
+	clk.Advance(30 * time.Second)
+	n, probe, err := b.admit(context.Background(), 10)
+	require.NoError(t, err)
+	require.Equal(t, 2, n)
+	return b, clk, probe
+}
+
+// Defect 2: giving an admission back wakes a poller waiting for one.
+func TestBreakerUnadmitWakesWaitingPollers(t *testing.T) {
+	b, _, probe := halfOpenBreaker(t)
+	got := make(chan int, 1)
+	go func() {
+		n, _, err := b.admit(context.Background(), 10)
+		assert.NoError(t, err)
+		got <- n
+	}()
+	b.unadmit(probe, 1) // a probe that did not reach a handler
+	assert.Equal(t, 1, <-got)
+	b.unadmit(probe, 2)
+}
+
+// Defect 2: a probe delivered twice holds one admission; the duplicate's is
+// given back at once.
+func TestDuplicateProbeGivesItsAdmissionBack(t *testing.T) {
+	b, clk, probe := halfOpenBreaker(t)
+	d := plainDispatcher(clk)
+	d.breaker = b
+	d.dispatchProbes([]types.Message{plainMsg("m", "h1", 1), plainMsg("m", "h2", 2)}, clk.Now(), probe)
+	rec := <-d.work
+	n, _, err := b.admit(context.Background(), 10)
+	require.NoError(t, err)
+	assert.Equal(t, 1, n, "the duplicate's admission came back")
+	b.record(nil, rec.takeProbe())
+	b.record(nil, probe)
+	state, _ := b.snapshot()
+	assert.Equal(t, BreakerClosed, state)
+}
+
+// staleRefuser is SQS refusing a delete made with a receipt handle that a
+// newer delivery has replaced (ReceiptHandleIsInvalid, as FIFO queues always
+// do): the entries whose handle is stale fail for good. It holds such a call
+// until the test lets it go, and tells the test each receipt handle it
+// hands out.
+type staleRefuser struct {
+	*sqsfake.Fake
+	handles  chan string
+	holding  chan struct{} // a delete with the stale handle has arrived
+	proceed  chan struct{}
+	stale    atomic.Pointer[string]
+	refusals atomic.Int32
+}
+
+func (c *staleRefuser) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, o ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	out, err := c.Fake.ReceiveMessage(ctx, in, o...)
+	if err == nil {
+		for _, m := range out.Messages {
+			c.handles <- aws.ToString(m.ReceiptHandle)
+		}
+	}
+	return out, err
+}
+
+func (c *staleRefuser) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, o ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
+	cp := *in
+	cp.Entries = append([]types.DeleteMessageBatchRequestEntry(nil), in.Entries...)
+	for i := range cp.Entries {
+		if s := c.stale.Load(); s != nil && aws.ToString(cp.Entries[i].ReceiptHandle) == *s {
+			c.holding <- struct{}{}
+			<-c.proceed
+			c.refusals.Add(1)
+			cp.Entries[i].ReceiptHandle = aws.String("refused")
+		}
+	}
+	return c.Fake.DeleteMessageBatch(ctx, &cp, o...)
+}
+
+// Defect 3: a delete refused because its handle went stale meanwhile is made
+// again with the newest handle.
+func TestRefusedDeleteIsRetriedWithTheNewerHandle(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(1)
+	client := &staleRefuser{Fake: e.fake, handles: make(chan string, 10), holding: make(chan struct{}, 1), proceed: make(chan struct{})}
+	s := newSeen()
+	armed := make(chan struct{})
+	p, err := StartPool(context.Background(), &Consumer{Client: client, Queue: e.queue}, func(ctx context.Context, o *order) error {
+		<-armed
+		return s.handler(ctx, o)
+	}, e.opts(WithWorkers(1), WithMaxMessages(1))...)
+	require.NoError(t, err)
+	h1 := <-client.handles
+	client.stale.Store(&h1)
+	close(armed)
+	s.wait(t, 1)
+	<-client.holding // the delete with h1 is on its way
+	// SQS delivers the message again meanwhile (its visibility ended, say).
+	_, err = e.fake.ChangeMessageVisibility(context.Background(), &sqs.ChangeMessageVisibilityInput{
+		QueueUrl: &e.queue, ReceiptHandle: &h1, VisibilityTimeout: 0,
+	})
+	require.NoError(t, err)
+	<-client.handles
+	// Duplicates is counted after the record took the newer handle.
+	require.Eventually(t, func() bool { return p.Stats().Duplicates == 1 }, 10*time.Second, time.Millisecond)
+	close(client.proceed) // h1 is refused
+	require.NoError(t, p.Shutdown(context.Background()))
+	assert.EqualValues(t, 1, client.refusals.Load())
+	fs := e.fake.Stats(e.queue)
+	assert.EqualValues(t, 1, fs.Deleted, "deleted with the newer handle")
+	assert.Zero(t, fs.Visible+fs.InFlight)
+	st := p.Stats()
+	assert.EqualValues(t, 1, st.Deleted)
+	assert.Zero(t, st.DeleteErrors)
+}
+
+// heldExtension holds the first heartbeat extension's call (VisibilityTimeout
+// as given) until the test lets it go, as a slow network would.
+type heldExtension struct {
+	*sqsfake.Fake
+	timeout int32
+	held    chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (c *heldExtension) ChangeMessageVisibilityBatch(ctx context.Context, in *sqs.ChangeMessageVisibilityBatchInput, o ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error) {
+	for _, en := range in.Entries {
+		if en.VisibilityTimeout == c.timeout {
+			c.once.Do(func() {
+				close(c.held)
+				<-c.release
+			})
+		}
+	}
+	return c.Fake.ChangeMessageVisibilityBatch(ctx, in, o...)
+}
+
+// Defect 6 (bbc sqs-consumer #303): a heartbeat extension already on its
+// way when the handler fails must not override the retry delay the failure
+// asked for: the last visibility change SQS applies is the outcome's.
+func TestInFlightExtensionDoesNotOverrideTheRetryDelay(t *testing.T) {
+	e := newEnv(t, nil) // visibility 30 s
+	e.sendOrders(1)
+	client := &heldExtension{Fake: e.fake, timeout: 30, held: make(chan struct{}), release: make(chan struct{})}
+	clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 1000)}
+	started, finish := make(chan struct{}), make(chan struct{})
+	reported := make(chan struct{})
+	p, err := StartPool(context.Background(), &Consumer{Client: client, Queue: e.queue}, func(ctx context.Context, o *order) error {
+		close(started)
+		<-finish
+		return RetryAfter(2*time.Second, errors.New("busy"))
+	}, e.opts(WithClock(clk), WithWorkers(1), WithErrorHook(func(context.Context, *Message, error) { close(reported) }))...)
+	require.NoError(t, err)
+	<-started
+	for d := range clk.armed { // the watchdog's tick
+		if d == 10*time.Second {
+			break
+		}
+	}
+	e.clk.Advance(10 * time.Second) // the heartbeat extends: 20 s left is within a tick and a third
+	<-client.held
+	close(finish)
+	<-reported // the retry delay has been asked for
+	errc := make(chan error, 1)
+	go func() { errc <- p.Shutdown(context.Background()) }()
+	require.Eventually(t, func() bool { return !p.Health().Polling }, 10*time.Second, time.Millisecond)
+	close(client.release) // the extension lands now
+	require.NoError(t, <-errc)
+	msgs := e.fake.Messages(e.queue)
+	require.Len(t, msgs, 1)
+	assert.Equal(t, e.clk.Now().Add(2*time.Second), msgs[0].VisibleAt, "the retry delay is the last change applied")
+}
+
+// Defect 4: a handler may stop its own pool. Shutdown must not wait for the
+// handler that called it, and that handler's message ends by its result.
+func TestShutdownFromInsideAHandler(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(1)
+	var p *Pool
+	shutdownErr := make(chan error, 1)
+	ready := make(chan struct{})
+	p = e.start(func(ctx context.Context, o *order) error {
+		<-ready
+		shutdownErr <- p.Shutdown(context.Background()) // no deadline
+		return nil
+	})
+	close(ready)
+	waited := make(chan error, 1)
+	go func() { waited <- p.Wait() }()
+	hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
+	defer hang.Stop()
+	select {
+	case err := <-waited:
+		require.NoError(t, err)
+	case <-hang.C:
+		t.Fatal("Shutdown from a handler deadlocked the pool")
+	}
+	require.NoError(t, <-shutdownErr)
+	fs := e.fake.Stats(e.queue)
+	assert.EqualValues(t, 1, fs.Deleted, "the handler succeeded: its message was deleted")
+	assert.Zero(t, fs.Visible+fs.InFlight)
+	assert.EqualValues(t, 1, p.Stats().Processed)
+}
+
+// Defect 1: the stop and the workers both take unstarted records from the
+// work queue; a worker taking the last one as the stop looks must not leave
+// the stop waiting for ever. Each record is given back once, by whoever took
+// it.
+func TestShutdownAsWorkersTakeTheLastUnstartedRecords(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(5)
+	release := make(chan struct{})
+	started := make(chan struct{}, 5)
+	s := newSeen()
+	p := e.start(func(ctx context.Context, o *order) error {
+		started <- struct{}{}
+		<-release
+		return s.handler(ctx, o)
+	}, WithWorkers(2), WithReceiveFill(0))
+	// A read-ahead of three (the sizer keeps it: on this clock its next turn
+	// never comes), so that three records wait for the two busy workers.
+	p.sizer.mu.Lock()
+	p.sizer.lastAt = e.clk.Now()
+	p.sizer.mu.Unlock()
+	p.readAhead.Store(3)
+	p.credits.release(3)
+	<-started
+	<-started
+	require.Eventually(t, func() bool { return len(p.work) == 3 }, 10*time.Second, time.Millisecond)
+	errc := make(chan error, 1)
+	go func() { errc <- p.Shutdown(context.Background()) }()
+	require.Eventually(t, func() bool { return !p.Health().Polling }, 10*time.Second, time.Millisecond)
+	// The workers finish and race the stop for the waiting records.
+	close(release)
+	hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
+	defer hang.Stop()
+	select {
+	case err := <-errc:
+		require.NoError(t, err)
+	case <-hang.C:
+		t.Fatal("Shutdown hung")
+	}
+	assert.Len(t, s.snapshot(), 2, "only the two started messages ran")
+	st := p.Stats()
+	assert.EqualValues(t, 3, st.Returned, "each unstarted message was given back once: %+v %+v", st, e.fake.Stats(e.queue))
+	assert.EqualValues(t, 2, st.Deleted)
+	assert.Zero(t, st.InFlight)
+	fs := e.fake.Stats(e.queue)
+	assert.Equal(t, 3, fs.Visible)
+	assert.Zero(t, fs.InFlight)
+}
+
+// Suspicion: deliveries handed over out of order. A delivery with a lower
+// receive count than the one held is older and never takes over. With equal
+// counts nothing tells which is newer (ApproximateReceiveCount is
+// approximate, and concurrent polls overlap): the later arrival takes over,
+// and should its handle be the stale one, the delete made with it is made
+// again with any handle that arrives after (see
+// TestRefusedDeleteIsRetriedWithTheNewerHandle).
+func TestOlderDeliveryArrivingLateDoesNotTakeOver(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	d := plainDispatcher(clk)
+	d.dispatch([]types.Message{plainMsg("m", "h3", 3)}, clk.Now())
+	rec := <-d.work
+	d.dispatch([]types.Message{plainMsg("m", "h2", 2)}, clk.Now()) // an older delivery, late
+	h, gen := rec.receipt()
+	assert.Equal(t, "h3", h)
+	assert.Zero(t, gen)
+	d.dispatch([]types.Message{plainMsg("m", "h3b", 3)}, clk.Now())
+	h, gen = rec.receipt()
+	assert.Equal(t, "h3b", h, "equal counts: the later arrival")
+	assert.EqualValues(t, 1, gen)
+}
