@@ -143,10 +143,11 @@ func (t *fifoTally) handle(ctx context.Context, b *Body, c fifoCase) error {
 	sleepDecode()
 	t.busy.Add(int64(time.Since(began)))
 	t.running.Add(-1)
-	if first && c.panicEvery > 0 && b.ID%c.panicEvery == 7 {
+	k := b.ID / fifoGroups // its place in its group: every group fails alike
+	if first && c.panicEvery > 0 && k%c.panicEvery == 57 {
 		panic("bench: first attempt panics")
 	}
-	if first && c.failEvery > 0 && b.ID%c.failEvery == 3 {
+	if first && c.failEvery > 0 && k%c.failEvery == 3 {
 		return errors.New("bench: first attempt fails")
 	}
 	g := b.ID % fifoGroups
