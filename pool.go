@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sqspool/sqspool/clock"
 )
 
 // Handler handles one decoded message. Returning nil means the work is done
@@ -51,11 +53,15 @@ type Pool struct {
 	running     atomic.Int64  // handlers running now
 	lastReceive atomic.Int64  // unix nanoseconds of the last successful receive
 
-	stopping    atomic.Bool
-	stopBegun   chan struct{}
-	shutdownReq chan shutdownRequest
-	done        chan struct{} // closed when the stop sequence has finished
-	err         error         // set before done is closed
+	stopping atomic.Bool
+
+	retryMu       sync.Mutex
+	retries       map[*record]clock.Timer // FIFO records waiting for a local retry
+	retriesClosed bool                    // the stop took them back
+	stopBegun     chan struct{}
+	shutdownReq   chan shutdownRequest
+	done          chan struct{} // closed when the stop sequence has finished
+	err           error         // set before done is closed
 }
 
 // StartPool resolves the consumer's queue and starts consuming it: pollers
@@ -106,9 +112,11 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 	}
 	p.queue = q
 	if q.fifo && !cfg.pollersSet {
-		// One poller keeps a group's batches in receive order even where the
-		// server does not lock a group while it has messages in flight.
-		p.cfg.pollers = 1
+		// SQS locks a group while any of its messages is in flight, which
+		// keeps its batches in order across receives. A FIFO receive brings
+		// one group's messages, which run one after another, so it takes
+		// more receives in flight to keep the same workers busy.
+		p.cfg.pollers *= fifoPollersPerDefault
 	}
 	p.process = func(rec *record) (bool, time.Duration) { return handleOne(p, rec, decode, h) }
 	p.start(ctx, client)
@@ -125,7 +133,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 		p.run = newCredits(slots)
 	}
 	p.limit.Store(int64(slots))
-	p.credits = newCredits(slots)
+	p.credits = newCredits(p.heldSlots(slots))
 	if cfg.breaker != nil {
 		p.brk = newBreaker(*cfg.breaker, cfg.clock, func(from, to BreakerState) {
 			cfg.logger.Warn("sqspool: circuit breaker "+to.String(), "queue", p.queue.url, "from", from.String())
@@ -133,7 +141,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 	}
 	// Room for every slot, read-ahead included, and for a receive that
 	// returned more than it asked for.
-	p.work = make(chan *record, cfg.workers+cfg.pollers*cfg.maxMessages+maxBatch)
+	p.work = make(chan *record, p.heldSlots(cfg.workers)+cfg.pollers*cfg.maxMessages+maxBatch)
 	p.disp = &dispatcher{
 		queueURL:   p.queue.url,
 		fifo:       p.queue.fifo,
@@ -221,6 +229,23 @@ func (p *Pool) start(parent context.Context, client Client) {
 	go p.supervise(parent)
 }
 
+// fifoPollersPerDefault multiplies the default poller count on FIFO queues.
+const fifoPollersPerDefault = 2
+
+// heldSlots is how many received messages the pool holds for limit running
+// handlers. On a FIFO queue the later messages of a group wait in memory
+// behind its running one, so holding only one per worker would leave
+// workers idle while a few groups drain: the pool holds up to a full
+// receive per worker, which the heartbeat keeps invisible while they wait.
+// Without the heartbeat, or under the adaptive limit, it holds one per
+// worker.
+func (p *Pool) heldSlots(limit int) int {
+	if !p.queue.fifo || !p.cfg.heartbeat || p.cfg.adaptive != nil {
+		return limit
+	}
+	return limit * p.cfg.maxMessages
+}
+
 // deadline is when the handler of a message is cancelled. A handler timeout
 // counts from when the message arrived: a message that came late in a long
 // poll has the whole timeout. Without the heartbeat the handler must end
@@ -273,6 +298,13 @@ func (p *Pool) worker() {
 			if p.run != nil {
 				p.run.release(1)
 			}
+			if rec.state.Load() == recRetrying {
+				// Its group stays here, in flight, behind it.
+				if delay > 0 {
+					rec = p.retryLater(rec, delay)
+				}
+				continue
+			}
 			p.releaseSlot()
 			rec, released = p.disp.next(rec, ok, delay)
 			p.giveBack(delay, released...)
@@ -285,6 +317,9 @@ func (p *Pool) worker() {
 // it will be delivered again.
 func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
 	m := rec.msg
+	if rec.attempts++; rec.attempts > 1 {
+		rec.ctx.reset()
+	}
 	// The deadline is on the pool's clock; the context's is the wall clock's.
 	rec.ctx.values, rec.ctx.msg = p.handlerCtx, m
 	rec.ctx.deadline = time.Now().Add(rec.deadline.Sub(p.cfg.clock.Now()))
@@ -352,11 +387,16 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 		p.cfg.logger.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
 	}
 	delay, set, final := retryDelay(err, m.ReceiveCount, p.cfg.retryBackoff)
+	localDelay, local := p.localRetry(rec, err)
 	switch {
 	case final:
 		p.finish(rec)
 		p.counters.dropped.Add(1)
 		ok, delay = true, 0
+	case local:
+		rec.state.Store(recRetrying)
+		delay = localDelay
+		p.counters.retried.Add(1)
 	case set:
 		p.deq.setVisibility(rec, delay)
 		p.counters.retried.Add(1)
@@ -370,6 +410,72 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	p.counters.failed.Add(1)
 	p.report(ctx, m, err)
 	return ok, delay
+}
+
+// maxLocalAttempts is how many times a FIFO message runs in this process on
+// one delivery before its group is given back to the queue.
+const maxLocalAttempts = 3
+
+// localRetry reports whether failed rec runs again here, and after how long.
+// On a FIFO queue a failure would otherwise give the rest of the group back
+// too, and each give-back counts as a receive of messages that did not
+// fail: with a redrive policy, another message's failure could move them to
+// the dead-letter queue. So the group stays in flight (the heartbeat keeps
+// it), and the failed message runs again at once, then after the backoff
+// of its first and second local failures, before the group goes back. The
+// receive count of a message then counts its own deliveries.
+func (p *Pool) localRetry(rec *record, err error) (time.Duration, bool) {
+	if !p.queue.fifo || !p.cfg.heartbeat || rec.attempts >= maxLocalAttempts || p.stopping.Load() {
+		return 0, false
+	}
+	var ra *RetryAfterError
+	switch {
+	case errors.As(err, &ra):
+		return max(ra.Delay, 0), true
+	case rec.attempts == 1 || p.cfg.retryBackoff == nil:
+		return 0, true
+	}
+	return p.cfg.retryBackoff(rec.attempts - 1), true
+}
+
+// retryLater runs rec again after delay, unless the stop comes first. It
+// returns what the worker goes on with: nothing, or rec given back if the
+// stop has begun.
+func (p *Pool) retryLater(rec *record, delay time.Duration) *record {
+	p.retryMu.Lock()
+	defer p.retryMu.Unlock()
+	if p.retriesClosed {
+		return rec // the worker sees stopping and gives it back with its group
+	}
+	if p.retries == nil {
+		p.retries = make(map[*record]clock.Timer)
+	}
+	p.retries[rec] = p.cfg.clock.AfterFunc(delay, func() {
+		p.retryMu.Lock()
+		defer p.retryMu.Unlock()
+		if _, ok := p.retries[rec]; !ok {
+			return // the stop took it
+		}
+		delete(p.retries, rec)
+		rec.state.Store(recQueued)
+		p.work <- rec // never blocks: rec holds one of the slots work has room for
+	})
+	return nil
+}
+
+// takeRetries ends the local retries waiting for their backoff and returns
+// their records, for the stop to give back.
+func (p *Pool) takeRetries() []*record {
+	p.retryMu.Lock()
+	defer p.retryMu.Unlock()
+	p.retriesClosed = true
+	var recs []*record
+	for rec, t := range p.retries {
+		t.Stop()
+		recs = append(recs, rec)
+	}
+	p.retries = nil
+	return recs
 }
 
 // finish deletes a message that is done with.
@@ -631,6 +737,7 @@ func (p *Pool) stop(ctx context.Context) error {
 			taking = false
 		}
 	}
+	unstarted = append(unstarted, p.takeRetries()...)
 	unstarted = append(unstarted, p.disp.drainGroups()...)
 	p.giveBack(0, unstarted...)
 	p.deq.changes.Flush() // at once, not after a linger

@@ -516,26 +516,6 @@ func TestFIFOShutdownReturnsMessagesWaitingBehindTheirGroup(t *testing.T) {
 	assert.EqualValues(t, 1, p.Stats().Deleted)
 }
 
-func TestFIFOFailureReleasesTheRestOfTheGroup(t *testing.T) {
-	e := newEnvNamed(t, "steps.fifo", map[string]string{"FifoQueue": "true"})
-	e.sendFIFO("g", 1, 2, 3)
-	s := newSeen()
-	p := e.start(func(ctx context.Context, o *order) error {
-		if o.ID == 1 {
-			m, _ := MessageFrom(ctx)
-			if m.ReceiveCount == 1 {
-				return errors.New("not yet")
-			}
-		}
-		return s.handler(ctx, o)
-	}, WithWorkers(4))
-	require.Eventually(t, func() bool { return p.Stats().Returned == 2 }, 10*time.Second, time.Millisecond)
-	assert.Empty(t, s.snapshot(), "nothing after the failed message ran")
-	e.clk.Advance(31 * time.Second)
-	assert.Equal(t, []int{1, 2, 3}, s.wait(t, 3))
-	e.shutdown(p)
-}
-
 func TestStartPoolResolvesNamesAndReportsBadQueues(t *testing.T) {
 	e := newEnv(t, nil)
 	p, err := StartPool(context.Background(), &Consumer{Client: e.fake, Queue: "orders"},
