@@ -63,35 +63,49 @@ func sendBody(t *testing.T, f *sqsfake.Fake, url, body string) {
 	require.NoError(t, err)
 }
 
-// A message that the long poll in flight takes after Shutdown began is not
-// lost in flight: the receive is not cancelled at once, and its response
-// arrives.
-func TestShutdownGivesBackWhatTheLongPollInFlightTakes(t *testing.T) {
-	s := newSeen()
-	p, poolClk, fakeClk, f, url := abandoningEnv(t, s.handler)
+// stopDuringAReceive has the pool handle one message and wait in its next
+// receive, then begins Shutdown. It returns the stop's result channel once
+// the stop is waiting out the receive's grace, or reports that the stop
+// did not wait.
+func stopDuringAReceive(t *testing.T, p *Pool, s *seen, poolClk *graceClock, fakeClk *clock.Manual, f *sqsfake.Fake, url string) (stopped <-chan error, inGrace bool) {
+	t.Helper()
 	sendBody(t, f, url, `{"id":1}`)
 	s.wait(t, 1)
 	// The next receive waits on the fake's clock, which never moves.
 	require.True(t, fakeClk.BlockUntil(1, nil))
-
-	stopped := make(chan error, 1)
+	errc := make(chan error, 1)
 	stopDone := make(chan struct{})
 	go func() {
-		stopped <- p.Shutdown(context.Background())
+		errc <- p.Shutdown(context.Background())
 		close(stopDone)
 	}()
-	// The stop lets the receive run on for a grace on the pool's clock.
 	select {
 	case <-poolClk.armed:
+		return errc, true
 	case <-stopDone:
+		return errc, false
 	}
-	sendBody(t, f, url, `{"id":2}`)
+}
+
+func waitStopped(t *testing.T, stopped <-chan error) {
+	t.Helper()
 	select {
 	case err := <-stopped:
 		require.NoError(t, err)
 	case <-time.After(10 * time.Second): // a hang guard
 		t.Fatal("Shutdown did not return")
 	}
+}
+
+// A message that the long poll in flight takes after Shutdown began is not
+// lost in flight: the receive is not cancelled at once, and its response
+// arrives.
+func TestShutdownGivesBackWhatTheLongPollInFlightTakes(t *testing.T) {
+	s := newSeen()
+	p, poolClk, fakeClk, f, url := abandoningEnv(t, s.handler)
+	stopped, _ := stopDuringAReceive(t, p, s, poolClk, fakeClk, f, url)
+	sendBody(t, f, url, `{"id":2}`)
+	waitStopped(t, stopped)
 
 	// Message 2 reached the pool: it was handled (the stop had not yet told
 	// the workers) or given back at once. Either way it is not in flight.
@@ -114,21 +128,8 @@ func TestShutdownGivesBackWhatTheLongPollInFlightTakes(t *testing.T) {
 func TestShutdownCancelsAWaitingLongPollAfterItsGrace(t *testing.T) {
 	s := newSeen()
 	p, poolClk, fakeClk, f, url := abandoningEnv(t, s.handler)
-	sendBody(t, f, url, `{"id":1}`)
-	s.wait(t, 1)
-	require.True(t, fakeClk.BlockUntil(1, nil))
-
-	stopped := make(chan error, 1)
-	stopDone := make(chan struct{})
-	go func() {
-		stopped <- p.Shutdown(context.Background())
-		close(stopDone)
-	}()
-	select {
-	case <-poolClk.armed:
-	case <-stopDone:
-		t.Fatal("the stop did not wait for the receive")
-	}
+	stopped, inGrace := stopDuringAReceive(t, p, s, poolClk, fakeClk, f, url)
+	require.True(t, inGrace, "the stop did not wait for the receive")
 	poolClk.Advance(2*receiveLatency - time.Millisecond)
 	select {
 	case <-stopped:
@@ -136,11 +137,6 @@ func TestShutdownCancelsAWaitingLongPollAfterItsGrace(t *testing.T) {
 	default:
 	}
 	poolClk.Advance(time.Millisecond)
-	select {
-	case err := <-stopped:
-		require.NoError(t, err)
-	case <-time.After(10 * time.Second): // a hang guard
-		t.Fatal("Shutdown did not return")
-	}
+	waitStopped(t, stopped)
 	assert.EqualValues(t, 2, p.Stats().Calls["ReceiveMessage"])
 }

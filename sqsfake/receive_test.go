@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -573,22 +574,32 @@ func queueAttributes(t *testing.T, f *sqsfake.Fake, url string, names ...string)
 	return out.Attributes
 }
 
+// cancelWaitingPoll starts a 20 s long poll of up to 10 messages, waits
+// until it waits, and cancels it.
+func cancelWaitingPoll(t *testing.T, f *sqsfake.Fake, clk *clock.Manual, url string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := longPoll(ctx, f, &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 10, WaitTimeSeconds: 20})
+	blockUntilWaiting(t, clk, 1)
+	cancel()
+	require.ErrorIs(t, waitResult(t, ch).err, context.Canceled)
+}
+
+func sendBody(t *testing.T, f *sqsfake.Fake, url, body string) {
+	t.Helper()
+	_, err := f.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: str(body)})
+	require.NoError(t, err)
+}
+
 // With WithAbandonedPolls a long poll cancelled by its caller keeps waiting
 // on the server: the next message sent before its wait ends goes in flight
 // for its visibility timeout, delivered to nobody.
 func TestAbandonedPollTakesTheNextMessage(t *testing.T) {
 	f, clk := newFake(sqsfake.WithAbandonedPolls())
 	url := f.MustCreateQueue("q", map[string]string{"VisibilityTimeout": "30"})
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := longPoll(ctx, f, &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 10, WaitTimeSeconds: 20})
-	blockUntilWaiting(t, clk, 1)
-	cancel()
-	require.ErrorIs(t, waitResult(t, ch).err, context.Canceled)
-
-	_, err := f.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: str("lost")})
-	require.NoError(t, err)
-	_, err = f.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: str("kept")})
-	require.NoError(t, err)
+	cancelWaitingPoll(t, f, clk, url)
+	sendBody(t, f, url, "lost")
+	sendBody(t, f, url, "also lost")
 	assert.Empty(t, receive(t, f, url, 10), "the abandoned poll took both")
 	s := f.Stats(url)
 	assert.EqualValues(t, 2, s.Abandoned)
@@ -601,14 +612,9 @@ func TestAbandonedPollTakesTheNextMessage(t *testing.T) {
 func TestAbandonedPollEndsWithItsWait(t *testing.T) {
 	f, clk := newFake(sqsfake.WithAbandonedPolls())
 	url := f.MustCreateQueue("q", nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := longPoll(ctx, f, &sqs.ReceiveMessageInput{QueueUrl: &url, WaitTimeSeconds: 20})
-	blockUntilWaiting(t, clk, 1)
-	cancel()
-	require.ErrorIs(t, waitResult(t, ch).err, context.Canceled)
+	cancelWaitingPoll(t, f, clk, url)
 	clk.Advance(20 * time.Second)
-	_, err := f.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: str("x")})
-	require.NoError(t, err)
+	sendBody(t, f, url, "x")
 	assert.Len(t, receive(t, f, url, 10), 1)
 	assert.Zero(t, f.Stats(url).Abandoned)
 }
@@ -617,12 +623,7 @@ func TestAbandonedPollEndsWithItsWait(t *testing.T) {
 func TestCancelledPollTakesNothingByDefault(t *testing.T) {
 	f, clk := newFake()
 	url := f.MustCreateQueue("q", nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	ch := longPoll(ctx, f, &sqs.ReceiveMessageInput{QueueUrl: &url, WaitTimeSeconds: 20})
-	blockUntilWaiting(t, clk, 1)
-	cancel()
-	require.ErrorIs(t, waitResult(t, ch).err, context.Canceled)
-	_, err := f.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: str("x")})
-	require.NoError(t, err)
+	cancelWaitingPoll(t, f, clk, url)
+	sendBody(t, f, url, "x")
 	assert.Len(t, receive(t, f, url, 10), 1)
 }

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/sqspool/sqspool"
@@ -92,26 +91,13 @@ type fifoRun struct {
 
 // preloadFIFO sends n messages, message i to group i % groups, in order.
 func preloadFIFO(ctx context.Context, f *sqsfake.Fake, url string, n int) error {
-	ids := [10]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
-	for i := 0; i < n; i += 10 {
-		k := min(10, n-i)
-		entries := make([]types.SendMessageBatchRequestEntry, k)
-		for j := range k {
-			entries[j] = types.SendMessageBatchRequestEntry{
-				Id: &ids[j], MessageBody: aws.String(MakeBody(i + j)),
-				MessageGroupId:         aws.String("g" + strconv.Itoa((i+j)%fifoGroups)),
-				MessageDeduplicationId: aws.String(strconv.Itoa(i + j)),
-			}
+	return preloadEntries(ctx, f, url, n, func(i int) types.SendMessageBatchRequestEntry {
+		return types.SendMessageBatchRequestEntry{
+			MessageBody:            aws.String(MakeBody(i)),
+			MessageGroupId:         aws.String("g" + strconv.Itoa(i%fifoGroups)),
+			MessageDeduplicationId: aws.String(strconv.Itoa(i)),
 		}
-		out, err := f.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: &url, Entries: entries})
-		if err != nil {
-			return fmt.Errorf("preload: %w", err)
-		}
-		if len(out.Failed) > 0 {
-			return fmt.Errorf("preload: %d entries failed: %s", len(out.Failed), aws.ToString(out.Failed[0].Message))
-		}
-	}
-	return nil
+	})
 }
 
 // fifoTally is what the handler records.
