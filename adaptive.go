@@ -148,8 +148,12 @@ func (p *Pool) setLimit(n int) {
 // long for a worker, and the heartbeat keeps them invisible meanwhile; with
 // slow handlers the read-ahead is nil.
 type sizer struct {
-	mu       sync.Mutex
-	latency  time.Duration // moving average of non-empty receives
+	mu      sync.Mutex
+	latency time.Duration // moving average of non-empty receives
+	// transit averages the non-empty receives that took under
+	// maxReceiveGrace/2, which waited little or not at all: about what a
+	// response takes to come back (see Pool.endReceives).
+	transit  time.Duration
 	lastAt   time.Time
 	lastDone int64
 }
@@ -171,6 +175,13 @@ func (p *Pool) resize(latency time.Duration) {
 		s.latency = latency
 	} else {
 		s.latency += (latency - s.latency) / 4
+	}
+	if latency < maxReceiveGrace/2 {
+		if s.transit == 0 {
+			s.transit = latency
+		} else {
+			s.transit += (latency - s.transit) / 4
+		}
 	}
 	now := p.cfg.clock.Now()
 	elapsed := now.Sub(s.lastAt)

@@ -254,8 +254,11 @@ func newReceiveInput(queueURL string, cfg *config) sqs.ReceiveMessageInput {
 }
 
 // run polls until ctx ends. Receive errors back off exponentially with full
-// jitter; throttling is treated the same way.
-func (p *poller) run(ctx context.Context) {
+// jitter; throttling is treated the same way. The receive itself runs under
+// recv, which the stop ends a little after ctx: SQS does not see a client
+// leave, so a cancelled receive can still take messages, and a response on
+// its way back would be lost with them in flight (see Pool.stop).
+func (p *poller) run(ctx, recv context.Context) {
 	backoff := minReceiveBackoff
 	w := &waiter{ch: make(chan struct{}, 1)}
 	for {
@@ -272,11 +275,17 @@ func (p *poller) run(ctx context.Context) {
 			p.breaker.unadmit(probe, want)
 			return
 		}
+		if ctx.Err() != nil {
+			// Slots can be free as the stop begins; recv outlives ctx.
+			p.credits.release(n)
+			p.breaker.unadmit(probe, want)
+			return
+		}
 		in := p.input // the SDK may keep a pointer to it for the call's life
 		in.MaxNumberOfMessages = int32(n)
 		p.calls.add(apiReceiveMessage)
 		began := p.clock.Now()
-		out, err := p.client.ReceiveMessage(ctx, &in)
+		out, err := p.client.ReceiveMessage(recv, &in)
 		if ctx.Err() == nil {
 			got := 0
 			if out != nil {

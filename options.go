@@ -122,7 +122,8 @@ func defaultPollers(workers, maxMessages int) int {
 func WithWorkers(n int) Option { return func(c *config) { c.workers = n } }
 
 // WithPollers sets how many long polls run at once (default: one for every
-// 10 workers, rounded up; one on FIFO queues).
+// 10 workers, rounded up; twice that on FIFO queues, which relies on SQS
+// locking a message group while any of its messages is in flight).
 func WithPollers(n int) Option { return func(c *config) { c.pollers, c.pollersSet = n, true } }
 
 // WithMaxMessages caps the messages asked for in one ReceiveMessage (default

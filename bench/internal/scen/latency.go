@@ -64,6 +64,12 @@ func newHTTPFake(ctx context.Context, n int, latency time.Duration, sdkOpts ...f
 	if err != nil {
 		return nil, err
 	}
+	return serveHTTPFake(f, url, latency, sdkOpts...)
+}
+
+// serveHTTPFake turns on the latency and serves f on 127.0.0.1 with the
+// SDK's default HTTP client.
+func serveHTTPFake(f *sqsfake.Fake, url string, latency time.Duration, sdkOpts ...func(*sqs.Options)) (*httpFake, error) {
 	if latency > 0 {
 		f.SetFaults(sqsfake.Faults{sqsfake.AllOps: {Latency: latency}})
 	}

@@ -124,6 +124,8 @@ func run() int {
 		logPath   = flag.String("log", "", "event log (appended)")
 		workers   = flag.Int("workers", 8, "sqspool.WithWorkers")
 		maxMsgs   = flag.Int("max", 10, "sqspool.WithMaxMessages")
+		pollers   = flag.Int("pollers", 0, "sqspool.WithPollers (0: the pool's default)")
+		heartbeat = flag.Bool("heartbeat", true, "sqspool.WithHeartbeat")
 		wait      = flag.Duration("wait", time.Second, "sqspool.WithWaitTime")
 		shutdown  = flag.Duration("shutdown", 5*time.Second, "sqspool.WithShutdownTimeout")
 		work      = flag.Duration("work", 0, "how long each handler works")
@@ -204,13 +206,19 @@ func run() int {
 	}
 
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts := []sqspool.Option{sqspool.WithHeartbeat(*heartbeat)}
+	if *pollers > 0 {
+		opts = append(opts, sqspool.WithPollers(*pollers))
+	}
 	pool, err := sqspool.StartPool(ctx, &sqspool.Consumer{Client: loggingSQS{Client: sqs.NewFromConfig(cfg), log: log}, Queue: *queue}, handler,
-		sqspool.WithWorkers(*workers),
-		sqspool.WithMaxMessages(*maxMsgs),
-		sqspool.WithWaitTime(*wait),
-		sqspool.WithShutdownTimeout(*shutdown),
-		sqspool.WithRetryBackoff(sqspool.ExponentialBackoff(*backoff, 4**backoff)),
-		sqspool.WithLogger(quiet),
+		append(opts,
+			sqspool.WithWorkers(*workers),
+			sqspool.WithMaxMessages(*maxMsgs),
+			sqspool.WithWaitTime(*wait),
+			sqspool.WithShutdownTimeout(*shutdown),
+			sqspool.WithRetryBackoff(sqspool.ExponentialBackoff(*backoff, 4**backoff)),
+			sqspool.WithLogger(quiet),
+		)...,
 	)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer:", err)
