@@ -182,7 +182,7 @@ func (p *Pool) resize(latency time.Duration) {
 	rate := float64(done-s.lastDone) / elapsed.Seconds()
 	s.lastAt, s.lastDone = now, done
 	horizon := max(s.latency, readAheadHorizon)
-	ahead := min(int64(math.Ceil(rate*horizon.Seconds())), int64(p.cfg.pollers*p.cfg.maxMessages))
+	ahead := readAheadFor(rate, horizon, p.queue.visibility, p.cfg.pollers*p.cfg.maxMessages)
 	if old := p.readAhead.Swap(ahead); old != ahead {
 		p.credits.release(int(ahead - old))
 	}

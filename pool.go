@@ -43,8 +43,9 @@ type Pool struct {
 	handlerCtx    context.Context // carries the parent's values, not its cancellation
 	handlerCancel context.CancelFunc
 
-	pollers     sync.WaitGroup
-	workerIDs   sync.Map // goroutine ids of the workers: who runs a handler
+	recv        *receivers     // sizes the pollers to demand
+	pollers     sync.WaitGroup // every poller, whoever started it
+	workerIDs   sync.Map       // goroutine ids of the workers: who runs a handler
 	workersLeft atomic.Int64
 	workersDone chan struct{} // closed when the last worker returns
 	running     atomic.Int64  // handlers running now
@@ -130,8 +131,8 @@ func (p *Pool) start(parent context.Context, client Client) {
 			cfg.logger.Warn("sqspool: circuit breaker "+to.String(), "queue", p.queue.url, "from", from.String())
 		})
 	}
-	// Room for every slot, read-ahead included, and for a receive that
-	// returned more than it asked for.
+	// Room for every slot, the most read-ahead included, and for a receive
+	// that returned more than it asked for.
 	p.work = make(chan *record, cfg.workers+cfg.pollers*cfg.maxMessages+maxBatch)
 	p.disp = &dispatcher{
 		queueURL:   p.queue.url,
@@ -169,7 +170,16 @@ func (p *Pool) start(parent context.Context, client Client) {
 	pollCtx, pollCancel := context.WithCancel(parent)
 	p.pollCtx, p.pollCancel = pollCtx, pollCancel
 	input := newReceiveInput(p.queue.url, cfg)
-	for range cfg.pollers {
+	p.recv = &receivers{
+		max:   cfg.pollers,
+		want:  func() int { return min(want, max(int(p.limit.Load()), 1)) },
+		slots: func() int { return int(p.limit.Load() + p.readAhead.Load()) },
+		free:  p.credits.unclaimed,
+	}
+	p.recv.spawn = func() bool {
+		if pollCtx.Err() != nil {
+			return false
+		}
 		pl := &poller{
 			client:   client,
 			input:    input,
@@ -179,6 +189,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 			clock:    cfg.clock,
 			credits:  p.credits,
 			breaker:  p.brk,
+			ctl:      p.recv,
 			dispatch: p.disp.dispatchProbes,
 			calls:    &p.counters.api,
 			observe:  p.observeCall,
@@ -195,7 +206,9 @@ func (p *Pool) start(parent context.Context, client Client) {
 			defer p.pollers.Done()
 			pl.run(pollCtx)
 		}()
+		return true
 	}
+	p.recv.start()
 	bgCtx, bgCancel := context.WithCancel(context.Background())
 	p.bgCancel = bgCancel
 	p.bg.Add(1)
@@ -440,6 +453,8 @@ func (p *Pool) Stats() Stats {
 	s := p.counters.snapshot()
 	s.ConcurrencyLimit = limit
 	s.ReadAhead = p.readAhead.Load()
+	active, _ := p.recv.running()
+	s.Pollers = int64(active)
 	s.Breaker, s.BreakerOpens = p.brk.snapshot()
 	return s
 }
