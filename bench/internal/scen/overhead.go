@@ -34,7 +34,8 @@ func newPreloaded(ctx context.Context, name string, n int, fakeOpts ...sqsfake.O
 // compares sqspool with: goroutines each receive 10, decode each body as
 // JSON, and delete the 10 with one DeleteMessageBatch. allAttrs asks for
 // the attributes sqspool asks for (All system and message attributes).
-func HandLoop(ctx context.Context, client sqspool.Client, url string, goroutines int, allAttrs bool, p *progress) error {
+// handle, when set, is the handler's work on each message besides decoding.
+func HandLoop(ctx context.Context, client sqspool.Client, url string, goroutines int, allAttrs bool, handle func(), p *progress) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ids := [10]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
@@ -65,6 +66,9 @@ func HandLoop(ctx context.Context, client sqspool.Client, url string, goroutines
 				}
 				entries = entries[:0]
 				for i, m := range out.Messages {
+					if handle != nil {
+						handle()
+					}
 					var b Body
 					if err := json.Unmarshal([]byte(aws.ToString(m.Body)), &b); err != nil {
 						errc <- err
@@ -105,7 +109,7 @@ func runHand(ctx context.Context, n int, allAttrs bool) (overheadRun, error) {
 	p := newProgress(n, sqsRequests(f))
 	m := startMeasuring()
 	done := make(chan error, 1)
-	go func() { done <- HandLoop(ctx, f, url, runtime.GOMAXPROCS(0), allAttrs, p) }()
+	go func() { done <- HandLoop(ctx, f, url, runtime.GOMAXPROCS(0), allAttrs, nil, p) }()
 	if err := p.wait(ctx, 5*time.Minute); err != nil {
 		return overheadRun{}, err
 	}

@@ -106,6 +106,8 @@ type Result struct {
 	Target              string
 	Verdict             Verdict
 	Note                string
+	// Sweep places the rows of scenario 9; nil elsewhere.
+	Sweep *SweepPoint
 }
 
 // Scenario is one named scenario.
@@ -126,6 +128,7 @@ func All() []Scenario {
 		{6, "catcher", Catcher},
 		{7, "sink", Sink},
 		{8, "adaptive", Adaptive},
+		{9, "sweep", Sweep},
 	}
 }
 
@@ -146,7 +149,7 @@ func Find(list string) ([]Scenario, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no scenario %q (have 1-8 or %s)", name, names())
+			return nil, fmt.Errorf("no scenario %q (have 1-9 or %s)", name, names())
 		}
 	}
 	return out, nil
