@@ -150,6 +150,7 @@ func (p *Pool) setLimit(n int) {
 type sizer struct {
 	mu       sync.Mutex
 	latency  time.Duration // moving average of non-empty receives
+	rate     float64       // messages finished a second, over the last resize
 	lastAt   time.Time
 	lastDone int64
 }
@@ -161,6 +162,14 @@ const (
 	// pool whose receives are fast still overlaps receiving and handling.
 	readAheadHorizon = 50 * time.Millisecond
 )
+
+// load returns the last measured rate (messages a second) and the receive
+// latency.
+func (s *sizer) load() (rate float64, latency time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rate, s.latency
+}
 
 // resize is called by pollers after each receive that brought messages.
 func (p *Pool) resize(latency time.Duration) {
@@ -180,9 +189,9 @@ func (p *Pool) resize(latency time.Duration) {
 	c := &p.counters
 	done := c.processed.Load() + c.failed.Load() + c.decodeErrors.Load()
 	rate := float64(done-s.lastDone) / elapsed.Seconds()
-	s.lastAt, s.lastDone = now, done
+	s.lastAt, s.lastDone, s.rate = now, done, rate
 	horizon := max(s.latency, readAheadHorizon)
-	ahead := readAheadFor(rate, horizon, p.queue.visibility, p.cfg.pollers*p.cfg.maxMessages)
+	ahead := readAheadFor(rate, horizon, p.queue.visibility, p.cfg.maxMessages, p.cfg.pollers*p.cfg.maxMessages)
 	if old := p.readAhead.Swap(ahead); old != ahead {
 		p.credits.release(int(ahead - old))
 	}

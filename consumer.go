@@ -232,9 +232,9 @@ func (c *credits) grantLocked() {
 type poller struct {
 	client   Client
 	input    sqs.ReceiveMessageInput
-	want     int           // most messages per receive
-	limit    *atomic.Int64 // the pool's live concurrency limit
-	fill     time.Duration
+	want     int                  // most messages per receive
+	limit    *atomic.Int64        // the pool's live concurrency limit
+	fill     func() time.Duration // how long to wait for a full batch's slots
 	clock    clock.Clock
 	credits  *credits
 	breaker  *breaker   // nil: always admit
@@ -282,7 +282,7 @@ func (p *poller) run(ctx context.Context) {
 				return
 			}
 		}
-		n, err := p.credits.take(ctx, w, want, p.fill, p.clock)
+		n, err := p.credits.take(ctx, w, want, p.fill(), p.clock)
 		if err != nil {
 			p.breaker.unadmit(probe, want)
 			return

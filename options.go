@@ -188,7 +188,10 @@ func WithDeleteLinger(d time.Duration) Option { return func(c *config) { c.delet
 // fewer than a full receive's worth, waits for more to free up before it
 // receives (default 10ms). Under load workers free up far faster and every
 // receive asks for 10 messages; with slow handlers a free worker idles at
-// most this long. Zero receives as soon as any worker is free.
+// most this long. While received messages still wait for workers, a poller
+// waits longer, up to as long as they keep the workers busy less one receive
+// latency (at most 1s), so that slow handlers too are fed ten at a time.
+// Zero receives as soon as any worker is free.
 func WithReceiveFill(d time.Duration) Option { return func(c *config) { c.receiveFill = d } }
 
 // WithBatchConcurrency caps the concurrent DeleteMessageBatch calls, and

@@ -185,7 +185,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 			input:    input,
 			want:     want,
 			limit:    &p.limit,
-			fill:     cfg.receiveFill,
+			fill:     p.fillWait,
 			clock:    cfg.clock,
 			credits:  p.credits,
 			breaker:  p.brk,

@@ -78,16 +78,40 @@ func (r *receivers) running() (active, peak int) {
 }
 
 // readAheadFor is how many messages may be received beyond the handlers that
-// can run: the work done in one horizon at rate (messages a second), never
-// more than ceiling, and never more than can be handled in half a visibility
-// timeout, so that a message read ahead is handled long before SQS would
-// give it to another consumer, heartbeat or not.
-func readAheadFor(rate float64, horizon, visibility time.Duration, ceiling int) int64 {
-	ahead := math.Ceil(rate * horizon.Seconds())
+// can run: the work done in one horizon at rate (messages a second), plus two
+// receives' worth (batch each) so that a poller can wait for a full batch
+// while workers still have work; never more than ceiling, and never more
+// than can be handled in half a visibility timeout, so that a message read
+// ahead is handled long before SQS would give it to another consumer,
+// heartbeat or not.
+func readAheadFor(rate float64, horizon, visibility time.Duration, batch, ceiling int) int64 {
+	if rate <= 0 {
+		return 0
+	}
+	ahead := math.Ceil(rate*horizon.Seconds()) + float64(2*batch)
 	if visibility > 0 {
 		ahead = min(ahead, math.Floor(rate*visibility.Seconds()/2))
 	}
 	return int64(max(0, min(ahead, float64(ceiling))))
+}
+
+// maxFill bounds how long a poller waits for a full batch's slots.
+const maxFill = time.Second
+
+// fillWait is how long a poller that has some slots free, but not a full
+// batch's, waits for more before it receives what it has: WithReceiveFill,
+// or, while received messages wait for workers, as long as those keep the
+// workers busy less one receive latency, so that a pool of slow handlers
+// still receives ten at a time without a worker waiting for it.
+func (p *Pool) fillWait() time.Duration {
+	base := p.cfg.receiveFill
+	rate, latency := p.sizer.load()
+	waiting := len(p.work)
+	if base == 0 || rate <= 0 || waiting == 0 {
+		return base
+	}
+	d := time.Duration(float64(waiting)/rate*float64(time.Second)) - latency
+	return min(max(base, d), maxFill)
 }
 
 // unclaimed is how many slots are free with no poller waiting for them: work

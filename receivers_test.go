@@ -252,8 +252,24 @@ func TestReceiversAddShedAndBound(t *testing.T) {
 }
 
 func TestReadAheadStaysWithinHalfAVisibilityTimeout(t *testing.T) {
-	assert.EqualValues(t, 50, readAheadFor(1000, 50*time.Millisecond, 30*time.Second, 1000), "one horizon of work")
-	assert.EqualValues(t, 100, readAheadFor(10000, 50*time.Millisecond, 30*time.Second, 100), "at most one receive per poller")
-	assert.EqualValues(t, 5, readAheadFor(10, 2*time.Second, time.Second, 1000), "what is handled in half a visibility timeout")
-	assert.EqualValues(t, 0, readAheadFor(0, 50*time.Millisecond, 30*time.Second, 1000))
+	assert.EqualValues(t, 70, readAheadFor(1000, 50*time.Millisecond, 30*time.Second, 10, 1000), "one horizon of work and two batches")
+	assert.EqualValues(t, 100, readAheadFor(10000, 50*time.Millisecond, 30*time.Second, 10, 100), "at most one receive per poller")
+	assert.EqualValues(t, 5, readAheadFor(10, 2*time.Second, time.Second, 10, 1000), "what is handled in half a visibility timeout")
+	assert.EqualValues(t, 0, readAheadFor(0, 50*time.Millisecond, 30*time.Second, 10, 1000), "nothing measured, nothing read ahead")
+}
+
+func TestPollersWaitForFullBatchesWhileWorkersHaveWork(t *testing.T) {
+	p := &Pool{cfg: config{receiveFill: 10 * time.Millisecond}, work: make(chan *record, 100)}
+	assert.Equal(t, 10*time.Millisecond, p.fillWait(), "nothing measured yet")
+	p.sizer.rate, p.sizer.latency = 128, 100*time.Millisecond // 64 workers, 500 ms handlers
+	assert.Equal(t, 10*time.Millisecond, p.fillWait(), "workers wait for work: receive what is free soon")
+	for range 30 {
+		p.work <- &record{}
+	}
+	// 30 messages keep the workers busy 234 ms; the next receive takes 100.
+	assert.InDelta(t, 134*time.Millisecond, p.fillWait(), float64(time.Millisecond))
+	p.sizer.rate = 1
+	assert.Equal(t, maxFill, p.fillWait())
+	p.cfg.receiveFill = 0
+	assert.Zero(t, p.fillWait(), "WithReceiveFill(0) receives as soon as a slot is free")
 }
