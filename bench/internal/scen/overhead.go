@@ -34,7 +34,10 @@ func newPreloaded(ctx context.Context, name string, n int, fakeOpts ...sqsfake.O
 // compares sqspool with: goroutines each receive 10, decode each body as
 // JSON, and delete the 10 with one DeleteMessageBatch. allAttrs asks for
 // the attributes sqspool asks for (All system and message attributes).
-// handle, when set, is the handler's work on each message besides decoding.
+// handle, when set, is the handler's work on each message besides decoding;
+// each message then counts as handled once handle returns, not with its
+// batch's delete, so that the rate of slow handlers is not measured in bursts
+// of ten.
 func HandLoop(ctx context.Context, client sqspool.Client, url string, goroutines int, allAttrs bool, handle func(), p *progress) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -68,6 +71,7 @@ func HandLoop(ctx context.Context, client sqspool.Client, url string, goroutines
 				for i, m := range out.Messages {
 					if handle != nil {
 						handle()
+						p.add(1) // one at a time, as handled: a batch of slow handlers takes long
 					}
 					var b Body
 					if err := json.Unmarshal([]byte(aws.ToString(m.Body)), &b); err != nil {
@@ -85,7 +89,9 @@ func HandLoop(ctx context.Context, client sqspool.Client, url string, goroutines
 					errc <- fmt.Errorf("hand loop: %d deletes failed", len(dout.Failed))
 					return
 				}
-				p.add(len(out.Messages))
+				if handle == nil {
+					p.add(len(out.Messages))
+				}
 			}
 		}()
 	}

@@ -58,7 +58,9 @@ func Sweep(ctx context.Context, o Opts) ([]Result, error) {
 	for _, hd := range hands {
 		for _, lat := range lats {
 			c := cell{latency: lat, handler: hd, workers: sweepWorkers}
-			n := min(max(int(c.bound()*sweepSeconds), 300), 6000)
+			// At least two full receives per worker, so that every hand
+			// loop goroutine has work for the whole window.
+			n := min(max(int(c.bound()*sweepSeconds), 2*sweepWorkers*10), 6000)
 			if o.Short {
 				n = 300
 			}
