@@ -80,7 +80,9 @@ func HandLoop(ctx context.Context, client sqspool.Client, url string, goroutines
 					}
 					entries = append(entries, types.DeleteMessageBatchRequestEntry{Id: &ids[i], ReceiptHandle: m.ReceiptHandle})
 				}
-				dout, err := client.DeleteMessageBatch(ctx, &sqs.DeleteMessageBatchInput{QueueUrl: &url, Entries: entries})
+				// Not cancelled with the receives: the last batches are
+				// deleted after the last message counted.
+				dout, err := client.DeleteMessageBatch(context.WithoutCancel(ctx), &sqs.DeleteMessageBatchInput{QueueUrl: &url, Entries: entries})
 				if err != nil {
 					errc <- err
 					return
