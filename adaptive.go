@@ -143,10 +143,10 @@ func (p *Pool) setLimit(n int) {
 // handlers that can run, so that the next receive is already on its way when
 // handlers free up instead of starting only then. It is the work the pool
 // finishes in one receive's latency, or in readAheadHorizon if that is
-// longer, and at most one receive per poller (gocloud's pubsub sizes its
-// buffer the same way, on a 2 s horizon). Those messages wait about that
-// long for a worker, and the heartbeat keeps them invisible meanwhile; with
-// slow handlers the read-ahead is nil.
+// longer, plus two receives' worth, and at most one receive per poller
+// running plus one (gocloud's pubsub sizes its buffer the same way, on a 2 s
+// horizon). Those messages wait about that long for a worker, and the
+// heartbeat keeps them invisible meanwhile (see readAheadFor).
 type sizer struct {
 	mu       sync.Mutex
 	latency  time.Duration // moving average of non-empty receives
@@ -191,7 +191,12 @@ func (p *Pool) resize(latency time.Duration) {
 	rate := float64(done-s.lastDone) / elapsed.Seconds()
 	s.lastAt, s.lastDone, s.rate = now, done, rate
 	horizon := max(s.latency, readAheadHorizon)
-	ahead := readAheadFor(rate, horizon, p.queue.visibility, p.cfg.maxMessages, p.cfg.pollers*p.cfg.maxMessages)
+	// At most one receive for each poller running and one more, so that the
+	// read-ahead follows the receive concurrency (and through it the live
+	// limit) while leaving the controller room to add a poller.
+	active, _ := p.recv.running()
+	ceiling := min(active+1, p.cfg.pollers) * p.cfg.maxMessages
+	ahead := readAheadFor(rate, horizon, p.queue.visibility, p.cfg.maxMessages, ceiling)
 	if old := p.readAhead.Swap(ahead); old != ahead {
 		p.credits.release(int(ahead - old))
 	}

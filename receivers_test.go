@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -272,4 +273,21 @@ func TestPollersWaitForFullBatchesWhileWorkersHaveWork(t *testing.T) {
 	assert.Equal(t, maxFill, p.fillWait())
 	p.cfg.receiveFill = 0
 	assert.Zero(t, p.fillWait(), "WithReceiveFill(0) receives as soon as a slot is free")
+}
+
+func TestReadAheadFollowsThePollersRunning(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	p := &Pool{cfg: config{pollers: 100, maxMessages: 10, clock: clk}, credits: newCredits(0), recv: &receivers{active: 2}}
+	p.queue.visibility = 30 * time.Second
+	p.sizer.lastAt = clk.Now()
+	clk.Advance(time.Second)
+	p.counters.processed.Add(10_000) // 10,000/s: 520 for a 50 ms horizon
+	p.resize(10 * time.Millisecond)
+	assert.EqualValues(t, 30, p.readAhead.Load(), "one receive for each of 2 pollers, and one more")
+	p.recv.active = 5
+	clk.Advance(time.Second)
+	p.counters.processed.Add(10_000)
+	p.resize(10 * time.Millisecond)
+	assert.EqualValues(t, 60, p.readAhead.Load())
+	assert.Equal(t, 60, p.credits.unclaimed(), "the slots moved with it")
 }
