@@ -123,7 +123,8 @@ func WithWorkers(n int) Option { return func(c *config) { c.workers = n } }
 // WithPollers sets the most long polls that run at once: an upper bound, not
 // a fixed count (default 100; 1 on FIFO queues). Within it the pool adds a
 // poller while receives come back full and workers wait for work, and sheds
-// one for each receive that comes back partial or empty, down to a single
+// one for each receive that comes back partial or empty, or that found fewer
+// than ten slots free (the handlers are the limit), down to a single
 // long poll when the queue is idle (3 requests a minute at the default 20s
 // wait). Pollers never outnumber what the free slots can fill: the workers,
 // or the live adaptive limit, plus the read-ahead. WithPollers(1) is a fixed

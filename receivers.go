@@ -9,10 +9,10 @@ import (
 // receivers sizes the pool's receive concurrency to demand, the way a cost
 // conscious gocloud would: it adds a poller while receives come back full and
 // slots that no receive claims wait for work, and sheds one for every receive
-// that comes back partial or empty, down to a single long poll for the whole
-// pool when the queue is idle. Pollers never outnumber what the slots the
-// handlers and the read-ahead leave can fill (the slot bound), nor the upper
-// bound WithPollers sets.
+// that comes back partial or empty, or that found fewer than a batch's slots
+// free, down to a single long poll for the whole pool when the queue is idle.
+// Pollers never outnumber what the slots the handlers and the read-ahead
+// leave can fill (the slot bound), nor the upper bound WithPollers sets.
 //
 // A poller consults it after each successful receive; receive errors and
 // backoffs change nothing. The pool owns every poller goroutine (Pool.pollers),
@@ -56,7 +56,11 @@ func (r *receivers) after(asked, got int) (stop bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
-	case r.active > 1 && (got < asked || r.active > bound):
+	case r.active > 1 && (got < asked || asked < r.want() || r.active > bound):
+		// Partial or empty: the queue has less than the pollers can take.
+		// Asked for less than a batch: the handlers, not the receives, are
+		// the limit, and pollers that share the freed slots only make
+		// smaller receives.
 		r.active--
 		return true
 	case waiting && r.active < bound:

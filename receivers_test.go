@@ -234,7 +234,8 @@ func TestReceiversAddShedAndBound(t *testing.T) {
 	assert.False(t, r.after(10, 10), "full, but workers have work: no poller added")
 	assert.Equal(t, 2, spawned)
 	free = 64
-	assert.False(t, r.after(4, 4), "a receive that asked for less than a batch adds none")
+	assert.True(t, r.after(4, 4), "a receive that found less than a batch's slots free: shed")
+	assert.False(t, r.after(4, 4), "but never below one poller")
 	for range 10 {
 		r.after(10, 10)
 	}
