@@ -139,9 +139,15 @@ func panel(b io.StringWriter, pts []point, hd float64, latencies []float64, cons
 	var top, bound float64
 	for _, p := range pts {
 		if p.handler == hd {
-			top = math.Max(top, math.Max(p.rate, p.bound))
+			top = math.Max(top, p.rate)
 			bound = p.bound
 		}
+	}
+	// The bound is drawn when it is near the rates; far above them (the CPU
+	// is the limit) it would flatten every line, and the title gives it.
+	onScale := bound <= 2*top
+	if onScale {
+		top = math.Max(top, bound)
 	}
 	top = niceCeil(top)
 	x := func(lat float64) float64 {
@@ -149,7 +155,11 @@ func panel(b io.StringWriter, pts []point, hd float64, latencies []float64, cons
 		return float64(ox) + float64(i)*float64(panelW)/float64(max(len(latencies)-1, 1))
 	}
 	y := func(v float64) float64 { return float64(oy+panelH) - v/top*panelH }
-	_, _ = b.WriteString(fmt.Sprintf(`<text x="%d" y="%d" font-weight="bold">handler %g ms, 64 workers</text>`+"\n", ox, oy-10, hd))
+	title := fmt.Sprintf("handler %g ms, 64 workers: bound %.0f/s", hd, bound)
+	if !onScale {
+		title += " (off scale)"
+	}
+	_, _ = b.WriteString(fmt.Sprintf(`<text x="%d" y="%d" font-weight="bold">%s</text>`+"\n", ox, oy-10, title))
 	_, _ = b.WriteString(fmt.Sprintf(`<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#ccc"/>`+"\n", ox, oy, panelW, panelH))
 	for k := 0; k <= 4; k++ {
 		v := top * float64(k) / 4
@@ -161,7 +171,9 @@ func panel(b io.StringWriter, pts []point, hd float64, latencies []float64, cons
 	}
 	_, _ = b.WriteString(fmt.Sprintf(`<text x="%d" y="%d" text-anchor="middle">receive latency (every SQS call)</text>`+"\n", ox+panelW/2, oy+panelH+32))
 	_, _ = b.WriteString(fmt.Sprintf(`<text x="%d" y="%d" transform="rotate(-90 %d %d)" text-anchor="middle">msgs/s</text>`+"\n", ox-46, oy+panelH/2, ox-46, oy+panelH/2))
-	_, _ = b.WriteString(fmt.Sprintf(`<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="black" stroke-dasharray="5,4"/>`+"\n", ox, y(bound), ox+panelW, y(bound)))
+	if onScale {
+		_, _ = b.WriteString(fmt.Sprintf(`<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="black" stroke-dasharray="5,4"/>`+"\n", ox, y(bound), ox+panelW, y(bound)))
+	}
 	for _, c := range consumers {
 		var line []string
 		for _, lat := range latencies {
