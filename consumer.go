@@ -120,6 +120,9 @@ func (c *credits) take(ctx context.Context, w *waiter, want int, fill time.Durat
 		return 0, err
 	}
 	if want > 1 && fill > 0 {
+		if c.tryTake(want) {
+			return want, nil // free already: no fill timer to arm
+		}
 		t := clk.NewTimer(fill)
 		granted, err := c.wait(ctx, w, want, false, t.C())
 		t.Stop()
@@ -134,6 +137,17 @@ func (c *credits) take(ctx context.Context, w *waiter, want int, fill time.Durat
 		return 0, err
 	}
 	return 1 + c.takeUpTo(want-1), nil
+}
+
+// tryTake takes n slots if they are free and no one waits before it.
+func (c *credits) tryTake(n int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.waiters) > 0 || c.free < n {
+		return false
+	}
+	c.free -= n
+	return true
 }
 
 // takeUpTo takes what is free, up to n slots.
@@ -218,12 +232,13 @@ func (c *credits) grantLocked() {
 type poller struct {
 	client   Client
 	input    sqs.ReceiveMessageInput
-	want     int           // most messages per receive
-	limit    *atomic.Int64 // the pool's live concurrency limit
-	fill     time.Duration
+	want     int                  // most messages per receive
+	limit    *atomic.Int64        // the pool's live concurrency limit
+	fill     func() time.Duration // how long to wait for a full batch's slots
 	clock    clock.Clock
 	credits  *credits
-	breaker  *breaker // nil: always admit
+	breaker  *breaker   // nil: always admit
+	ctl      *receivers // adds and sheds pollers
 	dispatch func(msgs []types.Message, sent time.Time, probe uint64)
 	calls    *apiCounters
 	observe  func(a api, entries int, began time.Time, err error)
@@ -270,7 +285,7 @@ func (p *poller) run(ctx, recv context.Context) {
 				return
 			}
 		}
-		n, err := p.credits.take(ctx, w, want, p.fill, p.clock)
+		n, err := p.credits.take(ctx, w, want, p.fill(), p.clock)
 		if err != nil {
 			p.breaker.unadmit(probe, want)
 			return
@@ -314,8 +329,11 @@ func (p *poller) run(ctx, recv context.Context) {
 		p.breaker.unadmit(probe, want-len(out.Messages))
 		if len(out.Messages) == 0 {
 			p.calls.empty()
-			continue
+		} else {
+			p.dispatch(out.Messages, began, probe)
 		}
-		p.dispatch(out.Messages, began, probe)
+		if p.ctl.after(n, len(out.Messages)) {
+			return
+		}
 	}
 }

@@ -46,8 +46,9 @@ type Pool struct {
 	handlerCtx    context.Context // carries the parent's values, not its cancellation
 	handlerCancel context.CancelFunc
 
-	pollers     sync.WaitGroup
-	workerIDs   sync.Map // goroutine ids of the workers: who runs a handler
+	recv        *receivers     // sizes the pollers to demand
+	pollers     sync.WaitGroup // every poller, whoever started it
+	workerIDs   sync.Map       // goroutine ids of the workers: who runs a handler
 	workersLeft atomic.Int64
 	workersDone chan struct{} // closed when the last worker returns
 	running     atomic.Int64  // handlers running now
@@ -111,13 +112,6 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 		return nil, err
 	}
 	p.queue = q
-	if q.fifo && !cfg.pollersSet {
-		// SQS locks a group while any of its messages is in flight, which
-		// keeps its batches in order across receives. A FIFO receive brings
-		// one group's messages, which run one after another, so it takes
-		// more receives in flight to keep the same workers busy.
-		p.cfg.pollers *= fifoPollersPerDefault
-	}
 	p.process = func(rec *record) (bool, time.Duration) { return handleOne(p, rec, decode, h) }
 	p.start(ctx, client)
 	return p, nil
@@ -139,8 +133,8 @@ func (p *Pool) start(parent context.Context, client Client) {
 			cfg.logger.Warn("sqspool: circuit breaker "+to.String(), "queue", p.queue.url, "from", from.String())
 		})
 	}
-	// Room for every slot, read-ahead included, and for a receive that
-	// returned more than it asked for.
+	// Room for every slot, the most read-ahead included, and for a receive
+	// that returned more than it asked for.
 	p.work = make(chan *record, p.heldSlots(cfg.workers)+cfg.pollers*cfg.maxMessages+maxBatch)
 	p.disp = &dispatcher{
 		queueURL:   p.queue.url,
@@ -181,16 +175,26 @@ func (p *Pool) start(parent context.Context, client Client) {
 	recvCtx, recvCancel := context.WithCancel(context.WithoutCancel(parent))
 	p.recvCancel = recvCancel
 	input := newReceiveInput(p.queue.url, cfg)
-	for range cfg.pollers {
+	p.recv = &receivers{
+		max:   cfg.pollers,
+		want:  func() int { return min(want, max(int(p.limit.Load()), 1)) },
+		slots: func() int { return p.heldSlots(int(p.limit.Load())) + int(p.readAhead.Load()) },
+		free:  p.credits.unclaimed,
+	}
+	p.recv.spawn = func() bool {
+		if pollCtx.Err() != nil {
+			return false
+		}
 		pl := &poller{
 			client:   client,
 			input:    input,
 			want:     want,
 			limit:    &p.limit,
-			fill:     cfg.receiveFill,
+			fill:     p.fillWait,
 			clock:    cfg.clock,
 			credits:  p.credits,
 			breaker:  p.brk,
+			ctl:      p.recv,
 			dispatch: p.disp.dispatchProbes,
 			calls:    &p.counters.api,
 			observe:  p.observeCall,
@@ -207,7 +211,9 @@ func (p *Pool) start(parent context.Context, client Client) {
 			defer p.pollers.Done()
 			pl.run(pollCtx, recvCtx)
 		}()
+		return true
 	}
+	p.recv.start()
 	bgCtx, bgCancel := context.WithCancel(context.Background())
 	p.bgCancel = bgCancel
 	p.bg.Add(1)
@@ -228,9 +234,6 @@ func (p *Pool) start(parent context.Context, client Client) {
 	}
 	go p.supervise(parent)
 }
-
-// fifoPollersPerDefault multiplies the default poller count on FIFO queues.
-const fifoPollersPerDefault = 2
 
 // heldSlots is how many received messages the pool holds for limit running
 // handlers. On a FIFO queue the later messages of a group wait in memory
@@ -550,6 +553,8 @@ func (p *Pool) Stats() Stats {
 	s := p.counters.snapshot()
 	s.ConcurrencyLimit = limit
 	s.ReadAhead = p.readAhead.Load()
+	active, _ := p.recv.running()
+	s.Pollers = int64(active)
 	s.Breaker, s.BreakerOpens = p.brk.snapshot()
 	return s
 }

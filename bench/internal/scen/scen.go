@@ -106,6 +106,8 @@ type Result struct {
 	Target              string
 	Verdict             Verdict
 	Note                string
+	// Sweep places the rows of scenario 10; nil elsewhere.
+	Sweep *SweepPoint
 }
 
 // Scenario is one named scenario.
@@ -127,6 +129,7 @@ func All() []Scenario {
 		{7, "sink", Sink},
 		{8, "adaptive", Adaptive},
 		{9, "fifo", FIFO},
+		{10, "sweep", Sweep},
 	}
 }
 
