@@ -143,13 +143,18 @@ func (p *Pool) setLimit(n int) {
 // handlers that can run, so that the next receive is already on its way when
 // handlers free up instead of starting only then. It is the work the pool
 // finishes in one receive's latency, or in readAheadHorizon if that is
-// longer, and at most one receive per poller (gocloud's pubsub sizes its
-// buffer the same way, on a 2 s horizon). Those messages wait about that
-// long for a worker, and the heartbeat keeps them invisible meanwhile; with
-// slow handlers the read-ahead is nil.
+// longer, plus two receives' worth, and at most one receive per poller
+// running plus one (gocloud's pubsub sizes its buffer the same way, on a 2 s
+// horizon). Those messages wait about that long for a worker, and the
+// heartbeat keeps them invisible meanwhile (see readAheadFor).
 type sizer struct {
-	mu       sync.Mutex
-	latency  time.Duration // moving average of non-empty receives
+	mu      sync.Mutex
+	latency time.Duration // moving average of non-empty receives
+	// transit averages the non-empty receives that took under
+	// maxReceiveGrace/2, which waited little or not at all: about what a
+	// response takes to come back (see Pool.endReceives).
+	transit  time.Duration
+	rate     float64 // messages finished a second, over the last resize
 	lastAt   time.Time
 	lastDone int64
 }
@@ -162,6 +167,14 @@ const (
 	readAheadHorizon = 50 * time.Millisecond
 )
 
+// load returns the last measured rate (messages a second) and the receive
+// latency.
+func (s *sizer) load() (rate float64, latency time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.rate, s.latency
+}
+
 // resize is called by pollers after each receive that brought messages.
 func (p *Pool) resize(latency time.Duration) {
 	s := &p.sizer
@@ -172,6 +185,13 @@ func (p *Pool) resize(latency time.Duration) {
 	} else {
 		s.latency += (latency - s.latency) / 4
 	}
+	if latency < maxReceiveGrace/2 {
+		if s.transit == 0 {
+			s.transit = latency
+		} else {
+			s.transit += (latency - s.transit) / 4
+		}
+	}
 	now := p.cfg.clock.Now()
 	elapsed := now.Sub(s.lastAt)
 	if elapsed < resizeEvery {
@@ -180,9 +200,14 @@ func (p *Pool) resize(latency time.Duration) {
 	c := &p.counters
 	done := c.processed.Load() + c.failed.Load() + c.decodeErrors.Load()
 	rate := float64(done-s.lastDone) / elapsed.Seconds()
-	s.lastAt, s.lastDone = now, done
+	s.lastAt, s.lastDone, s.rate = now, done, rate
 	horizon := max(s.latency, readAheadHorizon)
-	ahead := min(int64(math.Ceil(rate*horizon.Seconds())), int64(p.cfg.pollers*p.cfg.maxMessages))
+	// At most one receive for each poller running and one more, so that the
+	// read-ahead follows the receive concurrency (and through it the live
+	// limit) while leaving the controller room to add a poller.
+	active, _ := p.recv.running()
+	ceiling := min(active+1, p.cfg.pollers) * p.cfg.maxMessages
+	ahead := readAheadFor(rate, horizon, p.queue.visibility, p.cfg.maxMessages, ceiling)
 	if old := p.readAhead.Swap(ahead); old != ahead {
 		p.credits.release(int(ahead - old))
 	}

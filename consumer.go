@@ -120,6 +120,9 @@ func (c *credits) take(ctx context.Context, w *waiter, want int, fill time.Durat
 		return 0, err
 	}
 	if want > 1 && fill > 0 {
+		if c.tryTake(want) {
+			return want, nil // free already: no fill timer to arm
+		}
 		t := clk.NewTimer(fill)
 		granted, err := c.wait(ctx, w, want, false, t.C())
 		t.Stop()
@@ -134,6 +137,17 @@ func (c *credits) take(ctx context.Context, w *waiter, want int, fill time.Durat
 		return 0, err
 	}
 	return 1 + c.takeUpTo(want-1), nil
+}
+
+// tryTake takes n slots if they are free and no one waits before it.
+func (c *credits) tryTake(n int) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.waiters) > 0 || c.free < n {
+		return false
+	}
+	c.free -= n
+	return true
 }
 
 // takeUpTo takes what is free, up to n slots.
@@ -218,12 +232,13 @@ func (c *credits) grantLocked() {
 type poller struct {
 	client   Client
 	input    sqs.ReceiveMessageInput
-	want     int           // most messages per receive
-	limit    *atomic.Int64 // the pool's live concurrency limit
-	fill     time.Duration
+	want     int                  // most messages per receive
+	limit    *atomic.Int64        // the pool's live concurrency limit
+	fill     func() time.Duration // how long to wait for a full batch's slots
 	clock    clock.Clock
 	credits  *credits
-	breaker  *breaker // nil: always admit
+	breaker  *breaker   // nil: always admit
+	ctl      *receivers // adds and sheds pollers
 	dispatch func(msgs []types.Message, sent time.Time, probe uint64)
 	calls    *apiCounters
 	observe  func(a api, entries int, began time.Time, err error)
@@ -254,8 +269,11 @@ func newReceiveInput(queueURL string, cfg *config) sqs.ReceiveMessageInput {
 }
 
 // run polls until ctx ends. Receive errors back off exponentially with full
-// jitter; throttling is treated the same way.
-func (p *poller) run(ctx context.Context) {
+// jitter; throttling is treated the same way. The receive itself runs under
+// recv, which the stop ends a little after ctx: SQS does not see a client
+// leave, so a cancelled receive can still take messages, and a response on
+// its way back would be lost with them in flight (see Pool.stop).
+func (p *poller) run(ctx, recv context.Context) {
 	backoff := minReceiveBackoff
 	w := &waiter{ch: make(chan struct{}, 1)}
 	for {
@@ -267,8 +285,14 @@ func (p *poller) run(ctx context.Context) {
 				return
 			}
 		}
-		n, err := p.credits.take(ctx, w, want, p.fill, p.clock)
+		n, err := p.credits.take(ctx, w, want, p.fill(), p.clock)
 		if err != nil {
+			p.breaker.unadmit(probe, want)
+			return
+		}
+		if ctx.Err() != nil {
+			// Slots can be free as the stop begins; recv outlives ctx.
+			p.credits.release(n)
 			p.breaker.unadmit(probe, want)
 			return
 		}
@@ -276,7 +300,7 @@ func (p *poller) run(ctx context.Context) {
 		in.MaxNumberOfMessages = int32(n)
 		p.calls.add(apiReceiveMessage)
 		began := p.clock.Now()
-		out, err := p.client.ReceiveMessage(ctx, &in)
+		out, err := p.client.ReceiveMessage(recv, &in)
 		if ctx.Err() == nil {
 			got := 0
 			if out != nil {
@@ -305,8 +329,11 @@ func (p *poller) run(ctx context.Context) {
 		p.breaker.unadmit(probe, want-len(out.Messages))
 		if len(out.Messages) == 0 {
 			p.calls.empty()
-			continue
+		} else {
+			p.dispatch(out.Messages, began, probe)
 		}
-		p.dispatch(out.Messages, began, probe)
+		if p.ctl.after(n, len(out.Messages)) {
+			return
+		}
 	}
 }

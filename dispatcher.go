@@ -16,6 +16,7 @@ const (
 	recQueued   int32 = iota // received, waiting for a worker (or behind its FIFO group)
 	recRunning               // a handler has it
 	recFinished              // handled; a delete or visibility change may be pending
+	recRetrying              // failed, to run again here after a backoff (FIFO; see Pool.localRetry)
 )
 
 // record is the one in-flight entry of a message in this process, from
@@ -28,6 +29,7 @@ type record struct {
 	ctx      handlerContext
 	deadline time.Time // when the handler's context ends
 	state    atomic.Int32
+	attempts int           // handler runs of this delivery; only its worker touches it
 	probe    atomic.Uint64 // the breaker admission it holds, if a probe; see takeProbe
 
 	mu           sync.Mutex

@@ -100,6 +100,15 @@ func (c *handlerContext) cancel(err error) {
 	}
 }
 
+// reset makes the context live again for another run of the handler on the
+// same delivery. The previous run has returned, and a handler must not use
+// its context after that.
+func (c *handlerContext) reset() {
+	c.mu.Lock()
+	c.done, c.err, c.after = nil, nil, nil
+	c.mu.Unlock()
+}
+
 func (c *handlerContext) String() string { return "sqspool.handlerContext" }
 
 var _ context.Context = (*handlerContext)(nil)

@@ -10,7 +10,9 @@ package sqspool_test
 //   - every ChangeMessageVisibility counts as a receive, so tests about
 //     receive counts or redrive turn the heartbeat and retry backoff off;
 //   - FIFO groups are not locked while in flight, and a delete with an older
-//     receipt handle deletes, so tests check handles and order themselves.
+//     receipt handle deletes, so tests check handles and order themselves;
+//     FIFO pools run one poller, since the pool's default of several relies
+//     on SQS's group lock to keep a group's batches in order.
 
 import (
 	"context"
@@ -334,9 +336,10 @@ func TestIntegrationPoisonMessageReachesDLQ(t *testing.T) {
 // running one is done, the others are receivable immediately, in order,
 // rather than after their 30 s visibility timeout.
 //
-// The pool has exactly as many workers as messages, so that no long poll is
-// open when it stops: local-aws-sqs keeps a cancelled long poll running to
-// its end, and it would pick up a message the stop gives back.
+// The pool holds exactly as many messages as there are, so that no long poll
+// is open when it stops: local-aws-sqs, like SQS, keeps a cancelled long poll
+// running to its end, and it would pick up a message the stop gives back.
+// (Without the heartbeat a FIFO pool holds one message per worker.)
 func TestIntegrationShutdownReturnsUnstartedFIFO(t *testing.T) {
 	t.Parallel()
 	c := itSQS(t)
@@ -352,7 +355,7 @@ func TestIntegrationShutdownReturnsUnstartedFIFO(t *testing.T) {
 			<-release
 		}
 		return nil
-	}, sqspool.WithWorkers(3))
+	}, sqspool.WithWorkers(3), sqspool.WithPollers(1), sqspool.WithHeartbeat(false))
 	select {
 	case <-started:
 	case <-time.After(20 * time.Second):
@@ -542,7 +545,7 @@ func TestIntegrationFIFOGroupOrderUnderConcurrency(t *testing.T) {
 		log.add(ctx, j)
 		time.Sleep(time.Duration(5+j.N%3*10) * time.Millisecond)
 		return nil
-	}, sqspool.WithWorkers(8))
+	}, sqspool.WithWorkers(8), sqspool.WithPollers(1))
 	itEventually(t, 30*time.Second, func() bool { return p.Stats().Deleted == groups*perGroup }, "all deleted")
 	itShutdown(t, p)
 

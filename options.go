@@ -104,25 +104,33 @@ func (c *config) validate() error {
 		c.adaptive, c.workers = &a, a.Max // one worker goroutine per slot the limit may reach
 	}
 	if c.pollers == 0 {
-		c.pollers = defaultPollers(c.workers, c.maxMessages)
+		c.pollers = defaultMaxPollers
 	}
 	return nil
 }
 
-// defaultPollers gives one long poll per full receive the workers can take,
-// so that the receive rate follows the worker count; with the read-ahead,
-// each poller's next receive overlaps the handling of its last.
-func defaultPollers(workers, maxMessages int) int {
-	return max(1, (workers+maxMessages-1)/maxMessages)
-}
+// defaultMaxPollers bounds the receives in flight at once by default, as
+// gocloud bounds its own. The slots bound them first: pollers never
+// outnumber the receives that the handlers and the read-ahead can take.
+const defaultMaxPollers = 100
 
 // WithWorkers sets how many handlers run at once (default 10). Messages held
-// are bounded by it plus a read-ahead of at most one receive per poller (see
-// Stats.ReadAhead).
+// are bounded by it plus a read-ahead of about one receive latency of work,
+// at most one receive per poller and what is handled in half a visibility
+// timeout (see Stats.ReadAhead).
 func WithWorkers(n int) Option { return func(c *config) { c.workers = n } }
 
-// WithPollers sets how many long polls run at once (default: one for every
-// 10 workers, rounded up; one on FIFO queues).
+// WithPollers sets the most long polls that run at once: an upper bound, not
+// a fixed count (default 100). Within it the pool adds a poller while
+// receives come back full and workers wait for work, and sheds one for each
+// receive that comes back partial or empty, or that found fewer than ten
+// slots free (the handlers are the limit), down to a single long poll when
+// the queue is idle (3 requests a minute at the default 20s wait). Pollers
+// never outnumber what the free slots can fill: the workers, or the live
+// adaptive limit, plus the read-ahead. WithPollers(1) is a fixed single
+// poller. On FIFO queues more than one poller relies on SQS locking a
+// message group while any of its messages is in flight, as SQS does: use
+// WithPollers(1) against a server that does not.
 func WithPollers(n int) Option { return func(c *config) { c.pollers, c.pollersSet = n, true } }
 
 // WithMaxMessages caps the messages asked for in one ReceiveMessage (default
@@ -183,7 +191,10 @@ func WithDeleteLinger(d time.Duration) Option { return func(c *config) { c.delet
 // fewer than a full receive's worth, waits for more to free up before it
 // receives (default 10ms). Under load workers free up far faster and every
 // receive asks for 10 messages; with slow handlers a free worker idles at
-// most this long. Zero receives as soon as any worker is free.
+// most this long. While received messages still wait for workers, a poller
+// waits longer, up to as long as they keep the workers busy less one receive
+// latency (at most 1s), so that slow handlers too are fed ten at a time.
+// Zero receives as soon as any worker is free.
 func WithReceiveFill(d time.Duration) Option { return func(c *config) { c.receiveFill = d } }
 
 // WithBatchConcurrency caps the concurrent DeleteMessageBatch calls, and

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/sqspool/sqspool/clock"
 )
 
 // Handler handles one decoded message. Returning nil means the work is done
@@ -38,23 +40,29 @@ type Pool struct {
 
 	pollCtx       context.Context // ends when the stop begins
 	pollCancel    context.CancelFunc
+	recvCancel    context.CancelFunc // ends the receives in flight, a grace after pollCtx
 	bgCancel      context.CancelFunc // watchdog and adaptive limit
 	bg            sync.WaitGroup
 	handlerCtx    context.Context // carries the parent's values, not its cancellation
 	handlerCancel context.CancelFunc
 
-	pollers     sync.WaitGroup
-	workerIDs   sync.Map // goroutine ids of the workers: who runs a handler
+	recv        *receivers     // sizes the pollers to demand
+	pollers     sync.WaitGroup // every poller, whoever started it
+	workerIDs   sync.Map       // goroutine ids of the workers: who runs a handler
 	workersLeft atomic.Int64
 	workersDone chan struct{} // closed when the last worker returns
 	running     atomic.Int64  // handlers running now
 	lastReceive atomic.Int64  // unix nanoseconds of the last successful receive
 
-	stopping    atomic.Bool
-	stopBegun   chan struct{}
-	shutdownReq chan shutdownRequest
-	done        chan struct{} // closed when the stop sequence has finished
-	err         error         // set before done is closed
+	stopping atomic.Bool
+
+	retryMu       sync.Mutex
+	retries       map[*record]clock.Timer // FIFO records waiting for a local retry
+	retriesClosed bool                    // the stop took them back
+	stopBegun     chan struct{}
+	shutdownReq   chan shutdownRequest
+	done          chan struct{} // closed when the stop sequence has finished
+	err           error         // set before done is closed
 }
 
 // StartPool resolves the consumer's queue and starts consuming it: pollers
@@ -104,11 +112,6 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 		return nil, err
 	}
 	p.queue = q
-	if q.fifo && !cfg.pollersSet {
-		// One poller keeps a group's batches in receive order even where the
-		// server does not lock a group while it has messages in flight.
-		p.cfg.pollers = 1
-	}
 	p.process = func(rec *record) (bool, time.Duration) { return handleOne(p, rec, decode, h) }
 	p.start(ctx, client)
 	return p, nil
@@ -124,15 +127,15 @@ func (p *Pool) start(parent context.Context, client Client) {
 		p.run = newCredits(slots)
 	}
 	p.limit.Store(int64(slots))
-	p.credits = newCredits(slots)
+	p.credits = newCredits(p.heldSlots(slots))
 	if cfg.breaker != nil {
 		p.brk = newBreaker(*cfg.breaker, cfg.clock, func(from, to BreakerState) {
 			cfg.logger.Warn("sqspool: circuit breaker "+to.String(), "queue", p.queue.url, "from", from.String())
 		})
 	}
-	// Room for every slot, read-ahead included, and for a receive that
-	// returned more than it asked for.
-	p.work = make(chan *record, cfg.workers+cfg.pollers*cfg.maxMessages+maxBatch)
+	// Room for every slot, the most read-ahead included, and for a receive
+	// that returned more than it asked for.
+	p.work = make(chan *record, p.heldSlots(cfg.workers)+cfg.pollers*cfg.maxMessages+maxBatch)
 	p.disp = &dispatcher{
 		queueURL:   p.queue.url,
 		fifo:       p.queue.fifo,
@@ -168,17 +171,30 @@ func (p *Pool) start(parent context.Context, client Client) {
 
 	pollCtx, pollCancel := context.WithCancel(parent)
 	p.pollCtx, p.pollCancel = pollCtx, pollCancel
+	// Not the parent's cancellation: the stop ends receives (see stop).
+	recvCtx, recvCancel := context.WithCancel(context.WithoutCancel(parent))
+	p.recvCancel = recvCancel
 	input := newReceiveInput(p.queue.url, cfg)
-	for range cfg.pollers {
+	p.recv = &receivers{
+		max:   cfg.pollers,
+		want:  func() int { return min(want, max(int(p.limit.Load()), 1)) },
+		slots: func() int { return p.heldSlots(int(p.limit.Load())) + int(p.readAhead.Load()) },
+		free:  p.credits.unclaimed,
+	}
+	p.recv.spawn = func() bool {
+		if pollCtx.Err() != nil {
+			return false
+		}
 		pl := &poller{
 			client:   client,
 			input:    input,
 			want:     want,
 			limit:    &p.limit,
-			fill:     cfg.receiveFill,
+			fill:     p.fillWait,
 			clock:    cfg.clock,
 			credits:  p.credits,
 			breaker:  p.brk,
+			ctl:      p.recv,
 			dispatch: p.disp.dispatchProbes,
 			calls:    &p.counters.api,
 			observe:  p.observeCall,
@@ -193,9 +209,11 @@ func (p *Pool) start(parent context.Context, client Client) {
 		p.pollers.Add(1)
 		go func() {
 			defer p.pollers.Done()
-			pl.run(pollCtx)
+			pl.run(pollCtx, recvCtx)
 		}()
+		return true
 	}
+	p.recv.start()
 	bgCtx, bgCancel := context.WithCancel(context.Background())
 	p.bgCancel = bgCancel
 	p.bg.Add(1)
@@ -215,6 +233,20 @@ func (p *Pool) start(parent context.Context, client Client) {
 		go p.worker()
 	}
 	go p.supervise(parent)
+}
+
+// heldSlots is how many received messages the pool holds for limit running
+// handlers. On a FIFO queue the later messages of a group wait in memory
+// behind its running one, so holding only one per worker would leave
+// workers idle while a few groups drain: the pool holds up to a full
+// receive per worker, which the heartbeat keeps invisible while they wait.
+// Without the heartbeat, or under the adaptive limit, it holds one per
+// worker.
+func (p *Pool) heldSlots(limit int) int {
+	if !p.queue.fifo || !p.cfg.heartbeat || p.cfg.adaptive != nil {
+		return limit
+	}
+	return limit * p.cfg.maxMessages
 }
 
 // deadline is when the handler of a message is cancelled. A handler timeout
@@ -269,6 +301,13 @@ func (p *Pool) worker() {
 			if p.run != nil {
 				p.run.release(1)
 			}
+			if rec.state.Load() == recRetrying {
+				// Its group stays here, in flight, behind it.
+				if delay > 0 {
+					rec = p.retryLater(rec, delay)
+				}
+				continue
+			}
 			p.releaseSlot()
 			rec, released = p.disp.next(rec, ok, delay)
 			p.giveBack(delay, released...)
@@ -281,6 +320,9 @@ func (p *Pool) worker() {
 // it will be delivered again.
 func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
 	m := rec.msg
+	if rec.attempts++; rec.attempts > 1 {
+		rec.ctx.reset()
+	}
 	// The deadline is on the pool's clock; the context's is the wall clock's.
 	rec.ctx.values, rec.ctx.msg = p.handlerCtx, m
 	rec.ctx.deadline = time.Now().Add(rec.deadline.Sub(p.cfg.clock.Now()))
@@ -348,11 +390,16 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 		p.cfg.logger.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
 	}
 	delay, set, final := retryDelay(err, m.ReceiveCount, p.cfg.retryBackoff)
+	localDelay, local := p.localRetry(rec, err)
 	switch {
 	case final:
 		p.finish(rec)
 		p.counters.dropped.Add(1)
 		ok, delay = true, 0
+	case local:
+		rec.state.Store(recRetrying)
+		delay = localDelay
+		p.counters.retried.Add(1)
 	case set:
 		p.deq.setVisibility(rec, delay)
 		p.counters.retried.Add(1)
@@ -366,6 +413,72 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	p.counters.failed.Add(1)
 	p.report(ctx, m, err)
 	return ok, delay
+}
+
+// maxLocalAttempts is how many times a FIFO message runs in this process on
+// one delivery before its group is given back to the queue.
+const maxLocalAttempts = 3
+
+// localRetry reports whether failed rec runs again here, and after how long.
+// On a FIFO queue a failure would otherwise give the rest of the group back
+// too, and each give-back counts as a receive of messages that did not
+// fail: with a redrive policy, another message's failure could move them to
+// the dead-letter queue. So the group stays in flight (the heartbeat keeps
+// it), and the failed message runs again at once, then after the backoff
+// of its first and second local failures, before the group goes back. The
+// receive count of a message then counts its own deliveries.
+func (p *Pool) localRetry(rec *record, err error) (time.Duration, bool) {
+	if !p.queue.fifo || !p.cfg.heartbeat || rec.attempts >= maxLocalAttempts || p.stopping.Load() {
+		return 0, false
+	}
+	var ra *RetryAfterError
+	switch {
+	case errors.As(err, &ra):
+		return max(ra.Delay, 0), true
+	case rec.attempts == 1 || p.cfg.retryBackoff == nil:
+		return 0, true
+	}
+	return p.cfg.retryBackoff(rec.attempts - 1), true
+}
+
+// retryLater runs rec again after delay, unless the stop comes first. It
+// returns what the worker goes on with: nothing, or rec given back if the
+// stop has begun.
+func (p *Pool) retryLater(rec *record, delay time.Duration) *record {
+	p.retryMu.Lock()
+	defer p.retryMu.Unlock()
+	if p.retriesClosed {
+		return rec // the worker sees stopping and gives it back with its group
+	}
+	if p.retries == nil {
+		p.retries = make(map[*record]clock.Timer)
+	}
+	p.retries[rec] = p.cfg.clock.AfterFunc(delay, func() {
+		p.retryMu.Lock()
+		defer p.retryMu.Unlock()
+		if _, ok := p.retries[rec]; !ok {
+			return // the stop took it
+		}
+		delete(p.retries, rec)
+		rec.state.Store(recQueued)
+		p.work <- rec // never blocks: rec holds one of the slots work has room for
+	})
+	return nil
+}
+
+// takeRetries ends the local retries waiting for their backoff and returns
+// their records, for the stop to give back.
+func (p *Pool) takeRetries() []*record {
+	p.retryMu.Lock()
+	defer p.retryMu.Unlock()
+	p.retriesClosed = true
+	var recs []*record
+	for rec, t := range p.retries {
+		t.Stop()
+		recs = append(recs, rec)
+	}
+	p.retries = nil
+	return recs
 }
 
 // finish deletes a message that is done with.
@@ -440,6 +553,8 @@ func (p *Pool) Stats() Stats {
 	s := p.counters.snapshot()
 	s.ConcurrencyLimit = limit
 	s.ReadAhead = p.readAhead.Load()
+	active, _ := p.recv.running()
+	s.Pollers = int64(active)
 	s.Breaker, s.BreakerOpens = p.brk.snapshot()
 	return s
 }
@@ -541,6 +656,40 @@ func (p *Pool) supervise(parent context.Context) {
 	p.err = p.stop(ctx)
 }
 
+// maxReceiveGrace bounds how long a stop lets a receive in flight run on.
+const maxReceiveGrace = time.Second
+
+// endReceives waits for the pollers, letting a receive in flight run on for
+// twice the time receives that did not wait took (under maxReceiveGrace;
+// within ctx) before it cancels it. SQS does not notice that a client cancelled a
+// ReceiveMessage: messages it took for it stay in flight for the visibility
+// timeout, delivered to nobody. A response already on its way back arrives
+// within about one receive latency; one that arrives is given back at once
+// like every unstarted message. A long poll still waiting when the grace ends
+// is cancelled; SQS keeps it until its wait ends, so a message sent in that
+// window can still come back only after its visibility timeout.
+func (p *Pool) endReceives(ctx context.Context) {
+	p.sizer.mu.Lock()
+	grace := 2 * p.sizer.transit
+	p.sizer.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		p.pollers.Wait()
+		close(done)
+	}()
+	if grace > 0 {
+		t := p.cfg.clock.NewTimer(grace)
+		select {
+		case <-done:
+		case <-t.C():
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+	p.recvCancel()
+	<-done
+}
+
 // flushContext bounds the final flush: it ends when ctx has ended and
 // flushTimeout has passed since the flush began, whichever is later.
 // Deleting finished work is worth a moment even when the stop's deadline has
@@ -573,10 +722,12 @@ func (p *Pool) stop(ctx context.Context) error {
 	log := p.cfg.logger
 	// Receiving ends first: a worker that sees stopping gives its record
 	// back, and a poller still receiving would take it again at once,
-	// burning its receive count, for as long as the two overlap.
+	// burning its receive count, for as long as the two overlap. What a
+	// receive in flight still brings (see endReceives) is handled or given
+	// back like any other record.
 	p.pollCancel()
+	p.endReceives(ctx)
 	p.stopping.Store(true)
-	p.pollers.Wait()
 	// Nothing sends on work any more. Give back what no worker has taken.
 	// Each record left there is received once, by the stop or by a worker,
 	// and whoever receives it owns it: a worker gives it back itself, since
@@ -591,6 +742,7 @@ func (p *Pool) stop(ctx context.Context) error {
 			taking = false
 		}
 	}
+	unstarted = append(unstarted, p.takeRetries()...)
 	unstarted = append(unstarted, p.disp.drainGroups()...)
 	p.giveBack(0, unstarted...)
 	p.deq.changes.Flush() // at once, not after a linger

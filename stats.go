@@ -22,8 +22,11 @@ type Stats struct {
 	ConcurrencyLimit int64
 	// ReadAhead is how many messages may be held beyond ConcurrencyLimit
 	// now, so that receives overlap handling (about one receive latency of
-	// work, at most one receive per poller).
+	// work, at most one receive per poller running plus one).
 	ReadAhead int64
+	// Pollers is how many long polls run now: one on an idle queue, more
+	// while receives come back full and workers wait (see WithPollers).
+	Pollers int64
 	// Breaker is the circuit breaker's state; BreakerOpens counts openings.
 	Breaker      BreakerState
 	BreakerOpens int64

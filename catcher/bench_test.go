@@ -29,7 +29,7 @@ func BenchmarkCatcher(b *testing.B) {
 				if latency > 0 {
 					fake.SetFaults(sqsfake.Faults{sqsfake.OpSendMessageBatch: {Latency: latency}})
 				}
-				h := New(fake, url)
+				h := mustNew(b, fake, url)
 				b.SetParallelism(parallelism)
 				b.ReportAllocs()
 				b.ResetTimer()

@@ -1,8 +1,8 @@
 package catcher
 
 import (
-	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
+	"unsafe"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -19,26 +21,44 @@ import (
 	"github.com/sqspool/sqspool/internal/batch"
 )
 
-// Client is the part of *sqs.Client the handler uses.
+// Client is the part of *sqs.Client the handler uses: GetQueueAttributes
+// once in New, SendMessageBatch for the messages.
 type Client interface {
 	SendMessageBatch(ctx context.Context, in *sqs.SendMessageBatchInput, optFns ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error)
+	GetQueueAttributes(ctx context.Context, in *sqs.GetQueueAttributesInput, optFns ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
 }
 
 var _ Client = (*sqs.Client)(nil)
+
+// answerMargin is the time kept, after a send timed out, to write the
+// answer before the server's write deadline.
+const answerMargin = 250 * time.Millisecond
 
 // Handler is the http.Handler that enqueues request bodies. Create it with
 // New; it is safe for concurrent use. Call Close when done.
 type Handler struct {
 	client   Client
 	queueURL string
-	fifo     bool
+	queue    queueInfo
+	maxBody  int64 // WithMaxBodyBytes, at most the queue's limit
 	cfg      config
 	batcher  *batch.Batcher[*item]
 	closed   atomic.Bool
 	stats    counters
+	mem      memory
+	waiting  atomic.Int64 // messages admitted and not yet claimed by a call
+	dedup    *dedupTable  // FIFO queues only
 
 	// testHookQueued, when set, runs after a request joined a batch.
 	testHookQueued func()
+}
+
+// queueInfo is what New learns from GetQueueAttributes.
+type queueInfo struct {
+	fifo         bool
+	maxSize      int  // MaximumMessageSize: body plus attributes
+	contentDedup bool // ContentBasedDeduplication
+	groupScope   bool // DeduplicationScope messageGroup
 }
 
 // States of an item: the request and the flush race to move it out of
@@ -51,11 +71,14 @@ const (
 
 // item is one request's message on its way through the batcher.
 type item struct {
-	entry types.SendMessageBatchRequestEntry // Id is set by the flush
-	size  int
-	ctx   context.Context // the request's
-	state atomic.Int32
-	done  chan result // buffered: the flush never blocks on it
+	entry  types.SendMessageBatchRequestEntry // Id is set by the flush
+	body   string                             // entry.MessageBody points here
+	first  [1]byte                            // the body's first byte, read before any chunk
+	size   int
+	ctx    context.Context // the request's
+	sendBy time.Time       // the last moment a send can still be answered; zero: none
+	state  atomic.Int32
+	done   chan result // buffered: the flush never blocks on it
 }
 
 type result struct {
@@ -63,22 +86,43 @@ type result struct {
 	rej       *rejection
 }
 
-// New returns a Handler that sends messages to queueURL with client. A
-// queueURL ending in ".fifo" is a FIFO queue: see the package doc. Invalid
-// options panic.
-func New(client Client, queueURL string, opts ...Option) *Handler {
+// New returns a Handler that sends messages to queueURL with client. It
+// reads the queue's attributes with GetQueueAttributes (the caller needs
+// that permission besides sqs:SendMessage): a FIFO queue gets FIFO ids (see
+// the package doc), and bodies plus attributes are held to the queue's
+// MaximumMessageSize. Invalid options and a failed GetQueueAttributes are
+// returned as an error.
+func New(ctx context.Context, client Client, queueURL string, opts ...Option) (*Handler, error) {
 	if client == nil {
-		panic("catcher: New: nil client")
+		return nil, errors.New("catcher: New: nil client")
 	}
 	if queueURL == "" {
-		panic("catcher: New: empty queue URL")
+		return nil, errors.New("catcher: New: empty queue URL")
 	}
-	h := &Handler{client: client, queueURL: queueURL, fifo: strings.HasSuffix(queueURL, ".fifo"), cfg: defaultConfig()}
+	h := &Handler{client: client, queueURL: queueURL, cfg: defaultConfig()}
 	for _, o := range opts {
 		o(&h.cfg)
 	}
-	if h.fifo && h.cfg.fifo == nil {
-		WithFIFOHeaders(HeaderMessageGroupID, HeaderDeduplicationID)(&h.cfg)
+	if err := h.cfg.err(); err != nil {
+		return nil, err
+	}
+	if h.cfg.maxMemory < 2*h.cfg.maxBody {
+		return nil, fmt.Errorf("catcher: WithMaxBodyMemory(%d) must hold two bodies of WithMaxBodyBytes(%d)", h.cfg.maxMemory, h.cfg.maxBody)
+	}
+	q, err := readQueue(ctx, client, queueURL)
+	if err != nil {
+		return nil, err
+	}
+	h.queue = q
+	h.maxBody = min(h.cfg.maxBody, int64(q.maxSize))
+	h.mem.max = h.cfg.maxMemory
+	if q.fifo {
+		if h.cfg.fifo == nil {
+			WithFIFOHeaders(HeaderMessageGroupID, HeaderDeduplicationID)(&h.cfg)
+		}
+		h.dedup = newDedupTable(dedupTableSize)
+	} else if h.cfg.namespace != nil {
+		return nil, fmt.Errorf("catcher: WithDedupNamespace: %s is not a FIFO queue", queueURL)
 	}
 	h.batcher = batch.New(context.Background(), batch.Options{
 		MaxItems:    maxBatchEntries,
@@ -87,7 +131,36 @@ func New(client Client, queueURL string, opts ...Option) *Handler {
 		MaxInFlight: h.cfg.maxInFlight,
 		Clock:       h.cfg.clock,
 	}, func(it *item) int { return it.size }, h.flush)
-	return h
+	return h, nil
+}
+
+// readQueue reads the attributes the handler depends on.
+func readQueue(ctx context.Context, client Client, queueURL string) (queueInfo, error) {
+	out, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(queueURL),
+		AttributeNames: []types.QueueAttributeName{
+			types.QueueAttributeNameFifoQueue, types.QueueAttributeNameMaximumMessageSize,
+			types.QueueAttributeNameContentBasedDeduplication, types.QueueAttributeNameDeduplicationScope,
+		},
+	})
+	if err != nil {
+		return queueInfo{}, fmt.Errorf("catcher: New: GetQueueAttributes of %s: %w", queueURL, err)
+	}
+	a := out.Attributes
+	q := queueInfo{
+		fifo:         a[string(types.QueueAttributeNameFifoQueue)] == "true",
+		maxSize:      MaxMessageBytes,
+		contentDedup: a[string(types.QueueAttributeNameContentBasedDeduplication)] == "true",
+		groupScope:   a[string(types.QueueAttributeNameDeduplicationScope)] == "messageGroup",
+	}
+	if v, ok := a[string(types.QueueAttributeNameMaximumMessageSize)]; ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return queueInfo{}, fmt.Errorf("catcher: New: %s has MaximumMessageSize %q", queueURL, v)
+		}
+		q.maxSize = min(n, MaxMessageBytes)
+	}
+	return q, nil
 }
 
 // Stats returns the counters since New.
@@ -110,6 +183,7 @@ func (h *Handler) Close(ctx context.Context) error {
 // ServeHTTP enqueues the request body as one message and answers once SQS
 // has accepted or refused it. See the package doc for the statuses.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := h.cfg.clock.Now()
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
 		h.fail(w, reject(http.StatusMethodNotAllowed, ReasonMethod, "method not allowed, use POST", nil))
@@ -119,49 +193,118 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, errClosed) // before reading a body we would throw away
 		return
 	}
-	it, rej := h.prepare(w, r)
+	if h.waiting.Load() >= int64(h.cfg.maxWaiting) {
+		closeAfter(w)
+		h.fail(w, errFull) // do not read a body that cannot be sent
+		return
+	}
+	it := &item{}
+	claim, rej := h.prepare(w, r, it)
 	if rej != nil {
 		h.fail(w, rej)
 		return
 	}
-	if err := h.batcher.Add(it); err != nil { // only batch.ErrClosed
-		h.fail(w, errClosed)
-		return
-	}
-	if h.testHookQueued != nil {
-		h.testHookQueued()
-	}
-	var res result
-	select {
-	case res = <-it.done:
-	case <-r.Context().Done():
-		if it.state.CompareAndSwap(stateQueued, stateAbandoned) {
-			h.fail(w, errCancelled)
-			return
-		}
-		// A flush has it: SQS may store it, so wait for the truth. The
-		// wait is bounded by the send timeout.
-		res = <-it.done
+	defer h.mem.give(int64(len(it.body)))
+	res := h.send(r, it, h.sendBy(r, start))
+	if claim != nil {
+		h.dedup.release(claim, res.messageID != "", h.cfg.clock.Now())
 	}
 	if res.rej != nil {
 		h.fail(w, res.rej)
 		return
 	}
 	h.stats.accepted.Add(1)
-	writeJSON(w, http.StatusAccepted, struct {
-		MessageID string `json:"messageId"`
-	}{res.messageID})
+	writeAccepted(w, res.messageID)
+}
+
+// sendBy returns the last moment at which the request's message may be
+// handed to SQS so that the answer still meets the server's write deadline
+// (WriteTimeout from the end of the headers): a send may take the whole
+// send timeout. Zero when the server sets no write deadline.
+func (h *Handler) sendBy(r *http.Request, start time.Time) time.Time {
+	srv, _ := r.Context().Value(http.ServerContextKey).(*http.Server)
+	if srv == nil || srv.WriteTimeout <= 0 {
+		return time.Time{}
+	}
+	return start.Add(srv.WriteTimeout - h.cfg.sendTimeout - answerMargin)
+}
+
+// send admits the item to the waiting room and waits for its result. A
+// request that cannot be sent in time, or whose client has gone, is taken
+// back before it is sent; once a call carries it, the request waits for
+// what SQS said, which the send timeout bounds.
+func (h *Handler) send(r *http.Request, it *item, sendBy time.Time) result {
+	it.ctx = r.Context()
+	it.sendBy = sendBy
+	var late <-chan time.Time
+	if !sendBy.IsZero() {
+		wait := sendBy.Sub(h.cfg.clock.Now())
+		if wait <= 0 {
+			return result{rej: errLate}
+		}
+		t := h.cfg.clock.NewTimer(wait)
+		defer t.Stop()
+		late = t.C()
+	}
+	if h.waiting.Add(1) > int64(h.cfg.maxWaiting) {
+		h.waiting.Add(-1)
+		return result{rej: errFull}
+	}
+	if err := h.batcher.Add(it); err != nil { // only batch.ErrClosed
+		h.waiting.Add(-1)
+		return result{rej: errClosed}
+	}
+	if h.testHookQueued != nil {
+		h.testHookQueued()
+	}
+	select {
+	case res := <-it.done:
+		return res
+	case <-r.Context().Done():
+		if h.leave(it, stateAbandoned) {
+			return result{rej: errCancelled}
+		}
+	case <-late:
+		if h.leave(it, stateAbandoned) {
+			return result{rej: errLate}
+		}
+	}
+	// A flush has it: SQS may store it, so wait for the truth.
+	return <-it.done
+}
+
+// leave moves a queued item to state; only one caller wins, and the winner
+// takes the item out of the waiting room.
+func (h *Handler) leave(it *item, state int32) bool {
+	if it.state.CompareAndSwap(stateQueued, state) {
+		h.waiting.Add(-1)
+		return true
+	}
+	return false
 }
 
 // prepare reads and checks the request and builds its entry. Everything
-// that can reject a request happens here, before it joins a batch.
-func (h *Handler) prepare(w http.ResponseWriter, r *http.Request) (*item, *rejection) {
-	body, rej := h.readBody(w, r)
+// that can reject a request happens here, before it joins a batch. The
+// body's bytes stay charged to h.mem until the request ends.
+func (h *Handler) prepare(w http.ResponseWriter, r *http.Request, it *item) (*dedupClaim, *rejection) {
+	body, rej := h.readBody(w, r, h.maxBody, it.first[:])
 	if rej != nil {
 		return nil, rej
 	}
-	msg := string(body) // the one copy: MessageBody is a string
-	if i := firstInvalidChar(msg); i >= 0 {
+	claim, rej := h.entry(r, body, it)
+	if rej != nil {
+		h.mem.give(int64(len(body)))
+		return nil, rej
+	}
+	return claim, nil
+}
+
+// entry checks the body and headers and fills in it.
+func (h *Handler) entry(r *http.Request, body []byte, it *item) (*dedupClaim, *rejection) {
+	// The body is complete and no callback may keep or change it
+	// (ValidateFunc and FIFOFunc must not), so the message shares its bytes.
+	it.body = unsafe.String(unsafe.SliceData(body), len(body))
+	if i := firstInvalidChar(it.body); i >= 0 {
 		return nil, reject(http.StatusBadRequest, ReasonBadRequest, fmt.Sprintf("body holds a character SQS does not accept at byte %d (SQS takes XML 1.0 characters in UTF-8; encode binary data, e.g. as base64)", i), nil)
 	}
 	if h.cfg.json && !json.Valid(body) {
@@ -172,87 +315,113 @@ func (h *Handler) prepare(w http.ResponseWriter, r *http.Request) (*item, *rejec
 			return nil, validationRejection(err)
 		}
 	}
-	entry := types.SendMessageBatchRequestEntry{MessageBody: &msg}
-	size := len(msg)
+	it.entry.MessageBody = &it.body
+	size := len(body)
+	var claim *dedupClaim
 	if h.cfg.fifo != nil {
-		group, dedup, err := h.cfg.fifo(r, body)
-		if err != nil {
-			return nil, validationRejection(err)
-		}
-		if rej := h.setFIFO(&entry, group, dedup); rej != nil {
+		var rej *rejection
+		if claim, rej = h.setFIFO(&it.entry, r, body); rej != nil {
 			return nil, rej
 		}
 	}
+	attrSize, rej := h.setAttributes(&it.entry, r)
+	if rej == nil && size+attrSize > h.queue.maxSize {
+		rej = reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body and attributes exceed the queue's limit of %d bytes", h.queue.maxSize), nil)
+	}
+	if rej != nil {
+		if claim != nil {
+			h.dedup.release(claim, false, h.cfg.clock.Now())
+		}
+		return nil, rej
+	}
+	it.size = size + attrSize
+	it.done = make(chan result, 1)
+	return claim, nil
+}
+
+// setAttributes adds the header-derived attributes and returns their size
+// as SQS counts it (name, type and value).
+func (h *Handler) setAttributes(e *types.SendMessageBatchRequestEntry, r *http.Request) (int, *rejection) {
+	size := 0
 	for _, a := range h.cfg.attributes {
 		v := r.Header.Get(a.header)
 		if v == "" {
 			continue // SQS refuses empty attribute values
 		}
+		if a.header == HeaderTraceparent && !validTraceparent(v) {
+			// W3C trace context: a receiver that cannot parse traceparent
+			// ignores it and starts a new trace; so does the consumer.
+			h.stats.droppedTraceparents.Add(1)
+			continue
+		}
+		if len(v) > h.cfg.maxAttr {
+			return 0, reject(http.StatusBadRequest, ReasonBadRequest, fmt.Sprintf("header %s is longer than %d bytes", a.header, h.cfg.maxAttr), nil)
+		}
 		if firstInvalidChar(v) >= 0 {
-			return nil, reject(http.StatusBadRequest, ReasonBadRequest, fmt.Sprintf("header %s holds a character SQS does not accept", a.header), nil)
+			return 0, reject(http.StatusBadRequest, ReasonBadRequest, fmt.Sprintf("header %s holds a character SQS does not accept", a.header), nil)
 		}
-		if entry.MessageAttributes == nil {
-			entry.MessageAttributes = make(map[string]types.MessageAttributeValue, len(h.cfg.attributes))
+		if e.MessageAttributes == nil {
+			e.MessageAttributes = make(map[string]types.MessageAttributeValue, len(h.cfg.attributes))
 		}
-		entry.MessageAttributes[a.attribute] = types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(v)}
-		// SQS counts name, type and value against the message size.
+		e.MessageAttributes[a.attribute] = types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(v)}
 		size += len(a.attribute) + len("String") + len(v)
 	}
-	if size > MaxMessageBytes {
-		return nil, reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body and attributes exceed the SQS limit of %d bytes", MaxMessageBytes), nil)
-	}
-	return &item{entry: entry, size: size, ctx: r.Context(), done: make(chan result, 1)}, nil
+	return size, nil
 }
 
-// readBody reads the whole body, but never more than the limit plus one
-// byte: http.MaxBytesReader stops the read (and makes the server close the
-// connection) so that a huge body costs us the limit, not its size.
-func (h *Handler) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *rejection) {
-	limit := h.cfg.maxBody
-	tooLarge := reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body exceeds %d bytes", limit), nil)
-	if r.ContentLength > limit {
-		return nil, tooLarge // declared too large: do not read at all
+// setFIFO checks and sets the FIFO ids of an entry. On a FIFO queue the
+// deduplication id sent is a hash of the namespace, the client's id, the
+// group and the body, so that SQS deduplicates only a true repeat and a
+// 202 never names another request's message; a reused id with another
+// group or body is caught by h.dedup and answered 409.
+func (h *Handler) setFIFO(e *types.SendMessageBatchRequestEntry, r *http.Request, body []byte) (*dedupClaim, *rejection) {
+	group, dedup, err := h.cfg.fifo(r, body)
+	if err != nil {
+		return nil, validationRejection(err)
 	}
-	if r.Body == nil { // a hand-made request; servers always set one
-		return nil, reject(http.StatusBadRequest, ReasonEmpty, "empty body", nil)
+	if group == "" && h.queue.fifo {
+		return nil, reject(http.StatusBadRequest, ReasonBadRequest, "a FIFO queue needs a message group id", nil)
 	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 {
-		buf.Grow(int(r.ContentLength) + bytes.MinRead) // one allocation
-	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, limit))
-	var maxErr *http.MaxBytesError
-	switch {
-	case errors.As(err, &maxErr):
-		return nil, tooLarge
-	case isTimeout(err):
-		return nil, reject(http.StatusRequestTimeout, ReasonReadError, "timed out reading the body", err)
-	case err != nil:
-		return nil, reject(http.StatusBadRequest, ReasonReadError, "could not read the body", err)
-	case buf.Len() == 0:
-		return nil, reject(http.StatusBadRequest, ReasonEmpty, "empty body", nil)
-	}
-	return buf.Bytes(), nil
-}
-
-// setFIFO checks and sets the FIFO ids of an entry.
-func (h *Handler) setFIFO(e *types.SendMessageBatchRequestEntry, group, dedup string) *rejection {
-	if group == "" && h.fifo {
-		return reject(http.StatusBadRequest, ReasonBadRequest, "a FIFO queue needs a message group id", nil)
-	}
-	for _, f := range []struct {
-		what, id string
-		dst      **string
-	}{{"message group id", group, &e.MessageGroupId}, {"deduplication id", dedup, &e.MessageDeduplicationId}} {
+	for _, f := range []struct{ what, id string }{{"message group id", group}, {"deduplication id", dedup}} {
 		if f.id == "" {
 			continue
 		}
 		if err := checkFIFOID(f.what, f.id); err != nil {
-			return reject(http.StatusBadRequest, ReasonBadRequest, strings.TrimPrefix(err.Error(), ErrBadRequest.Error()+": "), err)
+			return nil, reject(http.StatusBadRequest, ReasonBadRequest, strings.TrimPrefix(err.Error(), ErrBadRequest.Error()+": "), err)
 		}
-		*f.dst = aws.String(f.id)
 	}
-	return nil
+	if group != "" {
+		e.MessageGroupId = aws.String(group)
+	}
+	if !h.queue.fifo {
+		if dedup != "" {
+			e.MessageDeduplicationId = aws.String(dedup) // SQS answers for it
+		}
+		return nil, nil
+	}
+	if dedup == "" && !h.queue.contentDedup {
+		return nil, reject(http.StatusBadRequest, ReasonBadRequest, "the FIFO queue does not deduplicate by content: the request needs a deduplication id", nil)
+	}
+	var ns string
+	if h.cfg.namespace != nil {
+		if ns, err = h.cfg.namespace(r); err != nil {
+			return nil, validationRejection(err)
+		}
+	}
+	fp := fingerprint(ns, dedup, group, body)
+	e.MessageDeduplicationId = aws.String(hex.EncodeToString(fp[:]))
+	if dedup == "" {
+		return nil, nil // content-based: a different body is a different id
+	}
+	scope := ""
+	if h.queue.groupScope {
+		scope = group
+	}
+	claim, ok := h.dedup.claim(dedupKey(ns, dedup, scope), fp, h.cfg.clock.Now())
+	if !ok {
+		return nil, errConflict
+	}
+	return claim, nil
 }
 
 // validationRejection maps an error of a ValidateFunc or FIFOFunc: its
@@ -276,16 +445,50 @@ func (h *Handler) fail(w http.ResponseWriter, rej *rejection) {
 	}{rej.msg})
 }
 
+var (
+	contentTypeJSON = []string{"application/json"}
+	noSniff         = []string{"nosniff"}
+)
+
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	b, err := json.Marshal(v)
 	if err != nil { // cannot happen for the structs of strings we pass
 		panic(fmt.Sprintf("catcher: encoding answer: %v", err))
 	}
+	writeAnswer(w, status, append(b, '\n'))
+}
+
+// writeAccepted writes the 202 answer. SQS message ids are UUIDs, which
+// need no JSON escaping; anything else goes through encoding/json.
+func writeAccepted(w http.ResponseWriter, messageID string) {
+	if !plainID(messageID) {
+		writeJSON(w, http.StatusAccepted, struct {
+			MessageID string `json:"messageId"`
+		}{messageID})
+		return
+	}
+	b := make([]byte, 0, len(`{"messageId":""}`)+len(messageID)+1)
+	b = append(b, `{"messageId":"`...)
+	b = append(b, messageID...)
+	writeAnswer(w, http.StatusAccepted, append(b, "\"}\n"...))
+}
+
+func plainID(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; !isAlnum(c) && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+func writeAnswer(w http.ResponseWriter, status int, body []byte) {
 	hdr := w.Header()
-	hdr.Set("Content-Type", "application/json")
-	hdr.Set("X-Content-Type-Options", "nosniff")
+	// Shared, never modified slices: no allocation per answer.
+	hdr["Content-Type"] = contentTypeJSON
+	hdr["X-Content-Type-Options"] = noSniff
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n')) // the client may be gone; nothing to do
+	_, _ = w.Write(body) // the client may be gone; nothing to do
 }
 
 // entryIDs are the batch entry ids, distinct within a call as SQS demands.
@@ -300,12 +503,18 @@ var entryIDs = func() (ids [maxBatchEntries]string) {
 // calls it exactly once per item, with a cancelled ctx if Close gave up.
 func (h *Handler) flush(ctx context.Context, items []*item) {
 	live := make([]*item, 0, len(items))
+	now := h.cfg.clock.Now()
 	for _, it := range items {
-		if it.ctx.Err() != nil && it.state.CompareAndSwap(stateQueued, stateAbandoned) {
-			it.done <- result{rej: errCancelled} // the client left; do not send
-			continue
-		}
-		if it.state.CompareAndSwap(stateQueued, stateSending) {
+		switch {
+		case it.ctx.Err() != nil:
+			if h.leave(it, stateAbandoned) {
+				it.done <- result{rej: errCancelled} // the client left; do not send
+			}
+		case !it.sendBy.IsZero() && now.After(it.sendBy):
+			if h.leave(it, stateAbandoned) {
+				it.done <- result{rej: errLate} // its answer could not be written in time
+			}
+		case h.leave(it, stateSending):
 			live = append(live, it)
 		}
 	}

@@ -172,7 +172,7 @@ func TestFIFO(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, rep.Status, rep.Error)
 	msg := inQueue(f, url)[rep.MessageID]
 	assert.Equal(t, "customer-9", msg.GroupID)
-	assert.Equal(t, "order-1", msg.DeduplicationID)
+	assert.Len(t, msg.DeduplicationID, 64, "the id sent binds the client's id to the group and body")
 
 	// A custom header and a func work too.
 	h2, _ := newManual(t, f, url, WithLinger(0), WithFIFOFunc(func(r *http.Request, body []byte) (string, string, error) {
@@ -182,7 +182,7 @@ func TestFIFO(t *testing.T) {
 	require.Equal(t, http.StatusAccepted, rep.Status, rep.Error)
 	msg = inQueue(f, url)[rep.MessageID]
 	assert.Equal(t, "acme", msg.GroupID)
-	assert.Equal(t, "dedup-o-2", msg.DeduplicationID)
+	assert.Equal(t, "o-2", msg.Body)
 }
 
 func TestCloseFlushesPending(t *testing.T) {
@@ -268,8 +268,14 @@ func TestRealSDKClient(t *testing.T) {
 	rep = serve(t, h, post("broken"))
 	assert.Equal(t, http.StatusServiceUnavailable, rep.Status)
 
-	missing := f.QueueURL("missing")
-	h2, _ := newManual(t, client, missing, WithLinger(0))
+	_, err := New(context.Background(), client, f.QueueURL("missing"))
+	var missingErr *types.QueueDoesNotExist
+	require.ErrorAs(t, err, &missingErr, "New reads the queue's attributes")
+
+	goneURL := f.MustCreateQueue("gone", nil)
+	h2, _ := newManual(t, client, goneURL, WithLinger(0))
+	_, err = f.DeleteQueue(context.Background(), &sqs.DeleteQueueInput{QueueUrl: aws.String(goneURL)})
+	require.NoError(t, err)
 	rep = serve(t, h2, post("nowhere"))
 	assert.Equal(t, http.StatusBadGateway, rep.Status)
 	assert.NotContains(t, rep.Error, "missing")

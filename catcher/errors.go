@@ -32,6 +32,15 @@ var (
 	// errCancelled: the request's context ended before its batch was sent,
 	// so it was left out of the batch.
 	errCancelled = reject(http.StatusServiceUnavailable, ReasonCancelled, "request cancelled before the message was sent", nil)
+	// errFull: the waiting room (WithMaxWaiting) is full.
+	errFull = reject(http.StatusServiceUnavailable, ReasonOverloaded, "too many requests waiting for the queue, retry later", nil)
+	// errBusy: the bodies held (WithMaxBodyMemory) are at their bound.
+	errBusy = reject(http.StatusServiceUnavailable, ReasonOverloaded, "too many request bodies in progress, retry later", nil)
+	// errLate: the message could no longer be sent and answered before the
+	// server's write deadline, so it was not sent.
+	errLate = reject(http.StatusServiceUnavailable, ReasonOverloaded, "the queue could not take the message in time, retry later", nil)
+	// errConflict: a FIFO deduplication id reused for another message.
+	errConflict = reject(http.StatusConflict, ReasonConflict, "the deduplication id was used for a different message (another body or group) within the last 5 minutes", nil)
 )
 
 // throttleCodes are the error codes that mean "slow down": the SDK's list

@@ -19,7 +19,10 @@ func Example() {
 	fake := sqsfake.New()
 	queueURL := fake.MustCreateQueue("work", nil)
 
-	h := catcher.New(fake, queueURL, catcher.WithJSON())
+	h, err := catcher.New(context.Background(), fake, queueURL, catcher.WithJSON())
+	if err != nil {
+		panic(err)
+	}
 	srv := httptest.NewServer(h)
 
 	for _, body := range []string{`{"job":42}`, `{"job":`} {
@@ -50,7 +53,10 @@ func Example() {
 func ExampleServe() {
 	fake := sqsfake.New()
 	queueURL := fake.MustCreateQueue("work", nil)
-	h := catcher.New(fake, queueURL)
+	h, err := catcher.New(context.Background(), fake, queueURL)
+	if err != nil {
+		panic(err)
+	}
 
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -70,7 +70,7 @@ func FuzzCatcher(f *testing.F) {
 		if flags&fuzzJSON != 0 {
 			opts = append(opts, WithJSON())
 		}
-		h := New(fake, url, opts...)
+		h := mustNew(t, fake, url, opts...)
 		defer func() {
 			if err := h.Close(context.Background()); err != nil {
 				t.Errorf("Close: %v", err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -37,6 +38,24 @@ type stubClient struct {
 
 	mu    sync.Mutex
 	calls [][]types.SendMessageBatchRequestEntry
+}
+
+// GetQueueAttributes asks next, or describes a queue with the defaults
+// SQS gives one named like the URL.
+func (s *stubClient) GetQueueAttributes(ctx context.Context, in *sqs.GetQueueAttributesInput, opts ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error) {
+	if s.next != nil {
+		return s.next.GetQueueAttributes(ctx, in, opts...)
+	}
+	return queueAttributes(aws.ToString(in.QueueUrl)), nil
+}
+
+func queueAttributes(url string) *sqs.GetQueueAttributesOutput {
+	attrs := map[string]string{"MaximumMessageSize": strconv.Itoa(MaxMessageBytes)}
+	if strings.HasSuffix(url, ".fifo") {
+		attrs["FifoQueue"] = "true"
+		attrs["ContentBasedDeduplication"] = "true"
+	}
+	return &sqs.GetQueueAttributesOutput{Attributes: attrs}
 }
 
 func (s *stubClient) SendMessageBatch(ctx context.Context, in *sqs.SendMessageBatchInput, opts ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error) {
@@ -165,7 +184,8 @@ func queuedSignal(h *Handler) func(n int) {
 func newManual(t testing.TB, c Client, url string, opts ...Option) (*Handler, *clock.Manual) {
 	t.Helper()
 	clk := clock.NewManual(epoch)
-	h := New(c, url, append([]Option{WithClock(clk)}, opts...)...)
+	h, err := New(context.Background(), c, url, append([]Option{WithClock(clk)}, opts...)...)
+	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, h.Close(context.Background())) })
 	return h, clk
 }
@@ -183,4 +203,16 @@ type clientFunc func([]types.SendMessageBatchRequestEntry) []types.SendMessageBa
 
 func (f clientFunc) SendMessageBatch(_ context.Context, in *sqs.SendMessageBatchInput, _ ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error) {
 	return &sqs.SendMessageBatchOutput{Successful: f(in.Entries)}, nil
+}
+
+func (f clientFunc) GetQueueAttributes(_ context.Context, in *sqs.GetQueueAttributesInput, _ ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error) {
+	return queueAttributes(aws.ToString(in.QueueUrl)), nil
+}
+
+// mustNew is New for tests, on a standard context.
+func mustNew(t testing.TB, c Client, url string, opts ...Option) *Handler {
+	t.Helper()
+	h, err := New(context.Background(), c, url, opts...)
+	require.NoError(t, err)
+	return h
 }

@@ -154,31 +154,48 @@ func TestValidatorSeesBodyAndRequest(t *testing.T) {
 	assert.Equal(t, "acme", gotTenant)
 }
 
-func TestOptionPanics(t *testing.T) {
-	for name, f := range map[string]func(){
-		"body 0":          func() { WithMaxBodyBytes(0) },
-		"body over 1 MiB": func() { WithMaxBodyBytes(MaxMessageBytes + 1) },
-		"linger":          func() { WithLinger(-1) },
-		"in flight":       func() { WithMaxInFlight(0) },
-		"send timeout":    func() { WithSendTimeout(0) },
-		"retry after":     func() { WithRetryAfter(0) },
-		"clock":           func() { WithClock(nil) },
-		"validate":        func() { WithValidate(nil) },
-		"fifo":            func() { WithFIFOFunc(nil) },
-		"attr name":       func() { WithHeaderAttributes(map[string]string{"X-A": "AWS.trace"}) },
-		"attr twice":      func() { WithHeaderAttributes(map[string]string{"X-A": "a", "X-B": "a"}) },
-		"attr header":     func() { WithHeaderAttributes(map[string]string{"": "a"}) },
-		"attr count": func() {
-			m := map[string]string{}
-			for i := range 11 {
-				m[fmt.Sprint("X-", i)] = fmt.Sprint("a", i)
-			}
-			WithHeaderAttributes(m)
-		},
-		"nil client": func() { New(nil, testQueueURL) },
-		"no url":     func() { New(&stubClient{}, "") },
-		"shutdown":   func() { WithShutdownTimeout(0) },
-	} {
-		assert.Panics(t, f, name)
+func TestBadOptions(t *testing.T) {
+	many := map[string]string{}
+	for i := range 11 {
+		many[fmt.Sprint("X-", i)] = fmt.Sprint("a", i)
 	}
+	for _, tc := range []struct {
+		name string
+		opt  Option
+		want string
+	}{
+		{"body 0", WithMaxBodyBytes(0), "WithMaxBodyBytes(0)"},
+		{"body over 1 MiB", WithMaxBodyBytes(MaxMessageBytes + 1), "WithMaxBodyBytes(1048577)"},
+		{"linger", WithLinger(-1), "WithLinger"},
+		{"in flight", WithMaxInFlight(0), "WithMaxInFlight"},
+		{"send timeout", WithSendTimeout(0), "WithSendTimeout"},
+		{"retry after", WithRetryAfter(0), "WithRetryAfter"},
+		{"clock", WithClock(nil), "WithClock"},
+		{"validate", WithValidate(nil), "WithValidate"},
+		{"fifo", WithFIFOFunc(nil), "WithFIFOFunc"},
+		{"waiting", WithMaxWaiting(0), "WithMaxWaiting"},
+		{"memory", WithMaxBodyMemory(0), "WithMaxBodyMemory"},
+		{"memory below two bodies", WithMaxBodyMemory(DefaultMaxBodyBytes), "must hold two bodies"},
+		{"attribute bytes", WithMaxAttributeBytes(0), "WithMaxAttributeBytes"},
+		{"namespace", WithDedupNamespace(nil), "WithDedupNamespace(nil)"},
+		{"namespace on a standard queue", WithDedupNamespace(func(*http.Request) (string, error) { return "", nil }), "not a FIFO queue"},
+		{"attr name", WithHeaderAttributes(map[string]string{"X-A": "AWS.trace"}), "reserved"},
+		{"attr twice", WithHeaderAttributes(map[string]string{"X-A": "a", "X-B": "a"}), "mapped twice"},
+		{"attr header", WithHeaderAttributes(map[string]string{"": "a"}), "empty header"},
+		{"attr count", WithHeaderAttributes(many), "SQS allows 10"},
+	} {
+		h, err := New(context.Background(), &stubClient{}, testQueueURL, tc.opt)
+		assert.Nil(t, h, tc.name)
+		require.Error(t, err, tc.name)
+		assert.Contains(t, err.Error(), tc.want, tc.name)
+		assert.True(t, strings.HasPrefix(err.Error(), "catcher: "), tc.name)
+	}
+	_, err := New(context.Background(), nil, testQueueURL)
+	assert.ErrorContains(t, err, "nil client")
+	_, err = New(context.Background(), &stubClient{}, "")
+	assert.ErrorContains(t, err, "empty queue URL")
+	// Every bad option is reported, not only the first.
+	_, err = New(context.Background(), &stubClient{}, testQueueURL, WithLinger(-1), WithMaxInFlight(0))
+	assert.ErrorContains(t, err, "WithLinger")
+	assert.ErrorContains(t, err, "WithMaxInFlight")
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 )
 
@@ -32,6 +33,9 @@ const (
 	// DefaultShutdownTimeout bounds the graceful stop of Serve: requests in
 	// progress need at most the linger plus DefaultSendTimeout.
 	DefaultShutdownTimeout = 20 * time.Second
+	// DefaultMaxConnections bounds the open connections: each costs a few
+	// KiB even when idle (buffers, a goroutine).
+	DefaultMaxConnections = 10_000
 )
 
 // ServerOption configures NewServer and Serve.
@@ -40,6 +44,8 @@ type ServerOption func(*serverOptions)
 type serverOptions struct {
 	configure       []func(*http.Server)
 	shutdownTimeout time.Duration
+	maxConns        int
+	errs            []error
 }
 
 // WithServerConfig lets fn change the *http.Server after the defaults are
@@ -52,25 +58,45 @@ func WithServerConfig(fn func(*http.Server)) ServerOption {
 // WithShutdownTimeout bounds the graceful stop of Serve (default
 // DefaultShutdownTimeout). NewServer ignores it.
 func WithShutdownTimeout(d time.Duration) ServerOption {
-	if d <= 0 {
-		panic(fmt.Sprintf("catcher: WithShutdownTimeout(%v): want > 0", d))
+	return func(o *serverOptions) {
+		if d <= 0 {
+			o.errs = append(o.errs, fmt.Errorf("catcher: WithShutdownTimeout(%v): want > 0", d))
+			return
+		}
+		o.shutdownTimeout = d
 	}
-	return func(o *serverOptions) { o.shutdownTimeout = d }
+}
+
+// WithMaxConnections bounds the open connections (default
+// DefaultMaxConnections): a connection past the bound is closed as soon as
+// it is accepted, before anything is read from it. The bound is kept in the
+// server's ConnState hook: a WithServerConfig that replaces ConnState
+// should call the one it replaces.
+func WithMaxConnections(n int) ServerOption {
+	return func(o *serverOptions) {
+		if n <= 0 {
+			o.errs = append(o.errs, fmt.Errorf("catcher: WithMaxConnections(%d): want > 0", n))
+			return
+		}
+		o.maxConns = n
+	}
 }
 
 // NewServer returns an *http.Server for h on addr with the Default*
-// timeouts and header limit set. Run it as usual; on stop, call Shutdown
-// and then the Handler's Close, or use Serve, which does both.
+// timeouts, header limit and connection bound set. Run it as usual; on
+// stop, call Shutdown and then the Handler's Close, or use Serve, which does
+// both. Invalid options are ignored here; Serve reports them.
 func NewServer(addr string, h http.Handler, opts ...ServerOption) *http.Server {
 	srv, _ := newServer(addr, h, opts)
 	return srv
 }
 
 func newServer(addr string, h http.Handler, opts []ServerOption) (*http.Server, serverOptions) {
-	o := serverOptions{shutdownTimeout: DefaultShutdownTimeout}
+	o := serverOptions{shutdownTimeout: DefaultShutdownTimeout, maxConns: DefaultMaxConnections}
 	for _, opt := range opts {
 		opt(&o)
 	}
+	var conns atomic.Int64
 	srv := &http.Server{
 		Addr:              addr,
 		Handler:           h,
@@ -79,6 +105,18 @@ func newServer(addr string, h http.Handler, opts []ServerOption) (*http.Server, 
 		WriteTimeout:      DefaultWriteTimeout,
 		IdleTimeout:       DefaultIdleTimeout,
 		MaxHeaderBytes:    DefaultMaxHeaderBytes,
+		// Counting in ConnState works for any listener, also when the
+		// caller runs the server itself.
+		ConnState: func(c net.Conn, state http.ConnState) {
+			switch state {
+			case http.StateNew:
+				if conns.Add(1) > int64(o.maxConns) {
+					_ = c.Close() // the server then reports StateClosed
+				}
+			case http.StateClosed, http.StateHijacked:
+				conns.Add(-1)
+			}
+		},
 	}
 	for _, fn := range o.configure {
 		fn(srv)
@@ -97,6 +135,12 @@ func newServer(addr string, h http.Handler, opts []ServerOption) (*http.Server, 
 // must let the requests in progress finish, not abandon them.
 func Serve(ctx context.Context, ln net.Listener, h *Handler, opts ...ServerOption) error {
 	srv, o := newServer("", h, opts)
+	if srv.WriteTimeout > 0 && srv.WriteTimeout < h.cfg.sendTimeout+answerMargin {
+		o.errs = append(o.errs, fmt.Errorf("catcher: Serve: WriteTimeout %v leaves no time for the send timeout %v: every request would get 503", srv.WriteTimeout, h.cfg.sendTimeout))
+	}
+	if len(o.errs) > 0 {
+		return errors.Join(append(o.errs, ln.Close(), h.Close(context.WithoutCancel(ctx)))...)
+	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 

@@ -57,7 +57,7 @@ func serveLocal(t *testing.T, h *Handler, opts ...ServerOption) localServer {
 func TestServeDrainsOnCancel(t *testing.T) {
 	f, url := newFake(t, "work")
 	stub := &stubClient{next: f, entered: make(chan struct{}, 1), release: make(chan struct{})}
-	h := New(stub, url, WithLinger(0))
+	h := mustNew(t, stub, url, WithLinger(0))
 	s := serveLocal(t, h, WithShutdownTimeout(10*time.Second))
 	client, endpoint, served := s.client, s.endpoint, s.served
 	type answer struct {
@@ -100,7 +100,7 @@ func (brokenListener) Accept() (net.Conn, error) { return nil, errors.New("accep
 func TestServeListenerFails(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	h := New(&stubClient{}, testQueueURL)
+	h := mustNew(t, &stubClient{}, testQueueURL)
 	err = Serve(context.Background(), brokenListener{ln}, h)
 	require.ErrorContains(t, err, "accept: broken")
 	assert.Equal(t, http.StatusServiceUnavailable, serve(t, h, post("x")).Status, "the handler was closed anyway")
@@ -109,7 +109,7 @@ func TestServeListenerFails(t *testing.T) {
 
 func TestServeOverTheWire(t *testing.T) {
 	f, url := newFake(t, "work")
-	s := serveLocal(t, New(f, url))
+	s := serveLocal(t, mustNew(t, f, url))
 	defer func() {
 		s.cancel()
 		require.NoError(t, <-s.served)

@@ -18,12 +18,14 @@ const (
 	ReasonClosed      Reason = "closed"      // 503: the handler is closing
 	ReasonCancelled   Reason = "cancelled"   // 503: the request ended before it was sent
 	ReasonRejected    Reason = "rejected"    // 400 or 502: SQS refused the entry or call
+	ReasonOverloaded  Reason = "overloaded"  // 503: waiting room or body memory full, or too late to send
+	ReasonConflict    Reason = "conflict"    // 409: a FIFO deduplication id reused for another message
 )
 
 var reasons = [...]Reason{
 	ReasonMethod, ReasonTooLarge, ReasonEmpty, ReasonBadRequest, ReasonReadError,
 	ReasonInvalid, ReasonThrottled, ReasonUnavailable, ReasonClosed, ReasonCancelled,
-	ReasonRejected,
+	ReasonRejected, ReasonOverloaded, ReasonConflict,
 }
 
 // Stats are counters since New. They only grow.
@@ -40,6 +42,9 @@ type Stats struct {
 	Entries, EntryFailures uint64
 	// EntriesPerCall[n] counts the calls that carried n entries.
 	EntriesPerCall [maxBatchEntries + 1]uint64
+	// DroppedTraceparents counts traceparent headers that were not valid
+	// W3C trace context and were left out of the message.
+	DroppedTraceparents uint64
 }
 
 // CallsPer1000 returns the SendMessageBatch calls made per 1000 requests
@@ -61,6 +66,8 @@ type counters struct {
 	entries        atomic.Uint64
 	entryFailures  atomic.Uint64
 	entriesPerCall [maxBatchEntries + 1]atomic.Uint64
+
+	droppedTraceparents atomic.Uint64
 }
 
 func (c *counters) reject(r Reason) {
@@ -81,6 +88,8 @@ func (c *counters) snapshot() Stats {
 		CallErrors:    c.callErrors.Load(),
 		Entries:       c.entries.Load(),
 		EntryFailures: c.entryFailures.Load(),
+
+		DroppedTraceparents: c.droppedTraceparents.Load(),
 	}
 	for i, r := range reasons {
 		s.Rejected[r] = c.rejected[i].Load()

@@ -72,3 +72,34 @@ func checkFIFOID(what, id string) error {
 func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
+
+// validTraceparent reports whether v is a W3C traceparent
+// (https://www.w3.org/TR/trace-context/#traceparent-header): version,
+// trace-id, parent-id and flags in lowercase hex, ids not all zero, version
+// ff invalid; a later version may append fields after a '-'.
+func validTraceparent(v string) bool {
+	const size = 55 // 2+1+32+1+16+1+2
+	if len(v) < size || v[2] != '-' || v[35] != '-' || v[52] != '-' {
+		return false
+	}
+	version, trace, parent, flags := v[0:2], v[3:35], v[36:52], v[53:55]
+	if !lowerHex(version) || version == "ff" || !lowerHex(trace) || !lowerHex(parent) || !lowerHex(flags) {
+		return false
+	}
+	if strings.Trim(trace, "0") == "" || strings.Trim(parent, "0") == "" {
+		return false
+	}
+	if version == "00" {
+		return len(v) == size
+	}
+	return len(v) == size || v[size] == '-'
+}
+
+func lowerHex(s string) bool {
+	for i := range len(s) {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}

@@ -60,7 +60,7 @@ emulators_install() {
   local stamp="$EMULATORS_PKG/node_modules/.sqspool-installed" want
   command -v node >/dev/null || { echo "emulators: node (>= 20) is not installed" >&2; return 1; }
   command -v npm >/dev/null || { echo "emulators: npm is not installed" >&2; return 1; }
-  want="$(node --version; cat "$EMULATORS_PKG/package.json" "$EMULATORS_PKG/package-lock.json" | cksum)"
+  want="$(node --version; cat "$EMULATORS_PKG/package.json" "$EMULATORS_PKG/package-lock.json" "$EMULATORS_PKG/patch-local-aws-sqs.js" | cksum)"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
     echo "emulators: test/emulators/node_modules is up to date"
     return 0
@@ -69,6 +69,8 @@ emulators_install() {
   # any old node_modules first. Dependency install scripts stay off (see
   # allowScripts in package.json): classic-level ships prebuilt binaries.
   npm ci --prefix "$EMULATORS_PKG" --no-audit --no-fund
+  # Make local-aws-sqs behave as SQS (test/emulators/PATCHES.md).
+  node "$EMULATORS_PKG/patch-local-aws-sqs.js"
   printf '%s\n' "$want" >"$stamp"
 }
 

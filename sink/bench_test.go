@@ -31,7 +31,10 @@ func BenchmarkDynamoDBSink(b *testing.B) {
 	tableName := table
 	modes := map[string]func(api sink.DynamoDBAPI) (sink.Sink[order], func()){
 		"batched": func(api sink.DynamoDBAPI) (sink.Sink[order], func()) {
-			s := sink.NewDynamoDB[order](api, table)
+			s, err := sink.NewDynamoDB[order](api, table)
+			if err != nil {
+				b.Fatal(err)
+			}
 			return s, func() {
 				if err := s.Close(context.Background()); err != nil {
 					b.Error(err)
@@ -39,7 +42,10 @@ func BenchmarkDynamoDBSink(b *testing.B) {
 			}
 		},
 		"batched-linger0": func(api sink.DynamoDBAPI) (sink.Sink[order], func()) {
-			s := sink.NewDynamoDB[order](api, table, sink.WithLinger(0))
+			s, err := sink.NewDynamoDB[order](api, table, sink.WithLinger(0))
+			if err != nil {
+				b.Fatal(err)
+			}
 			return s, func() {
 				if err := s.Close(context.Background()); err != nil {
 					b.Error(err)

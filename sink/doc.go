@@ -45,42 +45,67 @@
 //     call): avoided. The sink knows the table's key attributes
 //     (WithKeyAttributes, default DefaultHashKey "pk") and moves the later
 //     write of a key to the next call, so the last writer wins.
-//   - A ValidationException for the call: the sink retries its items one by
-//     one with PutItem, so only the invalid items fail, reported as a
-//     *WriteError of *ItemError.
+//   - A ValidationException, or an ItemCollectionSizeLimitExceededException,
+//     for the whole call (one item can cause either): the sink retries its
+//     items one by one with PutItem, so only the items at fault fail,
+//     reported as a *WriteError of *ItemError.
+//   - UnprocessedItems are matched to the items sent by table and primary
+//     key; if one matches nothing, no item of the call is taken as written
+//     and all are sent again.
 //   - An item over 400 KB: that Put fails with ErrItemTooLarge before
 //     anything is sent.
 //
 // # Idempotent mode
 //
 // WithIdempotency turns a repeated Put under the same idempotency key, within
-// an expiry window, into a no-op, following AWS Lambda Powertools'
-// idempotency utility (with the limits listed below). The key is KeyFrom(ctx), the SQS MessageId, unless
-// IdempotencyConfig.KeyFunc derives one, for example from an id the
-// producer assigned. A Put then:
+// an expiry window, into a no-op, after AWS Lambda Powertools' idempotency
+// utility, with a lease in the manner of the DynamoDB Lock Client. The key
+// is KeyFrom(ctx), the SQS MessageId, unless IdempotencyConfig.KeyFunc
+// derives one, for example from an id the producer assigned (which also
+// covers the producer sending an event twice, and a redrive from the
+// dead-letter queue, which gets a new MessageId). A Put then:
 //
-//  1. takes the key with a conditional PutItem of an INPROGRESS record in
-//     the idempotency table. The condition admits no record, an expired
-//     record, or an INPROGRESS record whose in-progress expiry passed. If
-//     the key is held: a COMPLETE record means the items were written
-//     before, and Put returns nil without writing (DuplicatesSkipped); an
-//     INPROGRESS record means another write is running, and Put returns
-//     ErrInProgress (leave the message for redelivery); with PayloadHash, a
-//     record made from other items fails with *PayloadMismatchError.
-//  2. writes the items as above (batched with other Puts);
-//  3. marks the record COMPLETE with UpdateItem. If the write failed, it
-//     deletes the record instead, so that a retry can run.
+//  1. takes the key with a conditional PutItem of an INPROGRESS record
+//     holding a random token and the end of its lease (Lease from now, on
+//     the sink's clock, read before the request is sent). The condition
+//     admits no record, an expired record, or an INPROGRESS record whose
+//     lease ended. If the key is held: a COMPLETE record means the items
+//     were written before, and Put returns nil without writing
+//     (DuplicatesSkipped), so the pool deletes the message; an INPROGRESS
+//     record means another Put holds it, and Put returns ErrInProgress
+//     wrapped in a *sqspool.RetryAfterError whose delay lasts until that
+//     lease can have lapsed, so the message comes back then rather than
+//     spending a receive at once; with PayloadHash, a record made from
+//     other items fails with *PayloadMismatchError.
+//  2. writes the items as above (batched with other Puts). While the Put
+//     runs, one renewer per sink extends its lease every third of Lease
+//     (an UpdateItem conditioned on the token, for the Puts that take that
+//     long). No BatchWriteItem or PutItem carrying the Put's items is sent
+//     after the lease's end minus a quarter of Lease (the margin for clock
+//     skew between hosts and for requests in transit): each call's context
+//     ends there, so neither the sink's retries nor the SDK's go out later.
+//  3. once the items are durable, marks the record COMPLETE: the whole
+//     record, put through the batcher with other Puts' writes, while the
+//     lease is held (the same deadline applies), so it costs a share of a
+//     BatchWriteItem and not a call of its own. If that fails, an UpdateItem
+//     conditioned on the token tries once more; if that fails too, Put
+//     still returns nil (the items are durable: the Sink contract) and
+//     counts it in CompletesFailed. If the write failed, it deletes the
+//     record instead, conditioned on the token, so that a retry can run.
 //
-// That costs two calls per Put (three when the write fails) on top of the
-// batched writes.
+// At load that is one conditional PutItem per Put and a share of two
+// BatchWriteItem calls (about 1,090 calls per 1,000 single-item Puts in
+// sqsbench's scenario 7), against two calls per Put (Powertools) or more.
 //
 // Record layout (one item per key in IdempotencyConfig.Table, whose
-// partition key is a string attribute, DefaultIdempotencyKeyAttribute "id"):
+// partition key is a string attribute, DefaultIdempotencyKeyAttribute "id",
+// with no sort key):
 //
 //	id                      S  "<prefix>#<key>", prefix defaulting to the sink's table name
 //	status                  S  "INPROGRESS" or "COMPLETE"
 //	expiration              N  epoch seconds; the record no longer counts after it
-//	in_progress_expiration  N  epoch milliseconds; an INPROGRESS record may be taken over after it
+//	in_progress_expiration  N  epoch milliseconds; the lease's end: an INPROGRESS record may be taken over after it
+//	lease_token             S  the token of the Put that took the key
 //	validation              S  hex SHA-256 of the items, with PayloadHash only
 //
 // The sink compares expiration with its own clock, because DynamoDB's TTL
@@ -88,24 +113,35 @@
 // still worth it to keep the table small. The sink uses neither
 // TransactWriteItems nor UpdateTimeToLive, which some emulators lack.
 //
-// What idempotent mode covers:
+// What idempotent mode guarantees, for writes made through the sink and
+// within Expiry after completion:
 //
-//   - a redelivery of a message whose items were written, to this or to
-//     another process: after a failed or lost delete, a visibility timeout
-//     that expired during a slow handler, or a crash after the write and
-//     before the delete;
-//   - a concurrent duplicate (two receives of one message at once): one
-//     takes the key, the other gets ErrInProgress and is retried after its
-//     visibility timeout, by when the key is COMPLETE;
-//   - with a producer-assigned key, the same event sent twice.
+//   - one writer per key at a time: a Put sends nothing after its lease's
+//     end minus the margin, and renews, completes or releases the record
+//     only under its own token, so a stale writer (paused, partitioned,
+//     slow) neither lands after another Put took the key over nor deletes
+//     or completes that Put's record; this holds as long as the hosts'
+//     clocks differ by less than the margin less the time a request takes
+//     to reach DynamoDB;
+//   - a redelivery of a message whose Put completed, to this or to another
+//     process (after a lost delete, a visibility timeout that expired
+//     during a slow handler, a crash after the write), writes nothing;
+//   - a concurrent duplicate finds the key held and comes back after the
+//     holder's lease, by when the key is COMPLETE (or free, if the holder
+//     died);
+//   - a key whose writer died is free a lease after its last renewal.
 //
 // What it cannot cover:
 //
-//   - a crash (or a lost UpdateItem) between the item write and the
-//     COMPLETE update leaves the record INPROGRESS: redeliveries get
-//     ErrInProgress until InProgressExpiry passes, and then the write runs
-//     again. InProgressExpiry trades how long such a key stays blocked
-//     against the risk of taking over a write that is merely slow.
+//   - items that landed without their record becoming COMPLETE (a crash
+//     between the two, or CompletesFailed): the record stays INPROGRESS
+//     until its lease lapses. The Put that then takes the key over reads
+//     the items first, and writes nothing if the table holds them exactly
+//     as it would write them (TakeoverWritesSkipped: a deterministic
+//     handler is covered); items that differ (a handler whose output
+//     changes between deliveries) it writes again. The same goes for a
+//     write whose answer was lost when its lease ended (reported failed; it
+//     may have landed).
 //   - anything older than Expiry: after it, a redelivery writes again.
 //   - effects outside DynamoDB, or outside this Put: only the sink's
 //     writes are guarded, not what the handler did before calling Put.

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -145,15 +146,15 @@ func WithBackoff(base, maxDelay time.Duration) DynamoDBOption {
 // WithCleanupTimeout bounds how long, in idempotent mode, the sink keeps
 // trying to mark a record COMPLETE or delete it after the caller's context
 // ended (default DefaultCleanupTimeout). These steps outlive the caller's
-// context because skipping them leaves the key blocked until its in-progress
-// expiry.
+// context because skipping them leaves the key blocked until its lease
+// lapses.
 func WithCleanupTimeout(d time.Duration) DynamoDBOption {
 	return func(o *dynamoOptions) { o.cleanupTimeout = d }
 }
 
 // WithMarshal replaces attributevalue.MarshalMap as the way items become
-// DynamoDB items. T must be the sink's item type (NewDynamoDB panics
-// otherwise).
+// DynamoDB items. T must be the sink's item type (NewDynamoDB returns an
+// error otherwise).
 func WithMarshal[T any](marshal func(T) (map[string]types.AttributeValue, error)) DynamoDBOption {
 	return func(o *dynamoOptions) { o.marshal = marshal }
 }
@@ -180,26 +181,33 @@ type DynamoDB[T any] struct {
 	batcher *batch.Batcher[*entry]
 	st      counters
 
+	// In idempotent mode, the leases of running Puts and their renewer.
+	leases    *leases
+	stopRenew context.CancelFunc
+	renewDone chan struct{}
+
 	mu     sync.Mutex
 	closed bool
 	active int           // Puts running
 	idle   chan struct{} // closed when closed and no Put runs
 
 	// handedOver, if set (by tests only), is called once a round of a Put's
-	// items is entirely with the batcher.
+	// items is entirely with the batcher; closing once Close has refused
+	// new Puts.
 	handedOver func(ctx context.Context, n int)
+	closing    func()
 }
 
 var _ Sink[struct{}] = (*DynamoDB[struct{}])(nil)
 
-// NewDynamoDB returns a sink writing to table through client. It panics on
-// invalid options (a programming error), such as a typed option made for
-// another item type or a batch limit beyond DynamoDB's.
+// NewDynamoDB returns a sink writing to table through client, or an error
+// for invalid options, such as a typed option made for another item type or
+// a batch limit beyond DynamoDB's.
 //
 // A *dynamodb.Client retries throttled and failed calls itself (3 attempts
 // by default) before the sink sees an error; the sink's own retries, which
 // last until the caller's context ends, come on top.
-func NewDynamoDB[T any](client DynamoDBAPI, table string, opts ...DynamoDBOption) *DynamoDB[T] {
+func NewDynamoDB[T any](client DynamoDBAPI, table string, opts ...DynamoDBOption) (*DynamoDB[T], error) {
 	o := dynamoOptions{
 		linger:         DefaultLinger,
 		maxInFlight:    DefaultMaxInFlight,
@@ -214,39 +222,36 @@ func NewDynamoDB[T any](client DynamoDBAPI, table string, opts ...DynamoDBOption
 	for _, opt := range opts {
 		opt(&o)
 	}
-	switch {
-	case client == nil:
-		panic("sink: NewDynamoDB: nil client")
-	case table == "":
-		panic("sink: NewDynamoDB: empty table name")
-	case o.maxBatchItems < 1 || o.maxBatchItems > MaxBatchItems:
-		panic(fmt.Sprintf("sink: WithMaxBatchItems(%d) outside 1..%d", o.maxBatchItems, MaxBatchItems))
-	case o.maxBatchBytes < 1 || o.maxBatchBytes > MaxRequestBytes-requestEnvelope:
-		panic(fmt.Sprintf("sink: WithMaxBatchBytes(%d) outside 1..%d", o.maxBatchBytes, MaxRequestBytes-requestEnvelope))
-	case o.maxInFlight < 1:
-		panic(fmt.Sprintf("sink: WithMaxInFlight(%d) must be positive", o.maxInFlight))
-	case o.hashKey == "":
-		panic("sink: WithKeyAttributes: empty hash key")
-	case o.backoffBase <= 0 || o.backoffMax < o.backoffBase:
-		panic(fmt.Sprintf("sink: WithBackoff(%v, %v): need 0 < base <= max", o.backoffBase, o.backoffMax))
-	case o.ttlAttr != "" && o.ttl <= 0:
-		panic(fmt.Sprintf("sink: WithTTL(%q, %v): ttl must be positive", o.ttlAttr, o.ttl))
-	case o.clock == nil:
-		panic("sink: WithClock(nil)")
+	if err := o.validate(client, table); err != nil {
+		return nil, err
+	}
+	marshal, err := typedOption[func(T) (map[string]types.AttributeValue, error)](o.marshal, "WithMarshal")
+	if err != nil {
+		return nil, err
+	}
+	keyHook, err := typedOption[func(context.Context, T, map[string]types.AttributeValue) error](o.keyHook, "WithKeyHook")
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := typedOption[*IdempotencyConfig[T]](o.idempotency, "WithIdempotency")
+	if err != nil {
+		return nil, err
 	}
 	s := &DynamoDB[T]{
 		client:  client,
 		table:   table,
 		o:       o,
-		marshal: typedOption[func(T) (map[string]types.AttributeValue, error)](o.marshal, "WithMarshal"),
-		keyHook: typedOption[func(context.Context, T, map[string]types.AttributeValue) error](o.keyHook, "WithKeyHook"),
+		marshal: marshal,
+		keyHook: keyHook,
 		idle:    make(chan struct{}),
 	}
 	if s.marshal == nil {
 		s.marshal = func(v T) (map[string]types.AttributeValue, error) { return attributevalue.MarshalMap(v) }
 	}
-	if cfg := typedOption[*IdempotencyConfig[T]](o.idempotency, "WithIdempotency"); cfg != nil {
-		s.idem = newIdempotency(*cfg, table)
+	if cfg != nil {
+		if s.idem, err = newIdempotency(*cfg, table); err != nil {
+			return nil, err
+		}
 	}
 	s.batcher = batch.New(context.Background(), batch.Options{
 		MaxItems:    o.maxBatchItems,
@@ -255,21 +260,54 @@ func NewDynamoDB[T any](client DynamoDBAPI, table string, opts ...DynamoDBOption
 		MaxInFlight: o.maxInFlight,
 		Clock:       o.clock,
 	}, func(e *entry) int { return e.wire }, s.flush)
-	return s
+	if s.idem != nil {
+		s.leases = newLeases()
+		s.renewDone = make(chan struct{})
+		var ctx context.Context
+		ctx, s.stopRenew = context.WithCancel(context.Background())
+		go s.renewLoop(ctx)
+	}
+	return s, nil
 }
 
-// typedOption returns v as an F, nil for nil, and panics when a typed option
-// was made for another item type than the sink's.
-func typedOption[F any](v any, name string) F {
+func (o *dynamoOptions) validate(client DynamoDBAPI, table string) error {
+	switch {
+	case client == nil:
+		return errors.New("sink: NewDynamoDB: nil client")
+	case table == "":
+		return errors.New("sink: NewDynamoDB: empty table name")
+	case o.maxBatchItems < 1 || o.maxBatchItems > MaxBatchItems:
+		return fmt.Errorf("sink: WithMaxBatchItems(%d) outside 1..%d", o.maxBatchItems, MaxBatchItems)
+	case o.maxBatchBytes < 1 || o.maxBatchBytes > MaxRequestBytes-requestEnvelope:
+		return fmt.Errorf("sink: WithMaxBatchBytes(%d) outside 1..%d", o.maxBatchBytes, MaxRequestBytes-requestEnvelope)
+	case o.maxInFlight < 1:
+		return fmt.Errorf("sink: WithMaxInFlight(%d) must be positive", o.maxInFlight)
+	case o.hashKey == "":
+		return errors.New("sink: WithKeyAttributes: empty hash key")
+	case o.backoffBase <= 0 || o.backoffMax < o.backoffBase:
+		return fmt.Errorf("sink: WithBackoff(%v, %v): need 0 < base <= max", o.backoffBase, o.backoffMax)
+	case o.ttlAttr != "" && o.ttl <= 0:
+		return fmt.Errorf("sink: WithTTL(%q, %v): ttl must be positive", o.ttlAttr, o.ttl)
+	case o.clock == nil:
+		return errors.New("sink: WithClock(nil)")
+	case o.cleanupTimeout <= 0:
+		return fmt.Errorf("sink: WithCleanupTimeout(%v) must be positive", o.cleanupTimeout)
+	}
+	return nil
+}
+
+// typedOption returns v as an F, nil for nil, and an error when a typed
+// option was made for another item type than the sink's.
+func typedOption[F any](v any, name string) (F, error) {
 	var zero F
 	if v == nil {
-		return zero
+		return zero, nil
 	}
 	f, ok := v.(F)
 	if !ok {
-		panic(fmt.Sprintf("sink: %s: got %T, the sink needs %v", name, v, reflect.TypeFor[F]()))
+		return zero, fmt.Errorf("sink: %s: got %T, the sink needs %v", name, v, reflect.TypeFor[F]())
 	}
-	return f
+	return f, nil
 }
 
 // Put writes the items and returns once each is durable or has failed; see
@@ -304,12 +342,15 @@ func (s *DynamoDB[T]) Put(ctx context.Context, items ...T) error {
 	return s.submit(ctx, entries)
 }
 
-// Close sends what is pending, waits for every call and every running Put
-// to finish (in idempotent mode a Put still updates its record after its
-// items are written) and releases the sink's goroutines. If ctx ends first,
-// the BatchWriteItem calls still running are cancelled (their items fail)
-// and Close returns ctx's error once they have returned. Later Puts fail
-// with ErrClosed.
+// Close refuses new Puts, waits for the running ones to finish (in
+// idempotent mode a Put completes its record after its items are written,
+// through the batcher), then sends what is pending, waits for every call
+// and releases the sink's goroutines. If ctx ends first, the BatchWriteItem
+// calls still running are cancelled (their items fail) and Close returns
+// ctx's error once they have returned. Later Puts fail with ErrClosed.
+//
+// Close after the pool has stopped (after Pool.Wait), with a context of its
+// own: the one the pool ran under is usually done by then.
 func (s *DynamoDB[T]) Close(ctx context.Context) error {
 	s.mu.Lock()
 	if !s.closed {
@@ -319,15 +360,25 @@ func (s *DynamoDB[T]) Close(ctx context.Context) error {
 		}
 	}
 	s.mu.Unlock()
-	if err := s.batcher.Close(ctx); err != nil {
-		return fmt.Errorf("sink: close: %w", err)
+	// What the running Puts hand over from now on goes without a linger.
+	s.batcher.Drain()
+	if s.closing != nil {
+		s.closing()
 	}
+	var errs []error
 	select {
 	case <-s.idle:
-		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("sink: close: waiting for running Puts: %w", context.Cause(ctx))
+		errs = append(errs, fmt.Errorf("sink: close: waiting for running Puts: %w", context.Cause(ctx)))
 	}
+	if err := s.batcher.Close(ctx); err != nil && len(errs) == 0 {
+		errs = append(errs, fmt.Errorf("sink: close: %w", err))
+	}
+	if s.stopRenew != nil {
+		s.stopRenew()
+		<-s.renewDone
+	}
+	return errors.Join(errs...)
 }
 
 // enter registers a running Put; it reports false once the sink is closed.
@@ -381,8 +432,7 @@ func (s *DynamoDB[T]) prepare(ctx context.Context, items []T) ([]*entry, error) 
 			failed = append(failed, ItemError{Index: i, Err: fmt.Errorf("%w: %d bytes, limit %d", ErrItemTooLarge, size, MaxItemSize)})
 			continue
 		}
-		key, _ := ddbitem.Key(av, s.o.hashKey, s.o.rangeKey)
-		entries[i] = &entry{index: i, item: av, key: key, wire: ddbitem.WireSize(av) + requestOverhead}
+		entries[i] = &entry{index: i, table: s.table, item: av, key: entryKey(s.table, av, s.o.hashKey, s.o.rangeKey), wire: ddbitem.WireSize(av) + requestOverhead}
 	}
 	if len(failed) == 0 {
 		return entries, nil
@@ -423,6 +473,20 @@ type DynamoDBStats struct {
 	// ErrInProgress.
 	DuplicatesSkipped  int64
 	InProgressRejected int64
+	// LeaseRenewals counts leases extended (see IdempotencyConfig.Lease);
+	// LeasesLost the renewals that found the key no longer held.
+	LeaseRenewals int64
+	LeasesLost    int64
+	// CompletesFailed counts idempotent Puts whose items were written but
+	// whose record could not be marked COMPLETE. Put returned nil (the items
+	// are durable); the key stays INPROGRESS until its lease lapses, after
+	// which a duplicate delivery would write again.
+	CompletesFailed int64
+	// TakeoverWritesSkipped counts idempotent Puts that took over the key of
+	// a writer whose lease lapsed, found its items already in the table,
+	// exactly as they would write them, and so wrote nothing (see
+	// IdempotencyConfig.Lease).
+	TakeoverWritesSkipped int64
 }
 
 // Calls returns the DynamoDB API calls made, all APIs together.
@@ -442,6 +506,8 @@ type counters struct {
 	batchWriteItem, putItem, updateItem, deleteItem, getItem atomic.Int64
 	written, failed, retries, unprocessed, deferred          atomic.Int64
 	fallbacks, skipped, inProgress                           atomic.Int64
+	renewals, leasesLost, completesFailed                    atomic.Int64
+	takeoverWritesSkipped                                    atomic.Int64
 }
 
 func (c *counters) snapshot() DynamoDBStats {
@@ -459,5 +525,9 @@ func (c *counters) snapshot() DynamoDBStats {
 		ValidationFallbacks:   c.fallbacks.Load(),
 		DuplicatesSkipped:     c.skipped.Load(),
 		InProgressRejected:    c.inProgress.Load(),
+		LeaseRenewals:         c.renewals.Load(),
+		LeasesLost:            c.leasesLost.Load(),
+		CompletesFailed:       c.completesFailed.Load(),
+		TakeoverWritesSkipped: c.takeoverWritesSkipped.Load(),
 	}
 }

@@ -384,7 +384,8 @@ func TestDynamoDBRangeKey(t *testing.T) {
 	}
 	fake := dynamofake.New()
 	fake.CreateTable("events", "stream", "seq")
-	s := sink.NewDynamoDB[event](fake, "events", sink.WithKeyAttributes("stream", "seq"), sink.WithLinger(0))
+	s, err := sink.NewDynamoDB[event](fake, "events", sink.WithKeyAttributes("stream", "seq"), sink.WithLinger(0))
+	require.NoError(t, err)
 	defer func() { require.NoError(t, s.Close(t.Context())) }()
 	require.NoError(t, s.Put(t.Context(),
 		event{"s", 1, "a"}, event{"s", 2, "b"}, event{"s", 1, "c"}, event{"t", 1, "d"}))
@@ -393,7 +394,7 @@ func TestDynamoDBRangeKey(t *testing.T) {
 	assert.EqualValues(t, 0, s.Stats().ValidationFallbacks)
 }
 
-func TestNewDynamoDBPanicsOnBadOptions(t *testing.T) {
+func TestNewDynamoDBRejectsBadOptions(t *testing.T) {
 	fake := dynamofake.New()
 	for name, opt := range map[string]sink.DynamoDBOption{
 		"marshal of another type": sink.WithMarshal(func(string) (map[string]types.AttributeValue, error) { return nil, nil }),
@@ -404,11 +405,22 @@ func TestNewDynamoDBPanicsOnBadOptions(t *testing.T) {
 		"backoff":                 sink.WithBackoff(time.Second, time.Millisecond),
 		"ttl":                     sink.WithTTL("ttl", 0),
 		"idempotency table":       sink.WithIdempotency(sink.IdempotencyConfig[order]{}),
+		"idempotency of a type":   sink.WithIdempotency(sink.IdempotencyConfig[string]{Table: idemTable}),
+		"lease too short":         sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idemTable, Lease: time.Millisecond}),
+		"expiry within lease":     sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idemTable, Lease: time.Minute, Expiry: time.Minute}),
+		"cleanup timeout":         sink.WithCleanupTimeout(0),
+		"clock":                   sink.WithClock(nil),
 	} {
 		t.Run(name, func(t *testing.T) {
-			assert.Panics(t, func() { sink.NewDynamoDB[order](fake, table, opt) })
+			s, err := sink.NewDynamoDB[order](fake, table, opt)
+			assert.Error(t, err)
+			assert.Nil(t, s)
 		})
 	}
+	_, err := sink.NewDynamoDB[order](nil, table)
+	assert.ErrorContains(t, err, "nil client")
+	_, err = sink.NewDynamoDB[order](fake, "")
+	assert.ErrorContains(t, err, "empty table")
 }
 
 func TestDynamoDBFailedWriteStopsLaterWritesOfItsKey(t *testing.T) {

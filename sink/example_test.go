@@ -20,10 +20,14 @@ func ExampleNewDynamoDB() {
 	client := dynamofake.New() // in production: dynamodb.NewFromConfig(cfg)
 	client.CreateTable("orders", "pk", "")
 
-	orders := sink.NewDynamoDB[Order](client, "orders",
+	orders, err := sink.NewDynamoDB[Order](client, "orders",
 		sink.WithKeyAttributes("pk", ""),
 		sink.WithTTL("expires_at", 30*24*time.Hour),
 	)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer orders.Close(context.Background())
 
 	// What a handler does; the pool deletes the message only if Put
@@ -53,13 +57,17 @@ func ExampleWithIdempotency() {
 	client.CreateTable("payments", "pk", "")
 	client.CreateTable("idempotency", "id", "")
 
-	payments := sink.NewDynamoDB[Payment](client, "payments",
+	payments, err := sink.NewDynamoDB[Payment](client, "payments",
 		sink.WithIdempotency(sink.IdempotencyConfig[Payment]{
 			Table:       "idempotency",
 			Expiry:      24 * time.Hour,
 			PayloadHash: true,
 		}),
 	)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	defer payments.Close(context.Background())
 
 	ctx := sink.WithKey(context.Background(), "message-id-1") // done by the pool

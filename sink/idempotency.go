@@ -1,7 +1,9 @@
 package sink
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -13,10 +15,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
+	"github.com/sqspool/sqspool"
 	"github.com/sqspool/sqspool/sink/internal/ddbitem"
 )
 
-// Idempotency record attributes, as AWS Lambda Powertools names them.
+// Idempotency record attributes, as AWS Lambda Powertools names them, plus
+// the lease token.
 const (
 	// DefaultIdempotencyKeyAttribute is the idempotency table's partition key
 	// (a string) when IdempotencyConfig.KeyAttribute is empty.
@@ -27,15 +31,19 @@ const (
 	// longer counts. Point the table's TTL at it to have DynamoDB delete old
 	// records; the sink does not rely on that (TTL deletes lag up to 48 h).
 	RecordExpiryAttribute = "expiration"
-	// RecordInProgressExpiryAttribute holds the epoch millisecond after which
-	// an INPROGRESS record may be taken over.
+	// RecordInProgressExpiryAttribute holds the epoch millisecond at which
+	// the lease of an INPROGRESS record ends; after it, the key may be taken
+	// over.
 	RecordInProgressExpiryAttribute = "in_progress_expiration"
+	// RecordTokenAttribute holds the random token of the Put that took the
+	// key; the record is extended, completed or released only under it.
+	RecordTokenAttribute = "lease_token"
 	// RecordValidationAttribute holds the hex SHA-256 payload hash when
 	// IdempotencyConfig.PayloadHash is set.
 	RecordValidationAttribute = "validation"
 
 	// StatusInProgress marks a key whose write is running (or whose writer
-	// died; see InProgressExpiry).
+	// died and whose lease has not lapsed yet).
 	StatusInProgress = "INPROGRESS"
 	// StatusComplete marks a key whose items were written.
 	StatusComplete = "COMPLETE"
@@ -43,15 +51,20 @@ const (
 	// DefaultIdempotencyExpiry is how long a COMPLETE record suppresses
 	// repeats when IdempotencyConfig.Expiry is zero.
 	DefaultIdempotencyExpiry = time.Hour
-	// DefaultInProgressExpiry is how long an INPROGRESS record blocks the key
-	// when IdempotencyConfig.InProgressExpiry is zero.
-	DefaultInProgressExpiry = time.Minute
+	// DefaultLease is IdempotencyConfig.Lease when zero: two thirds of SQS's
+	// default visibility timeout (30 s), so that the key of a writer that
+	// died is free about when SQS delivers its message again.
+	DefaultLease = 20 * time.Second
+	// minLease keeps the margin and the renewal period meaningful.
+	minLease = time.Second
 )
 
 var (
 	// ErrInProgress is returned by an idempotent Put whose key is held by
-	// another write that has not finished (or whose writer died less than
-	// InProgressExpiry ago). Retry later: leave the message for redelivery.
+	// another Put that has not finished, or whose writer died less than a
+	// lease ago. It comes wrapped in a *sqspool.RetryAfterError whose delay
+	// is when the holder's lease can have lapsed, so that the pool brings
+	// the message back then instead of spending a receive at once.
 	ErrInProgress = errors.New("sink: idempotency key in progress")
 	// ErrNoKey is returned by an idempotent Put that has no key: no KeyFunc
 	// and no WithKey in the context.
@@ -92,16 +105,22 @@ type IdempotencyConfig[T any] struct {
 	// KeyFunc returns the idempotency key of a Put call. The default is
 	// KeyFrom(ctx), which the pool sets to the SQS MessageId; use a KeyFunc
 	// to use an id the producer assigned, which also catches the producer
-	// sending one event twice.
+	// sending one event twice and a redrive from the dead-letter queue
+	// (which gets a new MessageId).
 	KeyFunc func(ctx context.Context, items []T) (string, error)
 	// Expiry is how long after completion a key suppresses repeats
 	// (DefaultIdempotencyExpiry when zero). Make it longer than the queue
-	// keeps messages if redeliveries must never repeat a write.
+	// keeps messages if redeliveries must never repeat a write. It must
+	// exceed Lease.
 	Expiry time.Duration
-	// InProgressExpiry is how long a started write holds its key
-	// (DefaultInProgressExpiry when zero). It must exceed the longest Put; it
-	// is also how long a key stays blocked after a crash mid-write.
-	InProgressExpiry time.Duration
+	// Lease is how long a Put holds its key without renewing it
+	// (DefaultLease when zero, at least a second). The sink renews the
+	// leases of running Puts every third of it, sends no write of a Put
+	// later than a quarter of it before its lease ends (the margin for
+	// clock skew between hosts and for requests in transit), and a key
+	// whose writer died is free a lease after its last renewal. Set it a
+	// little under the queue's visibility timeout.
+	Lease time.Duration
 	// PayloadHash stores a hash of the items with the record and fails a
 	// later Put with the same key but other items with *PayloadMismatchError.
 	// The hash covers the items as marshalled (after WithKeyHook), without
@@ -116,14 +135,13 @@ func WithIdempotency[T any](cfg IdempotencyConfig[T]) DynamoDBOption {
 
 type idempotency[T any] struct {
 	cfg IdempotencyConfig[T]
+	// period is the lease; margin how long before its end writes stop.
+	period, margin time.Duration
 }
 
-func newIdempotency[T any](cfg IdempotencyConfig[T], table string) *idempotency[T] {
+func newIdempotency[T any](cfg IdempotencyConfig[T], table string) (*idempotency[T], error) {
 	if cfg.Table == "" {
-		panic("sink: WithIdempotency: empty Table")
-	}
-	if cfg.Expiry < 0 || cfg.InProgressExpiry < 0 {
-		panic("sink: WithIdempotency: negative expiry")
+		return nil, errors.New("sink: WithIdempotency: empty Table")
 	}
 	if cfg.KeyAttribute == "" {
 		cfg.KeyAttribute = DefaultIdempotencyKeyAttribute
@@ -134,10 +152,16 @@ func newIdempotency[T any](cfg IdempotencyConfig[T], table string) *idempotency[
 	if cfg.Expiry == 0 {
 		cfg.Expiry = DefaultIdempotencyExpiry
 	}
-	if cfg.InProgressExpiry == 0 {
-		cfg.InProgressExpiry = DefaultInProgressExpiry
+	if cfg.Lease == 0 {
+		cfg.Lease = DefaultLease
 	}
-	return &idempotency[T]{cfg: cfg}
+	switch {
+	case cfg.Lease < minLease:
+		return nil, fmt.Errorf("sink: WithIdempotency: Lease %v is under %v", cfg.Lease, minLease)
+	case cfg.Expiry <= cfg.Lease:
+		return nil, fmt.Errorf("sink: WithIdempotency: Expiry %v must exceed Lease %v", cfg.Expiry, cfg.Lease)
+	}
+	return &idempotency[T]{cfg: cfg, period: cfg.Lease, margin: cfg.Lease / 4}, nil
 }
 
 // recordID returns the record id of a Put: prefix#key.
@@ -158,8 +182,8 @@ func (m *idempotency[T]) recordID(ctx context.Context, items []T) (string, error
 	return m.cfg.Prefix + "#" + key, nil
 }
 
-// putIdempotent takes the key, writes, and completes the record; see the
-// package documentation.
+// putIdempotent takes the key, writes under the lease, and completes the
+// record; see the package documentation.
 func (s *DynamoDB[T]) putIdempotent(ctx context.Context, items []T, entries []*entry) error {
 	id, err := s.idem.recordID(ctx, items)
 	if err != nil {
@@ -169,56 +193,55 @@ func (s *DynamoDB[T]) putIdempotent(ctx context.Context, items []T, entries []*e
 	if s.idem.cfg.PayloadHash {
 		hash = payloadHash(entries, s.o.ttlAttr)
 	}
-	applied, err := s.takeKey(ctx, id, hash)
-	if err != nil {
+	l, err := s.takeKey(ctx, id, hash)
+	if err != nil || l == nil {
 		return err
 	}
-	if applied {
-		s.st.skipped.Add(1)
-		return nil
+	s.leases.add(l)
+	defer s.leases.remove(l)
+	for _, e := range entries {
+		e.lease = l
 	}
-	werr := s.submit(ctx, entries)
+	var werr error
+	if !l.tookOver || !s.alreadyWritten(ctx, entries) {
+		werr = s.submit(ctx, entries)
+	}
 	// The record must leave INPROGRESS even when the caller's context has
-	// just ended, or the key stays blocked until its in-progress expiry.
+	// just ended, or the key stays blocked until the lease lapses.
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.cleanupTimeout)
 	defer cancel()
 	if werr != nil {
-		if err := s.releaseKey(cctx, id); err != nil {
-			return errors.Join(werr, fmt.Errorf("sink: idempotency key %q stays INPROGRESS until it expires: delete: %w", id, err))
+		if err := s.releaseKey(cctx, l); err != nil {
+			return errors.Join(werr, fmt.Errorf("sink: idempotency key %q stays INPROGRESS until its lease lapses: delete: %w", id, err))
 		}
 		return werr
 	}
-	if err := s.completeKey(cctx, id); err != nil {
-		return fmt.Errorf("sink: items written, but idempotency key %q stays INPROGRESS until it expires (a redelivery before then gets ErrInProgress, after it writes again): %w", id, err)
-	}
+	// The items are durable: whatever happens to the record now, Put
+	// succeeded (the Sink contract), and the message may be deleted.
+	s.completeKey(cctx, l)
 	return nil
 }
 
 // takeCondition lets a conditional PutItem take a key that is free: no
-// record, an expired record, or an INPROGRESS record whose in-progress
-// expiry passed. It compares with the sink's clock, so expiry is enforced
-// whether or not DynamoDB's TTL has deleted the record yet.
+// record, an expired record, or an INPROGRESS record whose lease ended. It
+// compares with the sink's clock, so expiry is enforced whether or not
+// DynamoDB's TTL has deleted the record yet.
 const takeCondition = "attribute_not_exists(#id) OR #exp < :now OR " +
 	"(#status = :inprogress AND attribute_exists(#ipexp) AND #ipexp < :nowms)"
 
-// takeKey creates the INPROGRESS record for id. applied reports that the
-// key is already COMPLETE (nothing to do).
-func (s *DynamoDB[T]) takeKey(ctx context.Context, id, hash string) (applied bool, err error) {
+// takeKey creates the INPROGRESS record for id under a new lease. It
+// returns a nil lease when the key is already COMPLETE (nothing to do).
+func (s *DynamoDB[T]) takeKey(ctx context.Context, id, hash string) (*lease, error) {
 	cfg := s.idem.cfg
 	const attempts = 3 // a record can expire or vanish between our reads
 	for range attempts {
+		// The lease counts from before the request is sent, so that on our
+		// clock it ends no later than the end the record holds.
 		now := s.o.clock.Now()
-		rec := map[string]types.AttributeValue{
-			cfg.KeyAttribute:                &types.AttributeValueMemberS{Value: id},
-			RecordStatusAttribute:           &types.AttributeValueMemberS{Value: StatusInProgress},
-			RecordExpiryAttribute:           epochSeconds(now.Add(cfg.Expiry)),
-			RecordInProgressExpiryAttribute: epochMillis(now.Add(cfg.InProgressExpiry)),
-		}
-		if hash != "" {
-			rec[RecordValidationAttribute] = &types.AttributeValueMemberS{Value: hash}
-		}
+		l := &lease{id: id, token: rand.Text(), hash: hash, end: now.Add(s.idem.period), nextRenew: now.Add(s.idem.period / 3)}
+		rec := s.record(l, StatusInProgress, now)
 		err := s.retry(ctx, &s.st.putItem, func(ctx context.Context) error {
-			_, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{
+			out, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{
 				TableName:           &cfg.Table,
 				Item:                rec,
 				ConditionExpression: ptr(takeCondition),
@@ -232,44 +255,107 @@ func (s *DynamoDB[T]) takeKey(ctx context.Context, id, hash string) (applied boo
 					":inprogress": &types.AttributeValueMemberS{Value: StatusInProgress},
 				},
 				ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+				ReturnValues:                        types.ReturnValueAllOld,
 			})
+			if err == nil && out != nil {
+				// Taken over from a writer whose lease lapsed (it died, or
+				// lost its way): its items may have landed.
+				l.tookOver = parseRecord(out.Attributes).status == StatusInProgress
+			}
 			return err
 		})
 		if err == nil {
-			return false, nil
+			return l, nil
 		}
 		var held *types.ConditionalCheckFailedException
 		if !errors.As(err, &held) {
-			return false, fmt.Errorf("sink: idempotency key %q: take: %w", id, err)
+			return nil, fmt.Errorf("sink: idempotency key %q: take: %w", id, err)
 		}
 		old := held.Item
 		if old == nil { // not every DynamoDB (dynalite) returns the old item
 			if old, err = s.getRecord(ctx, id); err != nil {
-				return false, err
+				return nil, err
 			}
 			if old == nil {
 				continue // deleted meanwhile
 			}
 		}
+		now = s.o.clock.Now()
 		r := parseRecord(old)
 		if !r.live(now) {
 			continue // expired since the condition was checked
 		}
 		if hash != "" && r.validation != "" && r.validation != hash {
-			return false, &PayloadMismatchError{Key: id, Stored: r.validation, Got: hash}
+			return nil, &PayloadMismatchError{Key: id, Stored: r.validation, Got: hash}
 		}
 		switch r.status {
 		case StatusComplete:
-			return true, nil
+			s.st.skipped.Add(1)
+			return nil, nil
 		case StatusInProgress:
 			s.st.inProgress.Add(1)
-			return false, fmt.Errorf("sink: idempotency key %q: %w", id, ErrInProgress)
+			return nil, s.inProgress(id, r, now)
 		default:
-			return false, fmt.Errorf("sink: idempotency key %q: record has unknown status %q", id, r.status)
+			return nil, fmt.Errorf("sink: idempotency key %q: record has unknown status %q", id, r.status)
 		}
 	}
 	s.st.inProgress.Add(1)
-	return false, fmt.Errorf("sink: idempotency key %q: record changed %d times while taking it: %w", id, attempts, ErrInProgress)
+	return nil, sqspool.RetryAfter(s.idem.margin, fmt.Errorf("sink: idempotency key %q: record changed %d times while taking it: %w", id, attempts, ErrInProgress))
+}
+
+// alreadyWritten reports that the table holds every item of a Put exactly as
+// the Put would write it (the TTL attribute aside): what a writer that died
+// between its write and its COMPLETE left, when the handler is
+// deterministic. The Put that took its key over then skips the write, so
+// the items are not applied twice. It reads each item (consistently), which
+// only a takeover pays for; any doubt (an error, a missing or different
+// item) means write.
+func (s *DynamoDB[T]) alreadyWritten(ctx context.Context, entries []*entry) bool {
+	for _, e := range entries {
+		key := map[string]types.AttributeValue{s.o.hashKey: e.item[s.o.hashKey]}
+		if s.o.rangeKey != "" {
+			key[s.o.rangeKey] = e.item[s.o.rangeKey]
+		}
+		s.st.getItem.Add(1)
+		out, err := s.client.GetItem(ctx, &dynamodb.GetItemInput{TableName: &s.table, Key: key, ConsistentRead: ptr(true)})
+		if err != nil || out.Item == nil ||
+			!bytes.Equal(ddbitem.Canonical(out.Item, s.o.ttlAttr), ddbitem.Canonical(e.item, s.o.ttlAttr)) {
+			return false
+		}
+	}
+	s.st.takeoverWritesSkipped.Add(1)
+	return true
+}
+
+// inProgress is the error of a Put that found the key held: ErrInProgress,
+// with a retry delay lasting until the holder's lease can have lapsed (plus
+// the margin for clock skew). If the holder is alive, it renews the lease
+// and the next delivery waits again; if it died, the next delivery takes
+// the key over.
+func (s *DynamoDB[T]) inProgress(id string, r record, now time.Time) error {
+	delay := s.idem.margin
+	if r.hasInProgress {
+		delay += max(time.UnixMilli(r.inProgressMs).Sub(now), 0)
+	}
+	return sqspool.RetryAfter(delay, fmt.Errorf("sink: idempotency key %q: %w", id, ErrInProgress))
+}
+
+// record returns the idempotency record of l with the given status.
+func (s *DynamoDB[T]) record(l *lease, status string, now time.Time) map[string]types.AttributeValue {
+	l.mu.Lock()
+	end := l.end
+	l.mu.Unlock()
+	rec := map[string]types.AttributeValue{
+		s.idem.cfg.KeyAttribute:         &types.AttributeValueMemberS{Value: l.id},
+		RecordStatusAttribute:           &types.AttributeValueMemberS{Value: status},
+		RecordExpiryAttribute:           epochSeconds(now.Add(s.idem.cfg.Expiry)),
+		RecordInProgressExpiryAttribute: epochMillis(end),
+		RecordTokenAttribute:            &types.AttributeValueMemberS{Value: l.token},
+	}
+	if l.hash != "" {
+		rec[RecordValidationAttribute] = &types.AttributeValueMemberS{Value: l.hash}
+	}
+	return rec
 }
 
 func (s *DynamoDB[T]) getRecord(ctx context.Context, id string) (map[string]types.AttributeValue, error) {
@@ -289,32 +375,70 @@ func (s *DynamoDB[T]) getRecord(ctx context.Context, id string) (map[string]type
 	return out.Item, nil
 }
 
-// completeKey marks the record COMPLETE; its expiry counts from now.
-func (s *DynamoDB[T]) completeKey(ctx context.Context, id string) error {
-	return s.retry(ctx, &s.st.updateItem, func(ctx context.Context) error {
+// completeKey marks the record COMPLETE, its expiry counting from now. The
+// record goes through the batcher with the writes of other Puts: as a whole
+// item put, unconditional, which is safe because it is sent while the lease
+// is held (its entry carries the lease, so it is never sent past the
+// deadline). If that fails, an UpdateItem conditioned on the token tries
+// once more; if that fails too, the key stays INPROGRESS until its lease
+// lapses (counted in CompletesFailed).
+func (s *DynamoDB[T]) completeKey(ctx context.Context, l *lease) {
+	item := s.record(l, StatusComplete, s.o.clock.Now())
+	rec := &entry{
+		table: s.idem.cfg.Table,
+		item:  item,
+		key:   entryKey(s.idem.cfg.Table, item, s.idem.cfg.KeyAttribute, ""),
+		wire:  ddbitem.WireSize(item) + requestOverhead,
+		lease: l,
+	}
+	if len(s.send(ctx, []*entry{rec})) == 0 {
+		return
+	}
+	err := s.retry(ctx, &s.st.updateItem, func(ctx context.Context) error {
 		_, err := s.client.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-			TableName:                &s.idem.cfg.Table,
-			Key:                      s.recordKey(id),
-			UpdateExpression:         ptr("SET #status = :complete, #exp = :exp"),
-			ExpressionAttributeNames: map[string]string{"#status": RecordStatusAttribute, "#exp": RecordExpiryAttribute},
+			TableName:           &s.idem.cfg.Table,
+			Key:                 s.recordKey(l.id),
+			UpdateExpression:    ptr("SET #status = :complete, #exp = :exp"),
+			ConditionExpression: ptr(ownedCondition),
+			ExpressionAttributeNames: map[string]string{
+				"#status": RecordStatusAttribute, "#exp": RecordExpiryAttribute, "#token": RecordTokenAttribute,
+			},
 			ExpressionAttributeValues: map[string]types.AttributeValue{
-				":complete": &types.AttributeValueMemberS{Value: StatusComplete},
-				":exp":      epochSeconds(s.o.clock.Now().Add(s.idem.cfg.Expiry)),
+				":complete":   &types.AttributeValueMemberS{Value: StatusComplete},
+				":exp":        epochSeconds(s.o.clock.Now().Add(s.idem.cfg.Expiry)),
+				":token":      &types.AttributeValueMemberS{Value: l.token},
+				":inprogress": &types.AttributeValueMemberS{Value: StatusInProgress},
 			},
 		})
 		return err
 	})
+	if err != nil {
+		s.st.completesFailed.Add(1)
+	}
 }
 
-// releaseKey deletes the record after a failed write so a retry can run.
-func (s *DynamoDB[T]) releaseKey(ctx context.Context, id string) error {
-	return s.retry(ctx, &s.st.deleteItem, func(ctx context.Context) error {
+// releaseKey deletes the record after a failed write so that a retry can
+// run, on condition that it is still ours: a record another Put took over,
+// or completed, stays.
+func (s *DynamoDB[T]) releaseKey(ctx context.Context, l *lease) error {
+	err := s.retry(ctx, &s.st.deleteItem, func(ctx context.Context) error {
 		_, err := s.client.DeleteItem(ctx, &dynamodb.DeleteItemInput{
-			TableName: &s.idem.cfg.Table,
-			Key:       s.recordKey(id),
+			TableName:                &s.idem.cfg.Table,
+			Key:                      s.recordKey(l.id),
+			ConditionExpression:      ptr(ownedCondition),
+			ExpressionAttributeNames: map[string]string{"#token": RecordTokenAttribute, "#status": RecordStatusAttribute},
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":token":      &types.AttributeValueMemberS{Value: l.token},
+				":inprogress": &types.AttributeValueMemberS{Value: StatusInProgress},
+			},
 		})
 		return err
 	})
+	var notOurs *types.ConditionalCheckFailedException
+	if errors.As(err, &notOurs) {
+		return nil
+	}
+	return err
 }
 
 func (s *DynamoDB[T]) recordKey(id string) map[string]types.AttributeValue {

@@ -13,13 +13,17 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sqspool/sqspool"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 )
 
+// newIdemEnv is newEnv in idempotent mode, without linger (a Put needs no
+// clock then, unless it retries), so that tests need not drive the clock
+// while the lease renewer holds a timer.
 func newIdemEnv(t *testing.T, cfg sink.IdempotencyConfig[order], opts ...sink.DynamoDBOption) *env {
 	cfg.Table = idemTable
-	return newEnv(t, append([]sink.DynamoDBOption{sink.WithIdempotency(cfg)}, opts...)...)
+	return newEnv(t, append([]sink.DynamoDBOption{sink.WithLinger(0), sink.WithIdempotency(cfg)}, opts...)...)
 }
 
 // record returns the idempotency record of message key.
@@ -31,31 +35,35 @@ func msg(t *testing.T, id string) context.Context { return sink.WithKey(t.Contex
 
 func TestIdempotentSecondPutSkipped(t *testing.T) {
 	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
-	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 1}))
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
 
 	rec, ok := e.record("m-1")
 	require.True(t, ok)
 	assert.Equal(t, sink.StatusComplete, stringAttr(rec, sink.RecordStatusAttribute))
 	assert.Equal(t, strconv.FormatInt(epoch.Add(sink.DefaultIdempotencyExpiry).Unix(), 10), numberAttr(rec, sink.RecordExpiryAttribute))
-	assert.Equal(t, strconv.FormatInt(epoch.Add(sink.DefaultInProgressExpiry).UnixMilli(), 10), numberAttr(rec, sink.RecordInProgressExpiryAttribute))
+	assert.Equal(t, strconv.FormatInt(epoch.Add(sink.DefaultLease).UnixMilli(), 10), numberAttr(rec, sink.RecordInProgressExpiryAttribute))
+	assert.NotEmpty(t, stringAttr(rec, sink.RecordTokenAttribute))
 	assert.NotContains(t, rec, sink.RecordValidationAttribute)
 
-	// The redelivery writes nothing, even with other items.
+	// The redelivery writes nothing, even with other items, and succeeds:
+	// the pool deletes its message.
 	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2}))
 	e.assertN("a", 1)
 
 	st := e.sink.Stats()
 	assert.EqualValues(t, 1, st.DuplicatesSkipped)
-	assert.EqualValues(t, 1, st.BatchWriteItemCalls)
+	// The items, then the COMPLETE record, each in a batch of its own (a
+	// lone Put); under load both share batches with other Puts.
+	assert.EqualValues(t, 2, st.BatchWriteItemCalls)
 	assert.EqualValues(t, 2, st.PutItemCalls)
-	assert.EqualValues(t, 1, st.UpdateItemCalls)
+	assert.Zero(t, st.UpdateItemCalls)
 
-	require.NoError(t, e.put(msg(t, "m-2"), linger, order{PK: "a", N: 3}), "another key writes")
+	require.NoError(t, e.sink.Put(msg(t, "m-2"), order{PK: "a", N: 3}), "another key writes")
 	e.assertN("a", 3)
 }
 
 func TestIdempotentInProgress(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{}, sink.WithLinger(0))
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{Lease: 8 * time.Second})
 	entered, release := make(chan struct{}), make(chan struct{})
 	e.fake.SetFault(func(_ context.Context, op string) error {
 		if op == dynamofake.OpBatchWriteItem {
@@ -66,9 +74,16 @@ func TestIdempotentInProgress(t *testing.T) {
 	})
 	first := e.goPut(msg(t, "m-1"), order{PK: "a", N: 1})
 	<-entered
+	e.clk.Advance(time.Second)
 	err := e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2})
 	assert.ErrorIs(t, err, sink.ErrInProgress)
 	assert.ErrorContains(t, err, "orders#m-1")
+	// Not retried at once: the pool holds the message back until the
+	// holder's lease (7 s left) can have lapsed, plus the 2 s margin.
+	var ra *sqspool.RetryAfterError
+	require.ErrorAs(t, err, &ra)
+	assert.Equal(t, 9*time.Second, ra.Delay)
+	e.fake.SetFault(nil)
 	close(release)
 	require.NoError(t, <-first)
 
@@ -80,7 +95,7 @@ func TestIdempotentInProgress(t *testing.T) {
 }
 
 func TestIdempotentConcurrentDuplicatesWriteOnce(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{}, sink.WithLinger(0))
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
 	const n = 10
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
@@ -102,7 +117,7 @@ func TestIdempotentConcurrentDuplicatesWriteOnce(t *testing.T) {
 	}
 	st := e.sink.Stats()
 	assert.EqualValues(t, 1, st.ItemsWritten, "exactly one Put wrote")
-	assert.EqualValues(t, 1, st.BatchWriteItemCalls)
+	assert.Equal(t, 1, e.fake.Len(table))
 	assert.Equal(t, n, ok+inProgress)
 	assert.EqualValues(t, ok-1, st.DuplicatesSkipped)
 	assert.EqualValues(t, inProgress, st.InProgressRejected)
@@ -110,7 +125,7 @@ func TestIdempotentConcurrentDuplicatesWriteOnce(t *testing.T) {
 
 func TestIdempotentExpiryEnforcedByLibrary(t *testing.T) {
 	e := newIdemEnv(t, sink.IdempotencyConfig[order]{Expiry: 10 * time.Minute})
-	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 1}))
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
 
 	e.clk.Advance(10 * time.Minute) // at the expiry second: still valid
 	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2}))
@@ -121,13 +136,13 @@ func TestIdempotentExpiryEnforcedByLibrary(t *testing.T) {
 	e.clk.Advance(time.Second)
 	_, ok := e.record("m-1")
 	require.True(t, ok)
-	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 3}))
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 3}))
 	e.assertN("a", 3)
 	rec, _ := e.record("m-1")
 	assert.Equal(t, strconv.FormatInt(e.clk.Now().Add(10*time.Minute).Unix(), 10), numberAttr(rec, sink.RecordExpiryAttribute))
 }
 
-func TestIdempotentInProgressExpiry(t *testing.T) {
+func TestIdempotentLeaseLapsed(t *testing.T) {
 	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
 	seed := func(ipExpiry time.Time) {
 		e.fake.Set(idemTable, map[string]types.AttributeValue{
@@ -140,16 +155,48 @@ func TestIdempotentInProgressExpiry(t *testing.T) {
 	// A writer that died a moment ago still holds the key...
 	seed(epoch.Add(time.Millisecond))
 	assert.ErrorIs(t, e.sink.Put(msg(t, "m-1"), order{PK: "a"}), sink.ErrInProgress)
-	// ...one whose in-progress expiry passed does not.
+	// ...one whose lease ended does not.
 	seed(epoch.Add(-time.Millisecond))
-	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a"}))
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a"}))
 	rec, _ := e.record("m-1")
 	assert.Equal(t, sink.StatusComplete, stringAttr(rec, sink.RecordStatusAttribute))
 }
 
+// A writer that died between its write and its COMPLETE left its items in
+// the table: the Put that takes its lapsed key over finds them there, as it
+// would write them, and writes nothing (so they are not applied twice);
+// other items it writes.
+func TestIdempotentTakeoverSkipsItemsAlreadyWritten(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{}, sink.WithTTL("ttl", time.Hour))
+	for _, key := range []string{"m-1", "m-2"} {
+		e.fake.Set(idemTable, map[string]types.AttributeValue{
+			"id":                                 &types.AttributeValueMemberS{Value: "orders#" + key},
+			sink.RecordStatusAttribute:           &types.AttributeValueMemberS{Value: sink.StatusInProgress},
+			sink.RecordExpiryAttribute:           &types.AttributeValueMemberN{Value: strconv.FormatInt(epoch.Add(time.Hour).Unix(), 10)},
+			sink.RecordInProgressExpiryAttribute: &types.AttributeValueMemberN{Value: strconv.FormatInt(epoch.Add(-time.Millisecond).UnixMilli(), 10)},
+		})
+	}
+	// What the dead writers wrote (another TTL: it is not compared).
+	e.fake.Set(table, map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "a"},
+		"n": &types.AttributeValueMemberN{Value: "1"}, "ttl": &types.AttributeValueMemberN{Value: "1"}})
+	e.fake.Set(table, map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "b"},
+		"n": &types.AttributeValueMemberN{Value: "7"}, "ttl": &types.AttributeValueMemberN{Value: "1"}})
+
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
+	st := e.sink.Stats()
+	assert.EqualValues(t, 1, st.TakeoverWritesSkipped)
+	assert.Zero(t, st.ItemsWritten, "the items were there: not written again")
+	rec, _ := e.record("m-1")
+	assert.Equal(t, sink.StatusComplete, stringAttr(rec, sink.RecordStatusAttribute))
+
+	require.NoError(t, e.sink.Put(msg(t, "m-2"), order{PK: "b", N: 8}))
+	e.assertN("b", 8)
+	assert.EqualValues(t, 1, e.sink.Stats().ItemsWritten, "other items are written")
+}
+
 func TestIdempotentPayloadHash(t *testing.T) {
 	e := newIdemEnv(t, sink.IdempotencyConfig[order]{PayloadHash: true}, sink.WithTTL("ttl", time.Hour))
-	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 1}))
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
 	rec, _ := e.record("m-1")
 	assert.Len(t, stringAttr(rec, sink.RecordValidationAttribute), 64)
 
@@ -169,7 +216,7 @@ func TestIdempotentPayloadHash(t *testing.T) {
 func TestIdempotentWriteFailureDeletesRecord(t *testing.T) {
 	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
 	e.fake.RejectItems(func(_ string, item dynamofake.Item) bool { return stringAttr(item, "pk") == "a" })
-	err := e.put(msg(t, "m-1"), linger, order{PK: "a"})
+	err := e.sink.Put(msg(t, "m-1"), order{PK: "a"})
 	var we *sink.WriteError
 	require.ErrorAs(t, err, &we)
 	_, ok := e.record("m-1")
@@ -177,13 +224,13 @@ func TestIdempotentWriteFailureDeletesRecord(t *testing.T) {
 	assert.EqualValues(t, 1, e.sink.Stats().DeleteItemCalls)
 
 	e.fake.RejectItems(nil)
-	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a"}))
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a"}))
 	_, ok = e.item("a")
 	assert.True(t, ok)
 }
 
 func TestIdempotentCleanupOutlivesCallerContext(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{}, sink.WithLinger(0))
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
 	entered := make(chan struct{})
 	e.fake.SetFault(func(ctx context.Context, op string) error {
 		if op == dynamofake.OpBatchWriteItem {
@@ -202,28 +249,33 @@ func TestIdempotentCleanupOutlivesCallerContext(t *testing.T) {
 	assert.False(t, ok, "deleted although the caller's context ended")
 }
 
-func TestIdempotentCompleteFailureLeavesInProgress(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{InProgressExpiry: time.Minute})
+func TestIdempotentCompleteFailureAfterDurableWriteSucceeds(t *testing.T) {
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{Lease: time.Minute})
+	// The items go through; the record's COMPLETE (batched, then the
+	// UpdateItem fallback) is refused.
 	e.fake.SetFault(func(_ context.Context, op string) error {
-		if op == dynamofake.OpUpdateItem {
-			return &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "no UpdateItem"}
+		if op == dynamofake.OpUpdateItem || (op == dynamofake.OpBatchWriteItem && e.fake.Len(table) > 0) {
+			return &smithy.GenericAPIError{Code: "AccessDeniedException", Message: "no record writes"}
 		}
 		return nil
 	})
-	err := e.put(msg(t, "m-1"), linger, order{PK: "a", N: 1})
-	assert.ErrorContains(t, err, "stays INPROGRESS")
-	assert.ErrorContains(t, err, "AccessDeniedException")
+	// The Sink contract: the items are durable, so Put succeeds and the
+	// message may be deleted.
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
 	_, ok := e.item("a")
 	assert.True(t, ok, "the items were written")
 	rec, _ := e.record("m-1")
 	assert.Equal(t, sink.StatusInProgress, stringAttr(rec, sink.RecordStatusAttribute))
+	st := e.sink.Stats()
+	assert.EqualValues(t, 1, st.CompletesFailed)
+	assert.EqualValues(t, 1, st.UpdateItemCalls)
 
-	// The documented limit: a redelivery waits out the in-progress expiry
-	// and then writes again.
+	// The documented limit: a duplicate delivery waits out the lease and
+	// then writes again.
 	e.fake.SetFault(nil)
 	assert.ErrorIs(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2}), sink.ErrInProgress)
 	e.clk.Advance(time.Minute + time.Millisecond)
-	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 2}))
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2}))
 	e.assertN("a", 2)
 }
 
@@ -242,7 +294,7 @@ func TestIdempotentKeys(t *testing.T) {
 			return items[0].Body, nil
 		},
 	})
-	require.NoError(t, byBody.put(msg(t, "m-1"), linger, order{PK: "a", N: 1, Body: "evt-9"}))
+	require.NoError(t, byBody.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1, Body: "evt-9"}))
 	require.NoError(t, byBody.sink.Put(msg(t, "m-2"), order{PK: "a", N: 2, Body: "evt-9"}))
 	byBody.assertN("a", 1)
 	_, ok := byBody.fake.Get(idemTable, map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: "events#evt-9"}})
@@ -253,8 +305,8 @@ func TestIdempotentKeys(t *testing.T) {
 func TestIdempotentReadsRecordWhenConditionFailureHasNoItem(t *testing.T) {
 	// dynalite does not return the item on a failed condition.
 	e := newEnvWithFake(t, []dynamofake.Option{dynamofake.WithoutConditionCheckItem()},
-		sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idemTable}))
-	require.NoError(t, e.put(msg(t, "m-1"), linger, order{PK: "a", N: 1}))
+		sink.WithLinger(0), sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idemTable}))
+	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
 	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2}))
 	st := e.sink.Stats()
 	assert.EqualValues(t, 1, st.DuplicatesSkipped)
@@ -262,15 +314,17 @@ func TestIdempotentReadsRecordWhenConditionFailureHasNoItem(t *testing.T) {
 }
 
 func TestIdempotentRetriesThrottledRecordCalls(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	// A lease far longer than the backoffs: driving the clock also fires
+	// the renewer's timer, which must not matter here.
+	e := newIdemEnv(t, sink.IdempotencyConfig[order]{Lease: time.Hour, Expiry: 2 * time.Hour})
 	e.fake.Throttle(dynamofake.OpPutItem, 2)
-	e.fake.Throttle(dynamofake.OpUpdateItem, 1)
-	// One item cannot be split: drive the clock from the start, through
-	// the backoffs of the record calls and the linger.
+	e.fake.Throttle(dynamofake.OpBatchWriteItem, 2)
+	// Drive the clock from the start, through the backoffs of the record
+	// calls and of the batches.
 	require.NoError(t, e.drive(e.goPut(msg(t, "m-1"), order{PK: "a"}), maxDelay))
 	rec, _ := e.record("m-1")
 	assert.Equal(t, sink.StatusComplete, stringAttr(rec, sink.RecordStatusAttribute))
-	assert.EqualValues(t, 3, e.sink.Stats().Retries)
+	assert.EqualValues(t, 4, e.sink.Stats().Retries)
 }
 
 func TestIdempotentUnknownRecordStatus(t *testing.T) {

@@ -25,9 +25,10 @@ import (
 // or an emulator (./scripts/test starts dynalite); they skip unless
 // SQSPOOL_INTEGRATION=1.
 
-func integrationSink(t *testing.T, ddb *dynamodb.Client, tbl string, opts ...sink.DynamoDBOption) *sink.DynamoDB[order] {
+func integrationSink(t *testing.T, ddb sink.DynamoDBAPI, tbl string, opts ...sink.DynamoDBOption) *sink.DynamoDB[order] {
 	t.Helper()
-	s := sink.NewDynamoDB[order](ddb, tbl, opts...)
+	s, err := sink.NewDynamoDB[order](ddb, tbl, opts...)
+	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -140,7 +141,7 @@ func TestIntegrationDynamoDBIdempotency(t *testing.T) {
 	o, _ = getOrder(t, ddb, tbl, "a")
 	assert.Equal(t, 3, o.N)
 
-	// A record held by a live writer.
+	// A record held by a live writer: ErrInProgress, with a delay.
 	_, err := ddb.PutItem(t.Context(), &dynamodb.PutItemInput{TableName: &idem, Item: map[string]types.AttributeValue{
 		"id":                                 &types.AttributeValueMemberS{Value: tbl + "#m-2"},
 		sink.RecordStatusAttribute:           &types.AttributeValueMemberS{Value: sink.StatusInProgress},
@@ -150,7 +151,7 @@ func TestIntegrationDynamoDBIdempotency(t *testing.T) {
 	require.NoError(t, err)
 	assert.ErrorIs(t, s.Put(sink.WithKey(t.Context(), "m-2"), order{PK: "b"}), sink.ErrInProgress)
 	clk.Advance(time.Minute + time.Second)
-	require.NoError(t, s.Put(sink.WithKey(t.Context(), "m-2"), order{PK: "b"}), "in-progress expired")
+	require.NoError(t, s.Put(sink.WithKey(t.Context(), "m-2"), order{PK: "b"}), "the holder's lease ended")
 
 	// A failed write releases the key.
 	bad := integrationSink(t, ddb, tbl, sink.WithClock(clk), sink.WithLinger(0),
@@ -166,4 +167,50 @@ func TestIntegrationDynamoDBIdempotency(t *testing.T) {
 	require.NoError(t, err)
 	assert.Nil(t, out.Item, "record deleted after the failed write")
 	t.Logf("stats: %+v", s.Stats())
+}
+
+// A Put whose BatchWriteItem stalls past its lease (and whose renewals do
+// not get through) must not land after a duplicate took the key over: on
+// dynalite through the SDK, the stalled call's context ends at the lease
+// deadline, so the SDK never sends it; the duplicate's write is the only
+// one, and the stale Put fails.
+func TestIntegrationDynamoDBStalledPutDoesNotLandAfterItsLease(t *testing.T) {
+	ddb := awstest.DynamoDB(t)
+	tbl := awstest.NewTable(t, ddb, "pk")
+	idem := awstest.NewTable(t, ddb, "id")
+	clk := clock.NewManual(time.Now())
+	cfg := sink.IdempotencyConfig[order]{Table: idem, Lease: 4 * time.Second}
+	ah := &hooked{DynamoDBAPI: ddb}
+	a := integrationSink(t, ah, tbl, sink.WithClock(clk), sink.WithLinger(0), sink.WithIdempotency(cfg))
+	b := integrationSink(t, ddb, tbl, sink.WithClock(clk), sink.WithLinger(0), sink.WithIdempotency(cfg))
+	stalled := make(chan context.Context, 1)
+	release := make(chan struct{})
+	ah.set(func(ctx context.Context, op string, in any) error {
+		switch {
+		case op == "UpdateItem":
+			return errPartitioned // the renewals do not get through
+		case op == "BatchWriteItem" && len(in.(*dynamodb.BatchWriteItemInput).RequestItems[tbl]) > 0:
+			select {
+			case stalled <- ctx:
+				<-release // the network holds the request...
+			default:
+			}
+		}
+		return nil // ...then lets it go, if its context still allows
+	}, nil)
+	aDone := make(chan error, 1)
+	ctx := sink.WithKey(t.Context(), "m-1")
+	go func() { aDone <- a.Put(ctx, order{PK: "a", N: 1}) }()
+	callCtx := <-stalled
+	clk.Advance(5 * time.Second) // past A's lease
+	require.NoError(t, b.Put(ctx, order{PK: "a", N: 2}), "the duplicate takes the lapsed key over")
+	<-callCtx.Done() // the lease deadline ended A's call
+	close(release)
+	assert.ErrorContains(t, <-aDone, "lease ended", "the stale Put fails instead of writing")
+	o, _ := getOrder(t, ddb, tbl, "a")
+	assert.Equal(t, 2, o.N, "A's write never landed")
+	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: &idem, ConsistentRead: aws.Bool(true),
+		Key: map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: tbl + "#m-1"}}})
+	require.NoError(t, err)
+	assert.Equal(t, sink.StatusComplete, stringAttr(out.Item, sink.RecordStatusAttribute))
 }

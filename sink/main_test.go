@@ -68,7 +68,8 @@ func newEnvWithFake(t *testing.T, fakeOpts []dynamofake.Option, opts ...sink.Dyn
 		sink.WithLinger(linger),
 		sink.WithBackoff(10*time.Millisecond, maxDelay),
 	}
-	s := sink.NewDynamoDB[order](rec, table, append(base, opts...)...)
+	s, err := sink.NewDynamoDB[order](rec, table, append(base, opts...)...)
+	require.NoError(t, err)
 	sink.SetHandedOverHook(s, func(ctx context.Context, _ int) {
 		if ch, ok := ctx.Value(handedOverKey{}).(chan struct{}); ok {
 			select { // start waits for the first round only

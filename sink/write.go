@@ -20,11 +20,25 @@ import (
 // entry is one item of a Put on its way through the batcher.
 type entry struct {
 	req   *request
-	index int // position in the Put call
+	index int    // position in the Put call
+	table string // the results table, or the idempotency table for a record
 	item  map[string]types.AttributeValue
-	key   string // canonical primary key, "" when the item lacks a key attribute
+	key   string // table and canonical primary key, "" when the item lacks a key attribute
 	wire  int    // estimated bytes in a BatchWriteItem request
-	done  bool   // guarded by req.mu
+	// lease, for the writes of an idempotent Put, must still be held when
+	// the entry is sent.
+	lease *lease
+	done  bool // guarded by req.mu
+}
+
+// entryKey identifies an item by table and primary key; "" when the item
+// lacks a key attribute.
+func entryKey(table string, item map[string]types.AttributeValue, hash, rangeKey string) string {
+	k, ok := ddbitem.Key(item, hash, rangeKey)
+	if !ok {
+		return ""
+	}
+	return table + "\x00" + k
 }
 
 // request tracks the entries one Put handed to the batcher and wakes the Put
@@ -217,8 +231,8 @@ func untilAllDone(parent context.Context, entries []*entry) (context.Context, fu
 }
 
 // writeBatch writes entries, which have distinct keys, with BatchWriteItem,
-// retrying what is unprocessed or throttled until it is written or its
-// caller gives up.
+// retrying what is unprocessed or throttled until it is written, its caller
+// gives up or its lease ends.
 func (s *DynamoDB[T]) writeBatch(ctx context.Context, entries []*entry) {
 	pending := entries
 	for attempt := 0; ; attempt++ {
@@ -229,23 +243,34 @@ func (s *DynamoDB[T]) writeBatch(ctx context.Context, entries []*entry) {
 			s.failAll(pending, context.Cause(ctx))
 			return
 		}
-		reqs := make([]types.WriteRequest, len(pending))
-		for i, e := range pending {
-			reqs[i] = types.WriteRequest{PutRequest: &types.PutRequest{Item: e.item}}
+		var callCtx context.Context
+		var leaseCut func() bool
+		var release func()
+		if pending, callCtx, leaseCut, release = s.boundByLeases(ctx, pending); len(pending) == 0 {
+			release()
+			return
+		}
+		reqs := make(map[string][]types.WriteRequest, 1)
+		for _, e := range pending {
+			reqs[e.table] = append(reqs[e.table], types.WriteRequest{PutRequest: &types.PutRequest{Item: e.item}})
 		}
 		s.st.batchWriteItem.Add(1)
-		out, err := s.client.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{
-			RequestItems: map[string][]types.WriteRequest{s.table: reqs},
-		})
+		out, err := s.client.BatchWriteItem(callCtx, &dynamodb.BatchWriteItemInput{RequestItems: reqs})
+		cut := leaseCut()
+		release()
 		switch {
 		case err == nil:
-			pending = s.settleProcessed(pending, out.UnprocessedItems[s.table])
+			pending = s.settleProcessed(pending, out.UnprocessedItems)
 			if len(pending) == 0 {
 				return
 			}
 			s.st.unprocessed.Add(int64(len(pending)))
 			err = fmt.Errorf("sink: %d items unprocessed by BatchWriteItem", len(pending))
-		case isValidation(err):
+		case cut:
+			// A lease ended during the call: its entries fail on the next
+			// turn, the others go again (a write is safe to repeat).
+			continue
+		case itemCaused(err):
 			s.putEach(ctx, pending)
 			return
 		case !retryable(err):
@@ -265,32 +290,66 @@ func (s *DynamoDB[T]) writeBatch(ctx context.Context, entries []*entry) {
 }
 
 // settleProcessed settles the entries DynamoDB wrote and returns those it
-// handed back as unprocessed.
-func (s *DynamoDB[T]) settleProcessed(pending []*entry, unprocessed []types.WriteRequest) []*entry {
-	left := make(map[string]int, len(unprocessed))
-	for _, w := range unprocessed {
-		if w.PutRequest != nil {
-			left[string(ddbitem.Canonical(w.PutRequest.Item, ""))]++
+// handed back as unprocessed, matched by table and primary key. If an
+// unprocessed request matches no entry (it lacks its key, or the key reads
+// differently), nothing is settled: every entry is sent again, since
+// writing an item twice is safe and calling an unwritten one durable is not.
+func (s *DynamoDB[T]) settleProcessed(pending []*entry, unprocessed map[string][]types.WriteRequest) []*entry {
+	left := make(map[string]int)
+	n := 0
+	for tbl, reqs := range unprocessed {
+		hash, rangeKey := s.keyAttributes(tbl)
+		for _, w := range reqs {
+			n++
+			if w.PutRequest == nil || hash == "" {
+				return pending
+			}
+			k := entryKey(tbl, w.PutRequest.Item, hash, rangeKey)
+			if k == "" {
+				return pending
+			}
+			left[k]++
 		}
 	}
-	var again []*entry
-	for _, e := range pending {
-		if len(left) > 0 {
-			k := string(ddbitem.Canonical(e.item, ""))
-			if left[k] > 0 {
-				left[k]--
-				again = append(again, e)
-				continue
-			}
+	if n == 0 {
+		for _, e := range pending {
+			s.settle(e, nil)
 		}
+		return nil
+	}
+	var again, written []*entry
+	for _, e := range pending {
+		if e.key != "" && left[e.key] > 0 {
+			left[e.key]--
+			again = append(again, e)
+			continue
+		}
+		written = append(written, e)
+	}
+	if len(again) != n {
+		return pending
+	}
+	for _, e := range written {
 		s.settle(e, nil)
 	}
 	return again
 }
 
+// keyAttributes returns the key attributes the sink knows for table.
+func (s *DynamoDB[T]) keyAttributes(table string) (hash, rangeKey string) {
+	switch {
+	case table == s.table:
+		return s.o.hashKey, s.o.rangeKey
+	case s.idem != nil && table == s.idem.cfg.Table:
+		return s.idem.cfg.KeyAttribute, ""
+	}
+	return "", ""
+}
+
 // putEach writes entries one by one with PutItem, after DynamoDB rejected
-// their batch with a ValidationException, so that only the items the
-// exception concerns fail. It keeps the order of the entries.
+// their whole batch for what one of them may have caused (see itemCaused),
+// so that only the items the error concerns fail. It keeps the order of the
+// entries.
 func (s *DynamoDB[T]) putEach(ctx context.Context, entries []*entry) {
 	s.st.fallbacks.Add(1)
 	for _, e := range entries {
@@ -298,12 +357,18 @@ func (s *DynamoDB[T]) putEach(ctx context.Context, entries []*entry) {
 			s.settle(e, e.req.ctxErr())
 			continue
 		}
-		callCtx, release := untilAllDone(ctx, []*entry{e})
+		kept, callCtx, _, releaseLease := s.boundByLeases(ctx, []*entry{e})
+		if len(kept) == 0 {
+			releaseLease()
+			continue
+		}
+		callCtx, release := untilAllDone(callCtx, kept)
 		err := s.retry(callCtx, &s.st.putItem, func(ctx context.Context) error {
-			_, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{TableName: &s.table, Item: e.item})
+			_, err := s.client.PutItem(ctx, &dynamodb.PutItemInput{TableName: &e.table, Item: e.item})
 			return err
 		})
 		release()
+		releaseLease()
 		if err != nil {
 			err = fmt.Errorf("sink: PutItem: %w", err)
 		}
@@ -331,10 +396,14 @@ func (s *DynamoDB[T]) failAll(entries []*entry, err error) {
 	}
 }
 
+// settle reports e's outcome to its Put, and counts it when it is one of
+// the caller's items (not an idempotency record).
 func (s *DynamoDB[T]) settle(e *entry, err error) {
-	if err == nil {
+	switch {
+	case e.table != s.table:
+	case err == nil:
 		s.st.written.Add(1)
-	} else {
+	default:
 		s.st.failed.Add(1)
 	}
 	e.req.settle(e, err)
@@ -390,9 +459,19 @@ func retryable(err error) bool {
 	return errors.As(err, &status) && status.HTTPStatusCode() >= 500
 }
 
-// isValidation reports a ValidationException: the request, or an item in
-// it, is invalid; sending it again as is cannot succeed.
-func isValidation(err error) bool {
+// itemCaused reports an error of a whole BatchWriteItem call that one item
+// can cause: a ValidationException (an invalid item), or an item
+// collection over its size limit (a local secondary index). Sending the
+// call again as is cannot succeed; sending its items one by one fails only
+// the item at fault.
+func itemCaused(err error) bool {
 	var apiErr smithy.APIError
-	return errors.As(err, &apiErr) && apiErr.ErrorCode() == "ValidationException"
+	if !errors.As(err, &apiErr) {
+		return false
+	}
+	switch apiErr.ErrorCode() {
+	case "ValidationException", "ItemCollectionSizeLimitExceededException":
+		return true
+	}
+	return false
 }

@@ -35,6 +35,7 @@ type Fake struct {
 	account       string
 	arnPrefix     string
 	inFlightLimit int
+	abandonPolls  bool
 	handleKey     uint32 // mixed into receipt-handle checksums
 	idPrefix      uint64 // high half of every id this fake mints
 	idSeq         atomic.Uint64
@@ -67,6 +68,7 @@ type options struct {
 	region        string
 	account       string
 	inFlightLimit int
+	abandonPolls  bool
 }
 
 // WithClock makes the fake read time and arm timers on c: visibility
@@ -93,6 +95,19 @@ func WithAccount(id string) Option { return func(o *options) { o.account = id } 
 // The default is SQS's 120,000.
 func WithInFlightLimit(n int) Option { return func(o *options) { o.inFlightLimit = n } }
 
+// WithAbandonedPolls makes a long poll outlive its caller, as on SQS, where a
+// client that cancels a ReceiveMessage (or whose connection drops) does not
+// end the receive on the server: the poll keeps waiting until its
+// WaitTimeSeconds end, and the first messages that become receivable
+// meanwhile go to it and stay in flight for its visibility timeout,
+// delivered to nobody. A receive that took messages after its caller's
+// context ended fails with the context's error, as when the response is
+// still on the wire. The fake hands messages to an abandoned poll when the
+// queue is next received from, while the poll's wait would still be running,
+// and counts them in Stats.Abandoned. Without this option a cancelled long
+// poll takes nothing.
+func WithAbandonedPolls() Option { return func(o *options) { o.abandonPolls = true } }
+
 // New returns an empty fake SQS.
 func New(opts ...Option) *Fake {
 	o := options{clock: clock.Real, seed: 1, region: DefaultRegion, account: DefaultAccount, inFlightLimit: DefaultInFlightLimit}
@@ -106,6 +121,7 @@ func New(opts ...Option) *Fake {
 		account:       o.account,
 		arnPrefix:     "arn:aws:sqs:" + o.region + ":" + o.account + ":",
 		inFlightLimit: o.inFlightLimit,
+		abandonPolls:  o.abandonPolls,
 		handleKey:     rng.Uint32(),
 		idPrefix:      rng.Uint64(),
 		queues:        map[string]*queue{},

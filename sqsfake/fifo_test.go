@@ -206,3 +206,81 @@ func TestFIFORedriveKeepsGroupOrder(t *testing.T) {
 	assert.Equal(t, "g", moved[0].GroupID)
 	assert.NotEmpty(t, moved[0].SequenceNumber)
 }
+
+// A receive takes as many messages of one group as it can, in order, before
+// it moves on to the next group; a group that delivered stays locked.
+func TestFIFOReceiveFillsFromOneGroupThenOthers(t *testing.T) {
+	f, _ := newFake()
+	url := fifoQueue(f, nil)
+	for _, g := range []struct {
+		id string
+		n  int
+	}{{"a", 3}, {"b", 2}, {"c", 7}} {
+		for i := range g.n {
+			sendFIFO(t, f, url, g.id, g.id+itoa(i+1))
+		}
+	}
+	got := receive(t, f, url, 10)
+	assert.Equal(t, []string{"a1", "a2", "a3", "b1", "b2", "c1", "c2", "c3", "c4", "c5"}, bodies(got))
+	assert.Empty(t, receive(t, f, url, 10), "c6 and c7 wait while c1..c5 are in flight")
+
+	for _, m := range got[:3] {
+		deleteMessage(t, f, url, *m.ReceiptHandle)
+	}
+	assert.Empty(t, receive(t, f, url, 10), "a is empty; c is still locked")
+	for _, m := range got[5:9] {
+		deleteMessage(t, f, url, *m.ReceiptHandle)
+	}
+	assert.Empty(t, receive(t, f, url, 10), "c5 alone still locks c")
+	deleteMessage(t, f, url, *got[9].ReceiptHandle)
+	assert.Equal(t, []string{"c6", "c7"}, bodies(receive(t, f, url, 10)))
+}
+
+// A group whose head was given back (visibility 0) is still locked while a
+// later message of it is in flight, and then delivers the head first.
+func TestFIFOHeadGivenBackWaitsForInFlightTail(t *testing.T) {
+	f, clk := newFake()
+	url := fifoQueue(f, map[string]string{"VisibilityTimeout": "30"})
+	for _, b := range []string{"1", "2", "3"} {
+		sendFIFO(t, f, url, "g", b)
+	}
+	msgs := receive(t, f, url, 2)
+	require.Equal(t, []string{"1", "2"}, bodies(msgs))
+	require.NoError(t, changeVisibility(f, url, *msgs[0].ReceiptHandle, 0))
+	assert.Empty(t, receive(t, f, url, 10), "2 is in flight: the group is locked")
+	clk.Advance(30 * time.Second)
+	assert.Equal(t, []string{"1", "2", "3"}, bodies(receive(t, f, url, 10)))
+}
+
+// A long poll on a FIFO queue whose only group is locked wakes when the
+// group unlocks, and gets the group's next messages.
+func TestFIFOLongPollWakesWhenGroupUnlocks(t *testing.T) {
+	f, clk := newFake()
+	url := fifoQueue(f, nil)
+	sendFIFO(t, f, url, "g", "1")
+	sendFIFO(t, f, url, "g", "2")
+	first := receive(t, f, url, 1)
+	require.Equal(t, []string{"1"}, bodies(first))
+
+	ch := longPoll(context.Background(), f, &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 10, WaitTimeSeconds: 20})
+	blockUntilWaiting(t, clk, 1)
+	deleteMessage(t, f, url, *first[0].ReceiptHandle)
+	r := waitResult(t, ch)
+	require.NoError(t, r.err)
+	assert.Equal(t, []string{"2"}, bodies(r.out.Messages))
+}
+
+// Groups take turns in the order they became ready, so a group that just
+// unlocked does not jump ahead of groups that were waiting.
+func TestFIFOGroupsTakeTurns(t *testing.T) {
+	f, _ := newFake()
+	url := fifoQueue(f, nil)
+	sendFIFO(t, f, url, "a", "a1")
+	sendFIFO(t, f, url, "a", "a2")
+	sendFIFO(t, f, url, "b", "b1")
+	sendFIFO(t, f, url, "c", "c1")
+	a := receive(t, f, url, 1)
+	require.Equal(t, []string{"a1"}, bodies(a))
+	deleteMessage(t, f, url, *a[0].ReceiptHandle)
+	assert.Equal(t, []string{"b1", "c1", "a2"}, bodies(receive(t, f, url, 10)))
+}

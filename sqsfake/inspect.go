@@ -33,6 +33,9 @@ type Stats struct {
 	MovedToDLQ       int64 // messages moved out to the dead-letter queue
 	Duplicates       int64 // deliveries left visible by Fault.DuplicateRate
 	Purged           int64 // messages deleted by PurgeQueue or DeleteQueue
+	// Abandoned counts deliveries to long polls whose caller had gone
+	// (WithAbandonedPolls): in flight until their visibility timeout ends.
+	Abandoned int64
 }
 
 // Stats returns the counts of a queue, given by URL or name. It is meant for

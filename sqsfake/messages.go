@@ -323,6 +323,8 @@ func (f *Fake) receiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, 
 		f.moveToDeadLetterQueue(q, r.dlq, moved, now)
 
 		switch {
+		case len(got) > 0 && f.abandonPolls && ctx.Err() != nil:
+			return nil, ctx.Err() // the response is lost on the way
 		case len(got) > 0:
 			return &sqs.ReceiveMessageOutput{Messages: out}, nil
 		case overLimit:
@@ -331,9 +333,21 @@ func (f *Fake) receiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, 
 			return &sqs.ReceiveMessageOutput{}, nil
 		}
 		if err := f.wait(ctx, wake, now, next); err != nil {
+			if f.abandonPolls {
+				f.abandon(q, abandonedPoll{until: deadline, max: r.max, visibility: r.visibility})
+			}
 			return nil, err
 		}
 	}
+}
+
+// abandon leaves a long poll waiting on the server after its caller went.
+func (f *Fake) abandon(q *queue, a abandonedPoll) {
+	q.mu.Lock()
+	if !q.gone {
+		q.abandoned = append(q.abandoned, a)
+	}
+	q.mu.Unlock()
 }
 
 // staleWait is how far a test clock may move between reading it and arming

@@ -106,7 +106,8 @@ type queue struct {
 	seq          uint64
 	lastPurge    time.Time
 	purged       bool
-	wake         chan struct{} // closed when something may have become receivable
+	abandoned    []abandonedPoll // oldest first; see WithAbandonedPolls
+	wake         chan struct{}   // closed when something may have become receivable
 
 	nVisible, nInFlight, nDelayed int
 	stats                         Stats
@@ -270,11 +271,39 @@ type receiveRequest struct {
 	duplicate  func() bool // nil: never
 }
 
-// receiveLocked delivers up to r.max messages. Messages that are over the
-// redrive policy's maxReceiveCount are taken out and returned in moved, to be
-// put in the dead-letter queue once q is unlocked.
+// abandonedPoll is a long poll whose caller has gone. As on SQS, it keeps
+// waiting on the server until its wait ends, and takes the first messages
+// that become receivable meanwhile: they go in flight, and nobody gets them.
+type abandonedPoll struct {
+	until      time.Time
+	max        int
+	visibility time.Duration
+}
+
+// receiveLocked delivers up to r.max messages, after the abandoned polls
+// still waiting took theirs. Messages that are over the redrive policy's
+// maxReceiveCount are taken out and returned in moved, to be put in the
+// dead-letter queue once q is unlocked.
 func (q *queue) receiveLocked(now time.Time, r receiveRequest, inFlightLimit int) (got, moved []*message) {
 	q.promote(now)
+	for len(q.abandoned) > 0 {
+		a := q.abandoned[0]
+		if now.Before(a.until) {
+			lost, mv := q.takeLocked(now, receiveRequest{max: a.max, visibility: a.visibility, dlq: r.dlq}, inFlightLimit)
+			moved = append(moved, mv...)
+			if len(lost) == 0 {
+				break // it keeps waiting, first in line
+			}
+			q.stats.Abandoned += int64(len(lost))
+		}
+		q.abandoned = q.abandoned[1:]
+	}
+	got, mv := q.takeLocked(now, r, inFlightLimit)
+	return got, append(moved, mv...)
+}
+
+// takeLocked delivers up to r.max messages; see receiveLocked.
+func (q *queue) takeLocked(now time.Time, r receiveRequest, inFlightLimit int) (got, moved []*message) {
 	limit := min(r.max, inFlightLimit-q.nInFlight)
 	overMax := func(m *message) bool {
 		return r.dlq != nil && m.receiveCount >= q.cfg.maxReceiveCount
@@ -364,6 +393,7 @@ func (q *queue) purgeLocked() {
 	q.timed = nil
 	q.groups = map[string]*group{}
 	q.ready = deque[*group]{}
+	q.abandoned = nil
 	q.nVisible, q.nInFlight, q.nDelayed = 0, 0, 0
 }
 

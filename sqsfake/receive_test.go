@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -571,4 +572,58 @@ func queueAttributes(t *testing.T, f *sqsfake.Fake, url string, names ...string)
 	out, err := f.GetQueueAttributes(context.Background(), &sqs.GetQueueAttributesInput{QueueUrl: &url, AttributeNames: qn})
 	require.NoError(t, err)
 	return out.Attributes
+}
+
+// cancelWaitingPoll starts a 20 s long poll of up to 10 messages, waits
+// until it waits, and cancels it.
+func cancelWaitingPoll(t *testing.T, f *sqsfake.Fake, clk *clock.Manual, url string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := longPoll(ctx, f, &sqs.ReceiveMessageInput{QueueUrl: &url, MaxNumberOfMessages: 10, WaitTimeSeconds: 20})
+	blockUntilWaiting(t, clk, 1)
+	cancel()
+	require.ErrorIs(t, waitResult(t, ch).err, context.Canceled)
+}
+
+func sendBody(t *testing.T, f *sqsfake.Fake, url, body string) {
+	t.Helper()
+	_, err := f.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: &url, MessageBody: str(body)})
+	require.NoError(t, err)
+}
+
+// With WithAbandonedPolls a long poll cancelled by its caller keeps waiting
+// on the server: the next message sent before its wait ends goes in flight
+// for its visibility timeout, delivered to nobody.
+func TestAbandonedPollTakesTheNextMessage(t *testing.T) {
+	f, clk := newFake(sqsfake.WithAbandonedPolls())
+	url := f.MustCreateQueue("q", map[string]string{"VisibilityTimeout": "30"})
+	cancelWaitingPoll(t, f, clk, url)
+	sendBody(t, f, url, "lost")
+	sendBody(t, f, url, "also lost")
+	assert.Empty(t, receive(t, f, url, 10), "the abandoned poll took both")
+	s := f.Stats(url)
+	assert.EqualValues(t, 2, s.Abandoned)
+	assert.Equal(t, 2, s.InFlight)
+	clk.Advance(30 * time.Second)
+	assert.Len(t, receive(t, f, url, 10), 2, "back after the visibility timeout")
+}
+
+// An abandoned poll ends when its wait would have: then it takes nothing.
+func TestAbandonedPollEndsWithItsWait(t *testing.T) {
+	f, clk := newFake(sqsfake.WithAbandonedPolls())
+	url := f.MustCreateQueue("q", nil)
+	cancelWaitingPoll(t, f, clk, url)
+	clk.Advance(20 * time.Second)
+	sendBody(t, f, url, "x")
+	assert.Len(t, receive(t, f, url, 10), 1)
+	assert.Zero(t, f.Stats(url).Abandoned)
+}
+
+// Without the option a cancelled long poll takes nothing.
+func TestCancelledPollTakesNothingByDefault(t *testing.T) {
+	f, clk := newFake()
+	url := f.MustCreateQueue("q", nil)
+	cancelWaitingPoll(t, f, clk, url)
+	sendBody(t, f, url, "x")
+	assert.Len(t, receive(t, f, url, 10), 1)
 }

@@ -143,12 +143,15 @@ func run(parent context.Context, cfg Config) (Summary, error) {
 	// The sink writes results in BatchWriteItem calls shared by all workers.
 	// Idempotent mode keys each write on the request id: a message delivered
 	// again (or a request the client sent twice) is not applied twice.
-	results := sink.NewDynamoDB[Result](cfg.DynamoDB, cfg.Table,
+	results, err := sink.NewDynamoDB[Result](cfg.DynamoDB, cfg.Table,
 		sink.WithIdempotency(sink.IdempotencyConfig[Result]{
 			Table:   cfg.IdempotencyTable,
 			KeyFunc: func(_ context.Context, rs []Result) (string, error) { return rs[0].ID, nil },
 			Expiry:  24 * time.Hour,
 		}))
+	if err != nil {
+		return Summary{}, errors.Join(err, ln.Close())
+	}
 
 	// Metrics and a readiness probe, when asked for.
 	opts := []sqspool.Option{sqspool.WithWorkers(cfg.Workers), sqspool.WithWaitTime(cfg.WaitTime), sqspool.WithLogger(cfg.Logger)}
@@ -186,8 +189,13 @@ func run(parent context.Context, cfg Config) (Summary, error) {
 	}
 
 	// The catcher: every POST becomes a message; messages go in batches.
-	h := catcher.New(cfg.SQS, pool.QueueURL(), catcher.WithJSON(), catcher.WithValidate(validate),
+	h, err := catcher.New(ctx, cfg.SQS, pool.QueueURL(), catcher.WithJSON(), catcher.WithValidate(validate),
 		catcher.WithLogger(cfg.Logger))
+	if err != nil {
+		stopCtx, stopCancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer stopCancel()
+		return Summary{}, errors.Join(err, ln.Close(), pool.Shutdown(stopCtx), results.Close(stopCtx))
+	}
 	serveCtx, stopServing := context.WithCancel(ctx)
 	served := make(chan error, 1)
 	go func() { served <- catcher.Serve(serveCtx, ln, h) }()

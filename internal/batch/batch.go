@@ -124,6 +124,18 @@ func (b *Batcher[T]) Flush() {
 	b.dispatchLocked()
 }
 
+// Drain turns the linger off for good and cuts the pending partial batch:
+// from now on a partial batch goes as soon as a flush slot is free. For an
+// owner that is shutting down but still adds items (the last steps of its
+// callers' work), so that they need not wait out a linger.
+func (b *Batcher[T]) Drain() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.opts.Linger = 0
+	b.cutLocked()
+	b.dispatchLocked()
+}
+
 // Pending returns how many accepted items wait for a flush to start.
 func (b *Batcher[T]) Pending() int {
 	b.mu.Lock()

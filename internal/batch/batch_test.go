@@ -81,6 +81,20 @@ func TestCloseFlushesPendingWithoutWaitingForLinger(t *testing.T) {
 	assert.ErrorIs(t, b.Add(8), ErrClosed)
 }
 
+func TestDrainSendsWithoutLingerAndStillAccepts(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	r := newRecorder()
+	b := New(context.Background(), Options{MaxItems: 10, Linger: time.Hour, Clock: clk}, nil, r.flush)
+	require.NoError(t, b.Add(1))
+	b.Drain()
+	assert.Equal(t, []int{1}, <-r.flushed, "the pending batch goes at once")
+	assert.Zero(t, clk.Timers(), "the linger timer is stopped")
+	require.NoError(t, b.Add(2), "a draining batcher still accepts items")
+	assert.Equal(t, []int{2}, <-r.flushed, "and sends them without a linger")
+	assert.Zero(t, clk.Timers())
+	require.NoError(t, b.Close(context.Background()))
+}
+
 func TestMaxBytesCutsBeforeOverflow(t *testing.T) {
 	r := newRecorder()
 	size := func(n int) int { return n }

@@ -188,6 +188,9 @@ func (c recordingDynamoDB) BatchWriteItem(ctx context.Context, in *dynamodb.Batc
 	for _, pk := range ConfirmedPuts(in, out, c.pkAttr) {
 		c.ledger.writes[pk] = append(c.ledger.writes[pk], c.proc)
 	}
+	for _, id := range ConfirmedCompletes(in, out, sink.DefaultIdempotencyKeyAttribute, sink.RecordStatusAttribute, sink.StatusComplete) {
+		c.ledger.completes[id] = append(c.ledger.completes[id], c.proc)
+	}
 	return out, nil
 }
 

@@ -58,7 +58,7 @@ type proc struct {
 // rewrites finds result keys written more than once and checks each extra
 // write: every write but the last must come from a process that crashed
 // before marking the key COMPLETE (the window the idempotent sink documents:
-// the record stays INPROGRESS, and after InProgressExpiry the write runs
+// the record stays INPROGRESS, and once its lease lapsed the write runs
 // again). It returns how many such re-writes there were, and the keys whose
 // repeats have no such explanation.
 func rewrites(writes, completes map[string][]int, recordID func(pk string) string, crashed func(proc int) bool) (n int, unexplained []string) {
@@ -103,7 +103,7 @@ func TestCrashEmulator(t *testing.T) {
 		"AWS_ENDPOINT_URL_DYNAMODB=" + wholeRequestProxy(t, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")),
 	}
 	args := []string{"-queue", q, "-log", logPath, "-workers", "16", "-wait", "1s",
-		"-table", results, "-idem-table", idem, "-in-progress", "2s", "-backoff", "500ms"}
+		"-table", results, "-idem-table", idem, "-lease", "1500ms", "-backoff", "500ms"}
 
 	began := time.Now()
 	killedProcs := map[string]bool{}
@@ -225,13 +225,15 @@ func TestCrashInMemory(t *testing.T) {
 	var live atomic.Pointer[proc]
 	start := func(id int, killAt int64, killAfter bool) *proc {
 		p := &proc{id: id, gate: newGate(killAt, killAfter)}
-		p.store = sink.NewDynamoDB[jobResult](
+		store, err := sink.NewDynamoDB[jobResult](
 			gatedDynamoDB{gate: p.gate, inner: recordingDynamoDB{DynamoDBAPI: ddbFake, ledger: writes, proc: id, pkAttr: "pk"}},
 			"results",
 			sink.WithClock(clk),
 			sink.WithBackoff(10*time.Millisecond, time.Second),
-			sink.WithIdempotency(sink.IdempotencyConfig[jobResult]{Table: "idem", InProgressExpiry: 30 * time.Second}),
+			sink.WithIdempotency(sink.IdempotencyConfig[jobResult]{Table: "idem", Lease: 4 * time.Second}),
 		)
+		require.NoError(t, err)
+		p.store = store
 		process := func(ctx context.Context, j *job) (jobResult, error) {
 			m, _ := sqspool.MessageFrom(ctx)
 			return jobResult{PK: m.ID, PID: j.PID}, nil

@@ -10,6 +10,12 @@
 //	sigterm_test.go    3. (E) SIGTERM: finish, flush, give back, exit in time
 //	heartbeat_test.go  4. (E) handlers three visibility timeouts long
 //	fifo_test.go       5. (E) per-group order under concurrency and failures
+//	crashsuite_test.go 6. (E) the idempotent sink under kills every 2-5 s, two
+//	                      consumers at once, poison and failing messages, a
+//	                      redrive policy of 5 receives: one result per healthy
+//	                      message, none in the DLQ, nothing written twice
+//	emulator_test.go      (E) the patched emulator behaves as SQS where the
+//	                      suite depends on it (test/emulators/PATCHES.md)
 //
 // The crash and SIGTERM tests run ./consumer as a child process; it logs
 // what it does to a file the tests read. The package's one non-test

@@ -162,12 +162,13 @@ func TestFaultFlood(t *testing.T) {
 	ddbFake.SetUnprocessedFraction(0.03)
 	ddbFake.Throttle("", 50)
 	writes := newLedger()
-	ddb := sink.NewDynamoDB[effect](recordingDynamoDB{DynamoDBAPI: ddbFake, ledger: writes, pkAttr: "pk"}, "results",
+	ddb, err := sink.NewDynamoDB[effect](recordingDynamoDB{DynamoDBAPI: ddbFake, ledger: writes, pkAttr: "pk"}, "results",
 		sink.WithBackoff(time.Millisecond, 20*time.Millisecond),
 		sink.WithIdempotency(sink.IdempotencyConfig[effect]{
 			Table:   "idem",
 			KeyFunc: func(_ context.Context, items []effect) (string, error) { return items[0].PK, nil },
 		}))
+	require.NoError(t, err)
 	mem := sink.NewMemoryKeyed(func(e effect) string { return e.PK })
 	store := sink.Func[effect](func(ctx context.Context, items ...effect) error {
 		if err := ddb.Put(ctx, items...); err != nil {

@@ -28,7 +28,9 @@ const abandonGrace = time.Second
 //
 // The queue is FIFO with four groups and the child receives two messages
 // at a time, so that each group has one message running and one waiting
-// behind it: those four are the unstarted ones.
+// behind it: those four are the unstarted ones. The child runs one poller
+// and holds one message per worker (no heartbeat), which keeps this so on
+// the emulator too, which does not lock a group while it is in flight.
 func TestSIGTERM(t *testing.T) {
 	backends(t, func(t *testing.T, b *backend) {
 		const n, groups, deadline = 40, 4, 5 * time.Second
@@ -37,7 +39,7 @@ func TestSIGTERM(t *testing.T) {
 		logPath := filepath.Join(t.TempDir(), "events.log")
 		common := []string{"-queue", url, "-log", logPath, "-wait", "1s"}
 
-		first := startChild(t, b.env, append(common, "-workers", "8", "-max", "2", "-work", "1500ms", "-shutdown", deadline.String())...)
+		first := startChild(t, b.env, append(common, "-workers", "8", "-max", "2", "-pollers", "1", "-heartbeat=false", "-work", "1500ms", "-shutdown", deadline.String())...)
 		eventually(t, 30*time.Second, "8 messages received and 4 handlers running", func() bool {
 			evs := readEvents(t, logPath)
 			_, received := count(evs, "", "R")

@@ -26,7 +26,8 @@ import (
 
 func main() {
 	short := flag.Bool("short", false, "CI smoke: every scenario at small sizes (< 30 s); fails only if something is broken")
-	which := flag.String("scenario", "all", "scenarios to run: names or numbers, comma-separated (1 overhead, 2 latency, 3 cost, 4 gocloud, 5 memory, 6 catcher, 7 sink, 8 adaptive)")
+	which := flag.String("scenario", "all", "scenarios to run: names or numbers, comma-separated (1 overhead, 2 latency, 3 cost, 4 gocloud, 5 memory, 6 catcher, 7 sink, 8 adaptive, 9 fifo, 10 sweep)")
+	csvPath := flag.String("csv", "", "also write the sweep's rows (scenario 10) as CSV to this file, for cmd/sweepchart")
 	quiet := flag.Bool("q", false, "no progress lines on stderr")
 	flag.Parse()
 
@@ -61,9 +62,30 @@ func main() {
 	}
 	fmt.Println()
 	fmt.Print(scen.Table(all))
+	if t := scen.SweepTable(all); t != "" {
+		fmt.Printf("\nsweep (scenario 10):\n\n%s", t)
+	}
+	if *csvPath != "" {
+		if err := writeCSV(*csvPath, all); err != nil {
+			fmt.Fprintln(os.Stderr, "sqsbench:", err)
+			failed++
+		}
+	}
 	fmt.Printf("\ntotal time %v; load average at end: %s\n", time.Since(began).Round(time.Second), scen.LoadAvg())
 	if failed > 0 {
 		fmt.Fprintf(os.Stderr, "sqsbench: %d scenario(s) broken\n", failed)
 		os.Exit(1)
 	}
+}
+
+func writeCSV(path string, rs []scen.Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := scen.WriteSweepCSV(f, rs); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }

@@ -118,7 +118,7 @@ func steadyCost(ctx context.Context, variant string, n int, latency, handler tim
 	return res, nil
 }
 
-// emptyQueueCost counts ReceiveMessage calls per poller over simulated
+// emptyQueueCost counts the pool's ReceiveMessage calls over simulated
 // minutes of a manual clock on an empty queue.
 func emptyQueueCost(ctx context.Context, workers, minutes int) (Result, error) {
 	clk := clock.NewManual(time.Now())
@@ -132,7 +132,6 @@ func emptyQueueCost(ctx context.Context, workers, minutes int) (Result, error) {
 		return Result{}, err
 	}
 	defer func() { _ = pool.Shutdown(ctx); _ = pool.Wait() }()
-	pollers := defaultPollers(workers)
 	// At rest every poller waits on exactly one timer of the clock: its
 	// long poll, or, for a poller that found fewer than 10 free slots, the
 	// receive fill before it polls with what it has; the pool may hold
@@ -153,10 +152,11 @@ func emptyQueueCost(ctx context.Context, workers, minutes int) (Result, error) {
 	// in a long poll, then count the timers at rest.
 	time.Sleep(100 * time.Millisecond)
 	clk.Advance(100 * time.Millisecond)
-	if err := waitFor(func() bool { return c.active.Load() >= int64(pollers) }, "pollers did not all start a long poll"); err != nil {
+	if err := waitFor(func() bool { return c.active.Load() >= 1 }, "no poller started a long poll"); err != nil {
 		return Result{}, err
 	}
-	time.Sleep(100 * time.Millisecond) // let every other timer be armed
+	time.Sleep(100 * time.Millisecond) // let every other poller and timer be armed
+	pollers := c.active.Load()
 	rest := clk.Timers()
 	settle := func() error {
 		return waitFor(func() bool { return clk.Timers() >= rest }, fmt.Sprintf("timers did not return to %d", rest))
@@ -169,12 +169,12 @@ func emptyQueueCost(ctx context.Context, workers, minutes int) (Result, error) {
 		}
 	}
 	calls := f.Calls(sqsfake.OpReceiveMessage) - calls0
-	perPoller := float64(calls) / float64(minutes) / float64(pollers)
+	perPool := float64(calls) / float64(minutes)
 	return Result{
 		Scenario: "3 cost", Variant: fmt.Sprintf("empty queue, long polling, %d workers", workers),
-		Target: "<= 3 req/min/poller", Verdict: verdict(perPoller <= 3),
-		Note: fmt.Sprintf("%.2f ReceiveMessage/min/poller over %d simulated minutes (manual clock); %d pollers (most concurrent receives %d); %d timers at rest",
-			perPoller, minutes, pollers, c.most.Load(), rest),
+		Target: "<= 3 req/min for the pool", Verdict: verdict(perPool <= 3),
+		Note: fmt.Sprintf("%.2f ReceiveMessage/min for the whole pool over %d simulated minutes (manual clock); %d pollers (most concurrent receives %d); %d timers at rest",
+			perPool, minutes, pollers, c.most.Load(), rest),
 	}, nil
 }
 

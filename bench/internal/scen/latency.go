@@ -23,11 +23,9 @@ import (
 
 // Parameters of scenarios 2 and 4.
 const (
-	httpLatency    = 10 * time.Millisecond // every SQS call, on the fake
-	handlerTime    = 5 * time.Millisecond
-	httpWorkers    = 64
-	receiveBatch   = 10
-	defaultPerPoll = 10 // the pool's default: one poller per 10 workers
+	httpLatency = 10 * time.Millisecond // every SQS call, on the fake
+	handlerTime = 5 * time.Millisecond
+	httpWorkers = 64
 )
 
 // httpFake is an sqsfake served over loopback HTTP, with counters of the
@@ -64,6 +62,12 @@ func newHTTPFake(ctx context.Context, n int, latency time.Duration, sdkOpts ...f
 	if err != nil {
 		return nil, err
 	}
+	return serveHTTPFake(f, url, latency, sdkOpts...)
+}
+
+// serveHTTPFake turns on the latency and serves f on 127.0.0.1 with the
+// SDK's default HTTP client.
+func serveHTTPFake(f *sqsfake.Fake, url string, latency time.Duration, sdkOpts ...func(*sqs.Options)) (*httpFake, error) {
 	if latency > 0 {
 		f.SetFaults(sqsfake.Faults{sqsfake.AllOps: {Latency: latency}})
 	}
@@ -89,15 +93,25 @@ type latencyRun struct {
 	calls       map[string]int
 }
 
-// sleepDecode is the scenarios' handler work besides decoding.
-func sleepDecode() { time.Sleep(handlerTime) }
-
-func runLatencyPool(ctx context.Context, n int, opts ...sqspool.Option) (latencyRun, error) {
-	return runLatencyPoolSDK(ctx, n, nil, opts...)
+// cell is one setting of the HTTP scenarios: the latency of every SQS call,
+// the handler's time, and the handler concurrency.
+type cell struct {
+	latency, handler time.Duration
+	workers          int
 }
 
-func runLatencyPoolSDK(ctx context.Context, n int, sdkOpts []func(*sqs.Options), opts ...sqspool.Option) (latencyRun, error) {
-	h, err := newHTTPFake(ctx, n, httpLatency, sdkOpts...)
+// latencyCell is scenarios 2 and 4's setting.
+var latencyCell = cell{latency: httpLatency, handler: handlerTime, workers: httpWorkers}
+
+// bound is what the handlers allow: workers / handler time, in msgs/s.
+func (c cell) bound() float64 { return float64(c.workers) / c.handler.Seconds() }
+
+func runLatencyPool(ctx context.Context, n int, opts ...sqspool.Option) (latencyRun, error) {
+	return runLatencyPoolSDK(ctx, n, latencyCell, nil, opts...)
+}
+
+func runLatencyPoolSDK(ctx context.Context, n int, c cell, sdkOpts []func(*sqs.Options), opts ...sqspool.Option) (latencyRun, error) {
+	h, err := newHTTPFake(ctx, n, c.latency, sdkOpts...)
 	if err != nil {
 		return latencyRun{}, err
 	}
@@ -105,8 +119,8 @@ func runLatencyPoolSDK(ctx context.Context, n int, sdkOpts []func(*sqs.Options),
 	p := newProgress(n, sqsRequests(h.fake))
 	m := startMeasuring()
 	pool, err := sqspool.StartPool(ctx, &sqspool.Consumer{Client: h.client, Queue: h.url},
-		func(ctx context.Context, b *Body) error { sleepDecode(); p.add(1); return nil },
-		append([]sqspool.Option{sqspool.WithWorkers(httpWorkers), sqspool.WithLogger(quiet)}, opts...)...)
+		func(ctx context.Context, b *Body) error { time.Sleep(c.handler); p.add(1); return nil },
+		append([]sqspool.Option{sqspool.WithWorkers(c.workers), sqspool.WithLogger(quiet)}, opts...)...)
 	if err != nil {
 		return latencyRun{}, err
 	}
@@ -127,63 +141,70 @@ func runLatencyPoolSDK(ctx context.Context, n int, sdkOpts []func(*sqs.Options),
 }
 
 // runLatencyGocloud consumes with a gocloud.dev awssnssqs subscription and
-// the same handler concurrency: httpWorkers goroutines each Receive, run the
+// the same handler concurrency: c.workers goroutines each Receive, run the
 // handler (sleep, decode) and Ack.
-func runLatencyGocloud(ctx context.Context, n int) (latencyRun, error) {
-	h, err := newHTTPFake(ctx, n, httpLatency)
+func runLatencyGocloud(ctx context.Context, n int, c cell) (latencyRun, error) {
+	return overHTTP(ctx, n, c, "gocloud", func(h *httpFake, p *progress) error {
+		sub := awssnssqs.OpenSubscriptionV2(ctx, h.client, h.url, &awssnssqs.SubscriptionOptions{Raw: true, WaitTime: 20 * time.Second})
+		rctx, cancel := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		errc := make(chan error, c.workers)
+		for range c.workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					m, err := sub.Receive(rctx)
+					if err != nil {
+						if rctx.Err() == nil {
+							errc <- err
+						}
+						return
+					}
+					time.Sleep(c.handler)
+					var b Body
+					if err := json.Unmarshal(m.Body, &b); err != nil {
+						m.Nack()
+						errc <- err
+						return
+					}
+					m.Ack()
+					p.add(1)
+				}
+			}()
+		}
+		werr := p.wait(ctx, 3*time.Minute)
+		select {
+		case err := <-errc:
+			werr = errors.Join(werr, err)
+		default:
+		}
+		cancel()
+		wg.Wait()
+		if serr := sub.Shutdown(context.WithoutCancel(ctx)); serr != nil {
+			werr = errors.Join(werr, fmt.Errorf("gocloud shutdown: %w", serr))
+		}
+		return werr
+	})
+}
+
+// overHTTP measures consume against the HTTP fake set for c, preloaded with
+// n messages, and checks that it deleted every one of them.
+func overHTTP(ctx context.Context, n int, c cell, name string, consume func(h *httpFake, p *progress) error) (latencyRun, error) {
+	h, err := newHTTPFake(ctx, n, c.latency)
 	if err != nil {
 		return latencyRun{}, err
 	}
 	defer h.close()
 	p := newProgress(n, sqsRequests(h.fake))
 	m := startMeasuring()
-	sub := awssnssqs.OpenSubscriptionV2(ctx, h.client, h.url, &awssnssqs.SubscriptionOptions{Raw: true, WaitTime: 20 * time.Second})
-	rctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	errc := make(chan error, httpWorkers)
-	for range httpWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				m, err := sub.Receive(rctx)
-				if err != nil {
-					if rctx.Err() == nil {
-						errc <- err
-					}
-					return
-				}
-				sleepDecode()
-				var b Body
-				if err := json.Unmarshal(m.Body, &b); err != nil {
-					m.Nack()
-					errc <- err
-					return
-				}
-				m.Ack()
-				p.add(1)
-			}
-		}()
-	}
-	werr := p.wait(ctx, 3*time.Minute)
-	select {
-	case err := <-errc:
-		werr = errors.Join(werr, err)
-	default:
-	}
-	cancel()
-	wg.Wait()
-	serr := sub.Shutdown(context.WithoutCancel(ctx))
-	if werr != nil {
-		return latencyRun{}, werr
+	if err := consume(h, p); err != nil {
+		return latencyRun{}, fmt.Errorf("%s: %w", name, err)
 	}
 	r := latencyRun{measured: m.stop(n, p), conns: h.conns.Load(), maxReceives: h.maxReceives.Load(), calls: h.fake.CallCounts()}
 	r.g1 = runtime.NumGoroutine()
-	if serr != nil {
-		return r, fmt.Errorf("gocloud shutdown: %w", serr)
-	}
 	if st := h.fake.Stats(h.url); st.Deleted != int64(n) {
-		return r, fmt.Errorf("gocloud deleted %d of %d", st.Deleted, n)
+		return r, fmt.Errorf("%s deleted %d of %d", name, st.Deleted, n)
 	}
 	return r, nil
 }
@@ -191,7 +212,7 @@ func runLatencyGocloud(ctx context.Context, n int) (latencyRun, error) {
 // LatencyRun consumes n messages over the HTTP fake with sqspool, or with
 // gocloud.dev, for go test benchmarks.
 func LatencyRun(ctx context.Context, n int, gocloud bool) (Result, error) {
-	run := runLatencyGocloud
+	run := func(ctx context.Context, n int) (latencyRun, error) { return runLatencyGocloud(ctx, n, latencyCell) }
 	if !gocloud {
 		run = func(ctx context.Context, n int) (latencyRun, error) { return runLatencyPool(ctx, n) }
 	}
@@ -217,15 +238,6 @@ func bestOf(rounds int, run func() (latencyRun, error)) (latencyRun, error) {
 	return best, nil
 }
 
-// latencyBound is min(workers / handler time, pollers x 10 / receive
-// latency), with the pool's default poller count.
-func latencyBound() (bound float64, pollers int) {
-	pollers = defaultPollers(httpWorkers)
-	byWorkers := float64(httpWorkers) / handlerTime.Seconds()
-	byPollers := float64(pollers*receiveBatch) / httpLatency.Seconds()
-	return min(byWorkers, byPollers), pollers
-}
-
 func (r latencyRun) result(scenario, variant string) Result {
 	return Result{
 		Scenario: scenario, Variant: variant, Rate: r.rate, ReqPer1000: r.reqPer1000,
@@ -244,7 +256,7 @@ func Latency(ctx context.Context, o Opts) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	bound, pollers := latencyBound()
+	bound := latencyCell.bound()
 	// What the pool can do when a worker slot is held from the receive on:
 	// each slot turns over once per receive latency plus handler time.
 	slotBound := float64(httpWorkers) / (httpLatency + handlerTime).Seconds()
@@ -252,8 +264,8 @@ func Latency(ctx context.Context, o Opts) ([]Result, error) {
 	res.Msgs = int64(n)
 	res.Target = fmt.Sprintf(">= 90%% of bound %.0f/s", bound)
 	res.Verdict = verdict(r.rate >= 0.9*bound)
-	res.Note = fmt.Sprintf("best of %d rounds; %.0f%% of bound (pollers=%d, the default for the worker count; most concurrent receives seen %d); slot-held bound workers/(recv+handler)=%.0f/s; %d TCP conns opened; calls %v",
-		o.size(2, 1), 100*r.rate/bound, pollers, r.maxReceives, slotBound, r.conns, r.calls)
+	res.Note = fmt.Sprintf("best of %d rounds; %.0f%% of bound workers/handler (most concurrent receives seen %d); slot-held bound workers/(recv+handler)=%.0f/s; %d TCP conns opened; calls %v",
+		o.size(2, 1), 100*r.rate/bound, r.maxReceives, slotBound, r.conns, r.calls)
 	o.logf("latency: %.0f msgs/s (%.0f%% of bound %.0f), %.1f req/1000", r.rate, 100*r.rate/bound, bound, r.reqPer1000)
 	out := []Result{res}
 	if o.Short {
@@ -271,16 +283,16 @@ func Latency(ctx context.Context, o Opts) ([]Result, error) {
 	}{
 		{"diagnostic: WithReceiveFill(0)", nil, []sqspool.Option{sqspool.WithReceiveFill(0)}},
 		{"diagnostic: WithPollers(10)", nil, []sqspool.Option{sqspool.WithPollers(10)}},
-		{fmt.Sprintf("diagnostic: WithWorkers(%d), 7 pollers (64 + 7x10 slots for receives in flight)", httpWorkers+70), nil, []sqspool.Option{sqspool.WithWorkers(httpWorkers + 70), sqspool.WithPollers(7)}},
+		{"diagnostic: WithPollers(7), the old fixed ceil(workers/10) as the bound", nil, []sqspool.Option{sqspool.WithPollers(7)}},
 		{"diagnostic: SDK HTTP client with MaxIdleConnsPerHost 64 (default 10)", []func(*sqs.Options){idle64}, nil},
 	} {
-		r, err := runLatencyPoolSDK(ctx, n/2, d.sdk, d.opts...)
+		r, err := runLatencyPoolSDK(ctx, n/2, latencyCell, d.sdk, d.opts...)
 		if err != nil {
 			return out, fmt.Errorf("%s: %w", d.name, err)
 		}
 		dr := r.result("2 latency", d.name)
 		dr.Msgs = int64(n / 2)
-		dr.Note = fmt.Sprintf("%.0f%% of the 64-worker bound %.0f/s; most concurrent receives %d; %d TCP conns opened; calls %v", 100*r.rate/bound, bound, r.maxReceives, r.conns, r.calls)
+		dr.Note = fmt.Sprintf("%.0f%% of the workers/handler bound %.0f/s; most concurrent receives %d; %d TCP conns opened; calls %v", 100*r.rate/bound, bound, r.maxReceives, r.conns, r.calls)
 		o.logf("latency: %s: %.0f msgs/s, %.1f req/1000", d.name, r.rate, r.reqPer1000)
 		out = append(out, dr)
 	}
@@ -302,7 +314,7 @@ func SideBySide(ctx context.Context, o Opts) ([]Result, error) {
 		if r.rate > pr.rate {
 			pr = r
 		}
-		r, err = runLatencyGocloud(ctx, n)
+		r, err = runLatencyGocloud(ctx, n, latencyCell)
 		if err != nil {
 			return nil, fmt.Errorf("gocloud: %w", err)
 		}
@@ -321,7 +333,3 @@ func SideBySide(ctx context.Context, o Opts) ([]Result, error) {
 	b.Note = fmt.Sprintf("most concurrent receives %d; %d TCP conns; calls %v", gr.maxReceives, gr.conns, gr.calls)
 	return []Result{a, b}, nil
 }
-
-// defaultPollers is the pool's default poller count for a worker count:
-// one per full receive's worth of workers (options.go).
-func defaultPollers(workers int) int { return max(1, (workers+defaultPerPoll-1)/defaultPerPoll) }

@@ -106,6 +106,8 @@ type Result struct {
 	Target              string
 	Verdict             Verdict
 	Note                string
+	// Sweep places the rows of scenario 10; nil elsewhere.
+	Sweep *SweepPoint
 }
 
 // Scenario is one named scenario.
@@ -126,6 +128,8 @@ func All() []Scenario {
 		{6, "catcher", Catcher},
 		{7, "sink", Sink},
 		{8, "adaptive", Adaptive},
+		{9, "fifo", FIFO},
+		{10, "sweep", Sweep},
 	}
 }
 
@@ -146,7 +150,7 @@ func Find(list string) ([]Scenario, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no scenario %q (have 1-8 or %s)", name, names())
+			return nil, fmt.Errorf("no scenario %q (have 1-9 or %s)", name, names())
 		}
 	}
 	return out, nil
@@ -229,12 +233,21 @@ func MakeBody(i int) string {
 // preload sends n messages to url with SendMessageBatch, 10 at a time, on
 // the fake directly (before any fault is set).
 func preload(ctx context.Context, f *sqsfake.Fake, url string, n int) error {
+	return preloadEntries(ctx, f, url, n, func(i int) types.SendMessageBatchRequestEntry {
+		return types.SendMessageBatchRequestEntry{MessageBody: aws.String(MakeBody(i))}
+	})
+}
+
+// preloadEntries is preload with entry(i) as the i-th message; it sets the
+// entry ids.
+func preloadEntries(ctx context.Context, f *sqsfake.Fake, url string, n int, entry func(i int) types.SendMessageBatchRequestEntry) error {
 	ids := [10]string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}
 	for i := 0; i < n; i += 10 {
 		k := min(10, n-i)
 		entries := make([]types.SendMessageBatchRequestEntry, k)
 		for j := range k {
-			entries[j] = types.SendMessageBatchRequestEntry{Id: &ids[j], MessageBody: aws.String(MakeBody(i + j))}
+			entries[j] = entry(i + j)
+			entries[j].Id = &ids[j]
 		}
 		out, err := f.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: &url, Entries: entries})
 		if err != nil {

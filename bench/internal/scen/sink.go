@@ -116,7 +116,10 @@ func SinkRun(ctx context.Context, n int, batched bool, opts ...sink.DynamoDBOpti
 			return err
 		})
 	}
-	s := sink.NewDynamoDB[sinkItem](f, sinkTable, opts...)
+	s, err := sink.NewDynamoDB[sinkItem](f, sinkTable, opts...)
+	if err != nil {
+		return Result{}, err
+	}
 	res, err := sinkRun(ctx, "sink.DynamoDB (BatchWriteItem, defaults)", n, f, func(ctx context.Context, it sinkItem) error { return s.Put(ctx, it) })
 	cerr := s.Close(context.WithoutCancel(ctx))
 	if err = errors.Join(err, cerr); err != nil {
@@ -127,6 +130,40 @@ func SinkRun(ctx context.Context, n int, batched bool, opts ...sink.DynamoDBOpti
 		st.BatchWriteItemCalls, float64(st.ItemsWritten)/float64(max(st.BatchWriteItemCalls, 1)), st.Retries)
 	return res, nil
 }
+
+// sinkIdemTable is the idempotency table of the idempotent variant.
+const sinkIdemTable = "idempotency"
+
+// SinkIdempotentRun writes n items through the idempotent sink, each under
+// a key of its own as if each came from its own message, and reports the
+// DynamoDB calls per 1000 messages (the target is at most 1100: the take
+// is one conditional PutItem per message, the items and the COMPLETE
+// records share BatchWriteItem calls).
+func SinkIdempotentRun(ctx context.Context, n int) (Result, error) {
+	f := newSinkFake()
+	f.CreateTable(sinkIdemTable, sink.DefaultIdempotencyKeyAttribute, "")
+	s, err := sink.NewDynamoDB[sinkItem](f, sinkTable, sink.WithIdempotency(sink.IdempotencyConfig[sinkItem]{Table: sinkIdemTable}))
+	if err != nil {
+		return Result{}, err
+	}
+	res, err := sinkRun(ctx, "sink.DynamoDB WithIdempotency, one key per message", n, f, func(ctx context.Context, it sinkItem) error {
+		return s.Put(sink.WithKey(ctx, it.PK), it)
+	})
+	if err = errors.Join(err, s.Close(context.WithoutCancel(ctx))); err != nil {
+		return res, err
+	}
+	if got := f.Len(sinkIdemTable); got != n {
+		return res, fmt.Errorf("sink: %d idempotency records, want %d", got, n)
+	}
+	st := s.Stats()
+	wholeRun := per1000(int64(f.TotalCalls()), n)
+	res.Target, res.Verdict = "<= 1100 DynamoDB calls/1000 msgs (whole run)", verdict(wholeRun <= 1100)
+	res.Note += fmt.Sprintf("; per 1000 messages: %.0f PutItem (take), %.0f BatchWriteItem (items, then COMPLETE records), %.0f UpdateItem, %.0f DeleteItem",
+		per1000(st.PutItemCalls, n), per1000(st.BatchWriteItemCalls, n), per1000(st.UpdateItemCalls, n), per1000(st.DeleteItemCalls, n))
+	return res, nil
+}
+
+func per1000(calls int64, n int) float64 { return float64(calls) * 1000 / float64(n) }
 
 // Sink is scenario 7: the DynamoDB sink's BatchWriteItem batching against
 // one PutItem per item, with 5 ms per call on the sink package's fake.
@@ -145,6 +182,12 @@ func Sink(ctx context.Context, o Opts) ([]Result, error) {
 	batched.Note = fmt.Sprintf("%.2fx the items/s and %.3fx the calls of one PutItem per item; ",
 		batched.Rate/single.Rate, batched.ReqPer1000/single.ReqPer1000) + batched.Note
 	out := []Result{batched, single}
+	idem, err := SinkIdempotentRun(ctx, n)
+	if err != nil {
+		return out, err
+	}
+	o.logf("sink: idempotent %.0f items/s, %.1f calls/1000", idem.Rate, idem.ReqPer1000)
+	out = append(out, idem)
 	if o.Short {
 		return out, nil
 	}

@@ -41,6 +41,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -52,6 +53,10 @@ import (
 
 type job struct {
 	PID int `json:"pid"`
+	// Poison jobs always fail; Fail makes a job fail while its receive
+	// count is at most Fail (its first one or two attempts).
+	Poison bool `json:"poison,omitempty"`
+	Fail   int  `json:"fail,omitempty"`
 }
 
 type result struct {
@@ -90,7 +95,9 @@ func (c loggingDynamoDB) BatchWriteItem(ctx context.Context, in *dynamodb.BatchW
 	return out, nil
 }
 
-// loggingSQS logs how many messages each ReceiveMessage call returned.
+// loggingSQS logs how many messages each ReceiveMessage call returned, and
+// the MessageId of each ("RM id": a receive, whether or not it reaches a
+// handler).
 type loggingSQS struct {
 	*sqs.Client
 	log *eventLog
@@ -100,6 +107,9 @@ func (c loggingSQS) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageIn
 	out, err := c.Client.ReceiveMessage(ctx, in, opts...)
 	if err == nil && len(out.Messages) > 0 {
 		c.log.event("R %d", len(out.Messages))
+		for _, m := range out.Messages {
+			c.log.event("RM %s", aws.ToString(m.MessageId))
+		}
 	}
 	return out, err
 }
@@ -110,18 +120,20 @@ func main() {
 
 func run() int {
 	var (
-		queue      = flag.String("queue", "", "queue URL")
-		logPath    = flag.String("log", "", "event log (appended)")
-		workers    = flag.Int("workers", 8, "sqspool.WithWorkers")
-		maxMsgs    = flag.Int("max", 10, "sqspool.WithMaxMessages")
-		wait       = flag.Duration("wait", time.Second, "sqspool.WithWaitTime")
-		shutdown   = flag.Duration("shutdown", 5*time.Second, "sqspool.WithShutdownTimeout")
-		work       = flag.Duration("work", 0, "how long each handler works")
-		deaf       = flag.Bool("deaf", false, "handlers ignore their context's cancellation (a hung handler)")
-		table      = flag.String("table", "", "results table (with -idem-table: write through the idempotent DynamoDB sink)")
-		idemTable  = flag.String("idem-table", "", "idempotency table")
-		inProgress = flag.Duration("in-progress", 2*time.Second, "sink IdempotencyConfig.InProgressExpiry")
-		backoff    = flag.Duration("backoff", 500*time.Millisecond, "base of sqspool.ExponentialBackoff (cap 4 times the base)")
+		queue     = flag.String("queue", "", "queue URL")
+		logPath   = flag.String("log", "", "event log (appended)")
+		workers   = flag.Int("workers", 8, "sqspool.WithWorkers")
+		maxMsgs   = flag.Int("max", 10, "sqspool.WithMaxMessages")
+		pollers   = flag.Int("pollers", 0, "sqspool.WithPollers (0: the pool's default)")
+		heartbeat = flag.Bool("heartbeat", true, "sqspool.WithHeartbeat")
+		wait      = flag.Duration("wait", time.Second, "sqspool.WithWaitTime")
+		shutdown  = flag.Duration("shutdown", 5*time.Second, "sqspool.WithShutdownTimeout")
+		work      = flag.Duration("work", 0, "how long each handler works")
+		deaf      = flag.Bool("deaf", false, "handlers ignore their context's cancellation (a hung handler)")
+		table     = flag.String("table", "", "results table (with -idem-table: write through the idempotent DynamoDB sink)")
+		idemTable = flag.String("idem-table", "", "idempotency table")
+		lease     = flag.Duration("lease", 2*time.Second, "sink IdempotencyConfig.Lease")
+		backoff   = flag.Duration("backoff", 500*time.Millisecond, "base of sqspool.ExponentialBackoff (cap 4 times the base)")
 	)
 	flag.Parse()
 	if *queue == "" || *logPath == "" {
@@ -147,13 +159,22 @@ func run() int {
 	var store *sink.DynamoDB[result]
 	if *table != "" && *idemTable != "" {
 		ddb := loggingDynamoDB{DynamoDBAPI: dynamodb.NewFromConfig(cfg), log: log}
-		store = sink.NewDynamoDB[result](ddb, *table, sink.WithIdempotency(sink.IdempotencyConfig[result]{
-			Table: *idemTable, InProgressExpiry: *inProgress, Expiry: time.Hour,
-		}))
+		if store, err = sink.NewDynamoDB[result](ddb, *table, sink.WithIdempotency(sink.IdempotencyConfig[result]{
+			Table: *idemTable, Lease: *lease, Expiry: time.Hour,
+		})); err != nil {
+			fmt.Fprintln(os.Stderr, "consumer:", err)
+			return 2
+		}
 	}
 	process := func(ctx context.Context, j *job) (result, error) {
 		m, _ := sqspool.MessageFrom(ctx)
 		log.event("H %s %d %d", m.ID, j.PID, m.ReceiveCount)
+		switch {
+		case j.Poison:
+			return result{}, errors.New("poison")
+		case m.ReceiveCount <= j.Fail:
+			return result{}, fmt.Errorf("failing attempt %d of %d", m.ReceiveCount, j.Fail)
+		}
 		if *work > 0 {
 			t := time.NewTimer(*work) // the work itself, not synchronisation
 			defer t.Stop()
@@ -185,13 +206,19 @@ func run() int {
 	}
 
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	opts := []sqspool.Option{sqspool.WithHeartbeat(*heartbeat)}
+	if *pollers > 0 {
+		opts = append(opts, sqspool.WithPollers(*pollers))
+	}
 	pool, err := sqspool.StartPool(ctx, &sqspool.Consumer{Client: loggingSQS{Client: sqs.NewFromConfig(cfg), log: log}, Queue: *queue}, handler,
-		sqspool.WithWorkers(*workers),
-		sqspool.WithMaxMessages(*maxMsgs),
-		sqspool.WithWaitTime(*wait),
-		sqspool.WithShutdownTimeout(*shutdown),
-		sqspool.WithRetryBackoff(sqspool.ExponentialBackoff(*backoff, 4**backoff)),
-		sqspool.WithLogger(quiet),
+		append(opts,
+			sqspool.WithWorkers(*workers),
+			sqspool.WithMaxMessages(*maxMsgs),
+			sqspool.WithWaitTime(*wait),
+			sqspool.WithShutdownTimeout(*shutdown),
+			sqspool.WithRetryBackoff(sqspool.ExponentialBackoff(*backoff, 4**backoff)),
+			sqspool.WithLogger(quiet),
+		)...,
 	)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer:", err)

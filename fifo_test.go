@@ -1,0 +1,171 @@
+package sqspool
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/sqsfake"
+)
+
+// fifoEnv is a FIFO queue, optionally with a redrive policy to a FIFO
+// dead-letter queue after maxReceives receives (0: none).
+func fifoEnv(t *testing.T, maxReceives int) (e *env, dlq string) {
+	t.Helper()
+	clk := clock.NewManual(time.Now())
+	f := sqsfake.New(sqsfake.WithClock(clk), sqsfake.WithSeed(1))
+	attrs := map[string]string{"FifoQueue": "true", "VisibilityTimeout": "30"}
+	if maxReceives > 0 {
+		dlq = f.MustCreateQueue("dead.fifo", map[string]string{"FifoQueue": "true"})
+		attrs["RedrivePolicy"] = sqsfake.RedrivePolicy(f.QueueARN("dead.fifo"), maxReceives)
+	}
+	return &env{t: t, clk: clk, fake: f, queue: f.MustCreateQueue("steps.fifo", attrs)}, dlq
+}
+
+// handled records, per message, the receive counts its handler saw, in order.
+type handled struct {
+	mu     sync.Mutex
+	order  []int
+	counts map[int][]int
+	ok     chan int // each success
+	tries  chan int // each attempt
+}
+
+func newHandled() *handled {
+	return &handled{counts: map[int][]int{}, ok: make(chan int, 1000), tries: make(chan int, 1000)}
+}
+
+// run records the attempt and fails it with fail's error, if any.
+func (h *handled) run(ctx context.Context, o *order, fail func(id, receiveCount, attempt int) error) error {
+	m, _ := MessageFrom(ctx)
+	h.mu.Lock()
+	h.counts[o.ID] = append(h.counts[o.ID], m.ReceiveCount)
+	attempt := len(h.counts[o.ID])
+	h.mu.Unlock()
+	h.tries <- o.ID
+	if err := fail(o.ID, m.ReceiveCount, attempt); err != nil {
+		return err
+	}
+	h.mu.Lock()
+	h.order = append(h.order, o.ID)
+	h.mu.Unlock()
+	h.ok <- o.ID
+	return nil
+}
+
+func (h *handled) wait(t *testing.T, ch chan int, n int) {
+	t.Helper()
+	timeout := time.NewTimer(30 * time.Second) // a hang guard
+	defer timeout.Stop()
+	for range n {
+		select {
+		case <-ch:
+		case <-timeout.C:
+			t.Fatalf("waited for %d", n)
+		}
+	}
+}
+
+// A failed FIFO message runs again here while its group stays in flight: no
+// other message of the group is received again, so with maxReceiveCount 2
+// none of them moves to the dead-letter queue because another one failed.
+func TestFIFOFailureIsRetriedInPlaceAndSpendsNoReceives(t *testing.T) {
+	e, dlq := fifoEnv(t, 2)
+	e.sendFIFO("g", 1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+	e.sendFIFO("h", 11, 12, 13, 14, 15, 16, 17, 18, 19, 20)
+	h := newHandled()
+	p := e.start(func(ctx context.Context, o *order) error {
+		return h.run(ctx, o, func(id, _, attempt int) error {
+			if attempt == 1 && id%3 == 1 { // 1, 4, 7, 10, 13, 16, 19 fail once
+				return errors.New("flaky downstream")
+			}
+			return nil
+		})
+	}, WithWorkers(4))
+	h.wait(t, h.ok, 20)
+	e.shutdown(p)
+
+	for id, counts := range h.counts {
+		for _, c := range counts {
+			assert.Equal(t, 1, c, "message %d was received again: %v", id, counts)
+		}
+	}
+	assert.Len(t, h.order, 20)
+	assert.Empty(t, e.fake.Messages(dlq))
+	assert.EqualValues(t, 7, p.Stats().Retried)
+	assert.Zero(t, p.Stats().Returned)
+	visible, inFlight := e.depth(e.queue)
+	assert.Zero(t, visible+inFlight)
+}
+
+// Group order holds across local retries: each group's successes come in
+// send order.
+func TestFIFOLocalRetryKeepsGroupOrder(t *testing.T) {
+	e, _ := fifoEnv(t, 0)
+	e.sendFIFO("a", 1, 2, 3, 4, 5, 6)
+	h := newHandled()
+	p := e.start(func(ctx context.Context, o *order) error {
+		return h.run(ctx, o, func(id, _, attempt int) error {
+			if attempt <= 1 && id%2 == 0 {
+				return RetryAfter(0, errors.New("again"))
+			}
+			return nil
+		})
+	}, WithWorkers(4))
+	h.wait(t, h.ok, 6)
+	e.shutdown(p)
+	assert.Equal(t, []int{1, 2, 3, 4, 5, 6}, h.order)
+}
+
+// After maxLocalAttempts failures the group goes back to the queue, the
+// failed message first, and comes back in order.
+func TestFIFOGroupGoesBackAfterLocalAttempts(t *testing.T) {
+	e, _ := fifoEnv(t, 0)
+	e.sendFIFO("g", 1, 2, 3)
+	h := newHandled()
+	p := e.start(func(ctx context.Context, o *order) error {
+		return h.run(ctx, o, func(id, receiveCount, _ int) error {
+			if id == 1 && receiveCount == 1 {
+				return RetryAfter(0, errors.New("not yet"))
+			}
+			return nil
+		})
+	}, WithWorkers(4))
+	h.wait(t, h.ok, 3)
+	e.shutdown(p)
+	assert.Equal(t, []int{1, 2, 3}, h.order)
+	assert.Equal(t, []int{1, 1, 1, 2}, h.counts[1], "three runs here, then one after the group came back")
+	assert.Equal(t, []int{2}, h.counts[2], "the group went back once, after message 1's local attempts")
+	assert.EqualValues(t, 2, p.Stats().Returned)
+}
+
+// A message waiting for its local retry's backoff goes back at Shutdown,
+// with the rest of its group, at once.
+func TestFIFOShutdownGivesBackAWaitingRetryAndItsGroup(t *testing.T) {
+	e, _ := fifoEnv(t, 0)
+	e.sendFIFO("g", 1, 2, 3)
+	h := newHandled()
+	p := e.start(func(ctx context.Context, o *order) error {
+		return h.run(ctx, o, func(int, int, int) error { return errors.New("down") })
+	}, WithWorkers(4))
+	// The second failure waits for its backoff on the test's clock, which
+	// does not move.
+	h.wait(t, h.tries, 2)
+	require.Eventually(t, func() bool {
+		p.retryMu.Lock()
+		defer p.retryMu.Unlock()
+		return len(p.retries) == 1
+	}, 10*time.Second, time.Millisecond)
+	e.shutdown(p)
+	visible, inFlight := e.depth(e.queue)
+	assert.Equal(t, 3, visible, "message 1 and the two behind it are back")
+	assert.Zero(t, inFlight)
+	assert.Equal(t, []int{1, 1}, h.counts[1])
+	assert.Empty(t, h.counts[2])
+}
