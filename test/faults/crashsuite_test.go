@@ -52,8 +52,8 @@ func crashJobs(n int) []crashJob {
 // end. Every healthy message must have exactly one result and none may be
 // in the DLQ; every poison message must be in the DLQ; no result is written
 // twice; no record is left INPROGRESS. The short run (the default) sends
-// 2,000 messages over 10 kills; SQSPOOL_LONG=1 sends 10,000 over 20.
-func TestCrashSuite(t *testing.T) { crashSuite(t, 5, pick(2000, 10_000), pick(10, 20)) }
+// 10,000 messages over 10 kills; SQSPOOL_LONG=1 sends 50,000 over 40.
+func TestCrashSuite(t *testing.T) { crashSuite(t, 5, pick(10_000, 50_000), pick(10, 40)) }
 
 // TestCrashSuiteRedrive3 is the crash suite with a redrive policy of 3
 // receives: a healthy message may then reach the DLQ, but only when its own
