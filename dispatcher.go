@@ -156,8 +156,17 @@ func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
 
 // dispatchProbes is dispatch for messages received with the breaker's probe
 // admission probe (see breaker.admit), which each new record holds.
+//
+// Every message of the response takes its place (behind its FIFO group's
+// running message, or among those ready to start) before any reaches a
+// worker. A worker could otherwise finish a group's first message, failed
+// and given back, before the next one of the same response entered the
+// group: that one would find no group and start as its head, ahead of the
+// message before it.
 func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe uint64) {
 	now := d.clock.Now()
+	var buf [maxBatch]*record
+	ready := buf[:0]
 	for i := range msgs {
 		rec := &record{
 			handles: []string{deref(msgs[i].ReceiptHandle)}, deadline: d.deadline(sent, now),
@@ -193,6 +202,9 @@ func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe 
 				continue
 			}
 		}
+		ready = append(ready, rec)
+	}
+	for _, rec := range ready {
 		d.work <- rec
 	}
 }

@@ -219,3 +219,50 @@ func TestPruneGroupsForgetsEndedHolds(t *testing.T) {
 	d.pruneGroups(clk.Now())
 	assert.Empty(t, d.groups)
 }
+
+// finishOnReceive plays a fast worker: as each later message of a response
+// is received, it takes whatever the dispatcher already handed to the
+// workers and ends it as failed, given back at once.
+type finishOnReceive struct {
+	NopObserver
+	d     *dispatcher
+	taken []string // what it took, in order
+}
+
+func (o *finishOnReceive) Received(*Message) {
+	select {
+	case rec := <-o.d.work:
+		o.taken = append(o.taken, rec.msg.ID)
+		o.d.forget(rec)
+		_, released := o.d.next(rec, false, 0)
+		for _, r := range released {
+			o.taken = append(o.taken, r.msg.ID)
+			o.d.forget(r)
+		}
+	default:
+	}
+}
+
+// The messages of one FIFO receive all take their places in their group
+// before any of them reaches a worker: otherwise a first message that fails
+// (and goes back) before the second one entered the group leaves the
+// second to start as the group's head, ahead of the first.
+func TestFIFOResponseEntersItsGroupsBeforeAnyMessageRuns(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	d, _ := fifoDispatcher(clk)
+	o := &finishOnReceive{d: d}
+	d.observer = o
+	d.dispatch([]types.Message{fifoMsg("1", "g"), fifoMsg("2", "g"), fifoMsg("3", "g")}, clk.Now())
+	require.Empty(t, o.taken, "no message of the response reached a worker during its dispatch")
+	first := <-d.work
+	require.Equal(t, "1", first.msg.ID)
+	require.Empty(t, d.work, "2 and 3 wait behind 1")
+	d.forget(first)
+	_, released := d.next(first, false, 0)
+	ids := make([]string, 0, len(released))
+	for _, rec := range released {
+		ids = append(ids, rec.msg.ID)
+		d.forget(rec)
+	}
+	assert.Equal(t, []string{"2", "3"}, ids, "1 failed: the rest of its group goes back behind it")
+}
