@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
@@ -82,6 +83,7 @@ type simMsgState struct {
 	runs       []*simRunRec
 	decodes    int
 	attemptEnd time.Time // when the last decode or run ended
+	episode    time.Time // when the attempt before the current one ended: the current record is younger
 	lastDone   time.Time // when a run last asked for a delete
 	doneEver   bool
 	changes    []simChangeRec
@@ -118,6 +120,7 @@ type simOracle struct {
 	returnedCount, handlerOK, handlerFailed, handlerPanics, decodeFailures, noRetries, retried int
 	deleteOK                                                                                   int
 
+	announced  atomic.Bool
 	shutdowns  []*simShutdown
 	violations []simViolation
 	seen       map[string]bool
@@ -295,7 +298,10 @@ func (o *simOracle) deleteReplies(applied, refused []string) {
 		if m.deleted || nd.handle == h {
 			return
 		}
-		known := nd.returned && nd.retAt.Before(now)
+		// The pool knew the newer handle if it reached the pool before
+		// this reply, and after the record the delete came from was made
+		// (an earlier record is forgotten, and its handles with it).
+		known := nd.returned && nd.retAt.Before(now) && nd.retAt.After(m.episode)
 		for _, d := range m.deliveries {
 			// ApproximateReceiveCount is approximate: an older delivery
 			// that reached the pool first with a count as high leaves
@@ -374,6 +380,7 @@ func (o *simOracle) decodeStart(k int) int {
 	m := o.byK[k]
 	idx := m.decodes
 	m.decodes++
+	m.episode = m.attemptEnd
 	o.logf("msg %d attempt %d begins", k, idx)
 	if m.doneEver && !o.excused(m, m.lastDone, time.Now()) {
 		o.violate(invSecondRun, strconv.Itoa(k), "message %d handled again (attempt %d) after it succeeded at %v, and no failure of its delete excuses it",
@@ -427,14 +434,15 @@ func (o *simOracle) runStart(ctx context.Context, k int) *simRunRec {
 	if o.sc.handlerTimeout > 0 && o.sc.heartbeat && o.sc.handlerTimeout < maxVisibility-time.Hour {
 		// The record was made by a delivery that reached the pool after
 		// the last attempt ended; the earliest such is a lower bound.
+		var first time.Time
 		for _, d := range m.deliveries {
-			if d.returned && !d.retAt.Before(m.attemptEnd) {
-				if want := d.retAt.Add(o.sc.handlerTimeout - time.Millisecond); dl.Before(want) {
-					o.violate(invDeadlineShort, strconv.Itoa(k), "message %d run %d has deadline %v, less than WithHandlerTimeout(%v) after its receive reached the pool at %v",
-						k, r.idx, dl.Sub(o.t0), o.sc.handlerTimeout, d.retAt.Sub(o.t0))
-				}
-				break
+			if d.returned && !d.retAt.Before(m.attemptEnd) && (first.IsZero() || d.retAt.Before(first)) {
+				first = d.retAt
 			}
+		}
+		if want := first.Add(o.sc.handlerTimeout - time.Millisecond); !first.IsZero() && dl.Before(want) {
+			o.violate(invDeadlineShort, strconv.Itoa(k), "message %d run %d has deadline %v, less than WithHandlerTimeout(%v) after its receive reached the pool at %v",
+				k, r.idx, dl.Sub(o.t0), o.sc.handlerTimeout, first.Sub(o.t0))
 		}
 	}
 	return r
@@ -509,6 +517,9 @@ func (o *simOracle) report(_ context.Context, msg *Message, err error) {
 // announcePanic names the seed before a simulated panic that, if the pool
 // does not recover it, ends the process.
 func (o *simOracle) announcePanic(what string) {
+	if o.announced.Swap(true) {
+		return
+	}
 	fmt.Fprintf(os.Stderr, "sqspool simulation seed %d: a simulated %s panic follows; if the process dies of it, replay with: %s\n",
 		o.sc.seed, what, simReplayCommand(o.sc.seed))
 }
