@@ -55,7 +55,7 @@ func (o *simOracle) check(p *Pool, fake *sqsfake.Fake, url string, final error) 
 	if lostAtStop > 0 && !errors.As(final, &se) {
 		o.violate(invShutdownNil, "", "%d finished messages were not deleted at the stop, and Wait returned %v", lostAtStop, final)
 	}
-	o.checkStats(p.Stats())
+	o.checkStats(p.Stats(), fake.Stats(url))
 }
 
 // checkLastChange: after a run that asked for a delay, the last visibility
@@ -92,7 +92,7 @@ func (o *simOracle) checkLastChange(m *simMsgState) {
 	}
 }
 
-func (o *simOracle) checkStats(s Stats) {
+func (o *simOracle) checkStats(s Stats, f sqsfake.Stats) {
 	mismatch := func(what string, got, want int64) {
 		if got != want {
 			o.violate(invStats, what, "Stats.%s is %d, the run saw %d", what, got, want)
@@ -111,5 +111,16 @@ func (o *simOracle) checkStats(s Stats) {
 	mismatch("InFlight", s.InFlight, 0)
 	if s.Deleted > int64(o.deleteOK) {
 		o.violate(invStats, "Deleted", "Stats.Deleted is %d, but SQS confirmed only %d delete entries", s.Deleted, o.deleteOK)
+	}
+	// The fake's own counts: every delivery the pool counts is one the
+	// fake made, and every delete it counts one the fake accepted.
+	if s.Received > f.Received {
+		o.violate(invStats, "fake-Received", "Stats.Received is %d, the fake delivered %d", s.Received, f.Received)
+	}
+	if accepted := f.Deleted + f.StaleDeletes + f.RedundantDeletes; s.Deleted > accepted {
+		o.violate(invStats, "fake-Deleted", "Stats.Deleted is %d, the fake accepted %d deletes", s.Deleted, accepted)
+	}
+	if s.Duplicates > s.Received {
+		o.violate(invStats, "Duplicates", "Stats.Duplicates is %d, more than Received %d", s.Duplicates, s.Received)
 	}
 }

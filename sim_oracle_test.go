@@ -332,7 +332,9 @@ func (o *simOracle) deletesConfirmed(n int) {
 func (o *simOracle) changesSent(entries []types.ChangeMessageVisibilityBatchRequestEntry, now time.Time) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	slack := o.tick + o.sc.linger + 3*time.Second
+	// An extension queued at the last tick before the deadline may be sent
+	// a linger later, and again on every attempt after a failure.
+	slack := o.tick + o.sc.linger + o.slack()
 	for _, e := range entries {
 		m := o.byHandle[*e.ReceiptHandle]
 		if m == nil {

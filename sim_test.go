@@ -351,6 +351,9 @@ func (sc *simScenario) options(o *simOracle) []Option {
 		WithBatchAttempts(sc.batchAttempts), WithDeleteLinger(sc.linger), WithReceiveFill(sc.fill),
 		WithFlushTimeout(sc.flushTimeout), WithShutdownTimeout(sc.shutdownTO), WithRetryBackoff(nil),
 	}
+	if sc.pHookPanic > 0 {
+		opts = append(opts, WithObserver(simObserver{o}))
+	}
 	if sc.pollers > 0 {
 		opts = append(opts, WithPollers(sc.pollers))
 	}
@@ -538,3 +541,26 @@ func bubbleBlocked() []string {
 	sort.Strings(out)
 	return out
 }
+
+// simObserver panics now and then, as a faulty metrics exporter might.
+type simObserver struct {
+	o *simOracle
+}
+
+func (s simObserver) maybePanic(what string) {
+	if s.o.sc.d.chance(s.o.sc.pHookPanic/4, "observer-panic", uint64(time.Now().UnixNano())) {
+		s.o.announcePanic("observer " + what)
+		panic("simulated observer panic in " + what)
+	}
+}
+
+func (s simObserver) Received(*Message) { s.maybePanic("Received") }
+
+func (s simObserver) Start(ctx context.Context, _ *Message) (context.Context, func(error)) {
+	s.maybePanic("Start")
+	return ctx, func(error) { s.maybePanic("done") }
+}
+
+func (s simObserver) Deleted(*Message) { s.maybePanic("Deleted") }
+
+func (s simObserver) Call(string, int, time.Duration, error) { s.maybePanic("Call") }
