@@ -263,15 +263,18 @@ func newSimScenario(seed uint64) *simScenario {
 	// can extend no further.
 	if pick(0.02) {
 		sc.longHaul = true
+		// One worker and full long polls: while the worker is free, the
+		// pool polls every 20 s of those hours, which is most of the cost.
 		sc.workers, sc.maxMessages, sc.pollers, sc.adaptive, sc.breaker = 1, 1, 0, nil, nil
+		sc.waitTime = 20 * time.Second
 		sc.visibility = time.Duration(30+r.IntN(90)) * time.Minute
 		sc.heartbeat = true
 		sc.handlerTimeout = between(11*time.Hour, 14*time.Hour)
 		sc.weights = [numBehaviours]int{}
-		sc.weights[behPastDeadline], sc.weights[behBlock], sc.weights[behOK] = 2, 1, 1
-		sc.maxRun = 13 * time.Hour
+		sc.weights[behPastDeadline], sc.weights[behBlock] = 2, 1
+		sc.maxRun = time.Hour
 		sc.sends = sc.sends[:min(len(sc.sends), 2)]
-		sc.stopAt = between(13*time.Hour, 15*time.Hour)
+		sc.stopAt = between(12*time.Hour+10*time.Minute, 13*time.Hour)
 		sc.grain = 0
 		sc.insideK = 0
 	}
