@@ -5,5 +5,5 @@ package sqspool
 // goes with them.
 var simKnownDefects = []string{
 	"panics", "inside", invDeadlineShort, invHeartbeatPast, invUnreported, invRetryOverridden,
-	invSecondRun, invShutdownNil, invStall, invPastCap, invVisibleRunning,
+	invSecondRun, invShutdownNil, invStall, invPastCap, invVisibleRunning, invBreakerProbes,
 }

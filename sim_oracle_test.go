@@ -31,6 +31,7 @@ const (
 	invShutdownHang    = "shutdown-hang"           // Shutdown or Wait did not return within its bound
 	invGoroutineLeft   = "goroutine-left"          // goroutines outlived Wait
 	invStats           = "stats-mismatch"          // Stats disagree with what SQS and the handlers saw
+	invBreakerProbes   = "breaker-closed-early"    // half-open closed without Probes successes of its own probes
 )
 
 type simViolation struct {
@@ -48,6 +49,7 @@ type simDelivery struct {
 
 type simRunRec struct {
 	idx             int
+	probe           int // the half-open period it started in, if any (counted from 1)
 	start, end      time.Time
 	deadline        time.Time
 	ended           bool
@@ -116,6 +118,9 @@ type simOracle struct {
 	recvOpen  int
 	running   int
 	stopBegun time.Time
+	brkState  BreakerState
+	halfOpens int         // half-open periods so far
+	probeOK   map[int]int // successes of the runs started in each half-open period
 
 	returnedCount, handlerOK, handlerFailed, handlerPanics, decodeFailures, noRetries, retried int
 	deleteOK                                                                                   int
@@ -128,7 +133,7 @@ type simOracle struct {
 }
 
 func newSimOracle(sc *simScenario, verbose bool) *simOracle {
-	o := &simOracle{sc: sc, verbose: verbose, t0: time.Now(), byHandle: map[string]*simMsgState{}, calls: map[string]int{}, seen: map[string]bool{}}
+	o := &simOracle{sc: sc, verbose: verbose, t0: time.Now(), byHandle: map[string]*simMsgState{}, calls: map[string]int{}, seen: map[string]bool{}, probeOK: map[int]int{}}
 	for _, s := range sc.sends {
 		o.byK = append(o.byK, &simMsgState{k: s.k, entries: map[string]int{}})
 	}
@@ -432,6 +437,9 @@ func (o *simOracle) runStart(ctx context.Context, k int) *simRunRec {
 	r := &simRunRec{idx: len(m.runs), start: time.Now(), deadline: dl, receivedAt: msg.ReceivedAt}
 	m.runs = append(m.runs, r)
 	o.running++
+	if o.brkState == BreakerHalfOpen {
+		r.probe = o.halfOpens
+	}
 	o.logf("msg %d run %d starts, deadline %v", k, r.idx, dl.Sub(o.t0))
 	if o.sc.handlerTimeout > 0 && o.sc.heartbeat && o.sc.handlerTimeout < maxVisibility-time.Hour {
 		// The record was made by a delivery that reached the pool after
@@ -464,11 +472,13 @@ func (o *simOracle) runEnded(k int, r *simRunRec, err error, panicked bool, rece
 		r.outcome = "ok"
 		o.handlerOK++
 		m.lastDone, m.doneEver = now, true
+		o.probeOK[r.probe]++
 	case errors.Is(err, ErrNoRetry):
 		r.outcome = "no-retry"
 		o.handlerFailed++
 		o.noRetries++
 		m.lastDone, m.doneEver = now, true
+		o.probeOK[r.probe]++ // not a failure of the downstream
 	case errors.As(err, &ra):
 		r.outcome = "retry-after"
 		o.handlerFailed++
@@ -489,6 +499,25 @@ func (o *simOracle) runEnded(k int, r *simRunRec, err error, panicked bool, rece
 	// Near the 12-hour cap the pool may shorten a delay.
 	r.cappedByHorizon = now.Sub(r.receivedAt)+r.wantDelay > maxVisibility-time.Hour
 	o.logf("msg %d run %d ends: %s %v", k, r.idx, r.outcome, err)
+}
+
+// breakerChanged is the breaker's OnStateChange: a half-open breaker may
+// close only once Probes handlers that started while it was half-open
+// succeeded; a handler that was running when it opened is no probe.
+func (o *simOracle) breakerChanged(from, to BreakerState) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.brkState = to
+	o.logf("breaker %v -> %v", from, to)
+	switch {
+	case to == BreakerHalfOpen:
+		o.halfOpens++
+	case from == BreakerHalfOpen && to == BreakerClosed:
+		if probes := o.sc.breaker.Probes; o.probeOK[o.halfOpens] < probes {
+			o.violate(invBreakerProbes, strconv.Itoa(o.halfOpens), "the breaker closed after %d of its %d probes succeeded (handlers started before it opened were counted)",
+				o.probeOK[o.halfOpens], probes)
+		}
+	}
 }
 
 // report is the pool's error hook.

@@ -326,6 +326,7 @@ func (o *simOracle) monitor(p *Pool, fake *sqsfake.Fake, url string, stop <-chan
 		}
 		visible := fake.Stats(url).Visible
 		limit := int(p.limit.Load())
+		state, _ := p.brk.snapshot() // not under o.mu: OnStateChange takes it under the breaker's lock
 		o.mu.Lock()
 		if !o.stopBegun.IsZero() {
 			o.mu.Unlock()
@@ -335,7 +336,6 @@ func (o *simOracle) monitor(p *Pool, fake *sqsfake.Fake, url string, stop <-chan
 		if visible == 0 || o.running >= limit || o.recvOpen > 0 || o.recvCalls != calls {
 			since, calls = now, o.recvCalls
 		} else if now.Sub(since) > bound {
-			state, _ := p.brk.snapshot()
 			o.violate(invStall, "", "%d messages visible, %d of %d handlers running, breaker %v, and no receive for %v (since %v)",
 				visible, o.running, limit, state, now.Sub(since), since.Sub(o.t0))
 		}
@@ -364,7 +364,9 @@ func (sc *simScenario) options(o *simOracle) []Option {
 		opts = append(opts, WithRetryBackoff(simRetryBackoff))
 	}
 	if sc.breaker != nil {
-		opts = append(opts, WithCircuitBreaker(*sc.breaker))
+		cb := *sc.breaker
+		cb.OnStateChange = o.breakerChanged
+		opts = append(opts, WithCircuitBreaker(cb))
 	}
 	if sc.adaptive != nil {
 		opts = append(opts, WithAdaptiveConcurrency(*sc.adaptive))
