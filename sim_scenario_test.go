@@ -259,6 +259,27 @@ func newSimScenario(seed uint64) *simScenario {
 
 	sc.stopAt = sc.q(sc.stopAt)
 
+	// Some runs crowd the stop: a full read-ahead behind busy workers, short
+	// handlers on a coarse grain, and a stop on the same grain, so that a
+	// handler often finishes in the very instant the stop gives back what
+	// no worker has taken.
+	if pick(0.05) {
+		sc.workers, sc.maxMessages, sc.adaptive, sc.breaker = 1+r.IntN(2), 10, nil, nil
+		sc.grain, sc.latMax, sc.maxRun = 100*time.Millisecond, time.Millisecond, 600*time.Millisecond
+		sc.weights = [numBehaviours]int{}
+		sc.weights[behOK], sc.weights[behFail] = 4, 1
+		sc.sends = sc.sends[:0]
+		for k := range 10 {
+			s := simSend{k: k}
+			if sc.fifo {
+				s.group = fmt.Sprintf("g%d", k%4)
+			}
+			sc.sends = append(sc.sends, s)
+		}
+		sc.insideK = r.IntN(10)
+		sc.stopAt = sc.q(between(300*time.Millisecond, 3*time.Second))
+	}
+
 	// A few runs hold a message past SQS's 12-hour cap, where the heartbeat
 	// can extend no further.
 	if pick(0.02) {
