@@ -23,6 +23,9 @@ func simSkipped(kind string) bool {
 	return slices.Contains(strings.Split(skip, ","), kind)
 }
 
+// SQSPOOL_SIM_FOCUS=drain or long-haul makes every seed one of that family
+// of runs (see newSimScenario), to hunt one rare defect.
+
 // dice derives every choice of a simulated run from its seed. A choice is a
 // hash of the seed, a kind and keys that name what is being decided (a
 // message and its run number, a call and its number), not the next draw of
@@ -263,7 +266,7 @@ func newSimScenario(seed uint64) *simScenario {
 	// handlers on a coarse grain, and a stop on the same grain, so that a
 	// handler often finishes in the very instant the stop gives back what
 	// no worker has taken.
-	if pick(0.05) {
+	if pick(0.05) || os.Getenv("SQSPOOL_SIM_FOCUS") == "drain" {
 		sc.workers, sc.maxMessages, sc.adaptive, sc.breaker = 1+r.IntN(2), 10, nil, nil
 		sc.grain, sc.latMax, sc.maxRun = 100*time.Millisecond, time.Millisecond, 600*time.Millisecond
 		sc.weights = [numBehaviours]int{}
@@ -282,7 +285,7 @@ func newSimScenario(seed uint64) *simScenario {
 
 	// A few runs hold a message past SQS's 12-hour cap, where the heartbeat
 	// can extend no further.
-	if pick(0.02) {
+	if pick(0.02) || os.Getenv("SQSPOOL_SIM_FOCUS") == "long-haul" {
 		sc.longHaul = true
 		// One worker and full long polls: while the worker is free, the
 		// pool polls every 20 s of those hours, which is most of the cost.
