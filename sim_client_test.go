@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -43,14 +44,18 @@ func (c *simClient) leg(ctx context.Context, op string, key uint64, leg string) 
 	} else {
 		d += time.Microsecond
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
+	return sleep(ctx, clock.Real, d)
+}
+
+// batchCall begins a batch call: it names the call and its entries (see
+// entryKeys), sleeps the request leg and draws the call's own failure.
+func (c *simClient) batchCall(ctx context.Context, op string, n int, handle func(i int) string) ([]uint64, error) {
+	c.or.callStart(op)
+	keys := c.or.entryKeys(op, n, handle)
+	if err := c.leg(ctx, op, keys[0], "req"); err != nil {
+		return nil, err
 	}
+	return keys, c.before(op, keys[0])
 }
 
 // before fails a call before it takes effect, as a throttle or a server error.
@@ -64,8 +69,15 @@ func (c *simClient) before(op string, key uint64) error {
 	return nil
 }
 
-func (c *simClient) lost(op string, key uint64) bool {
-	return c.sc.d.chance(c.sc.pLost, "lost", uint64(len(op)), key)
+// reply sleeps the reply leg of a call that took effect, and may lose it.
+func (c *simClient) reply(ctx context.Context, op string, key uint64) error {
+	if err := c.leg(ctx, op, key, "reply"); err != nil {
+		return err
+	}
+	if c.sc.d.chance(c.sc.pLost, "lost", uint64(len(op)), key) {
+		return simAPIError(op, "InternalError", smithy.FaultServer)
+	}
+	return nil
 }
 
 func (c *simClient) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, _ ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
@@ -95,11 +107,8 @@ func (c *simClient) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageIn
 			})
 		}
 	}
-	if err := c.leg(ctx, sqsfake.OpReceiveMessage, n, "reply"); err != nil {
+	if err := c.reply(ctx, sqsfake.OpReceiveMessage, n); err != nil {
 		return nil, err // the deliveries are lost with the reply
-	}
-	if c.lost(sqsfake.OpReceiveMessage, n) {
-		return nil, simAPIError(sqsfake.OpReceiveMessage, "InternalError", smithy.FaultServer)
 	}
 	for i := range out.Messages {
 		m := &out.Messages[i]
@@ -134,15 +143,11 @@ func (c *simClient) entryFault(op string, key uint64, handle string) *types.Batc
 
 func (c *simClient) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, _ ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error) {
 	const op = sqsfake.OpDeleteMessageBatch
-	c.or.callStart(op)
-	keys := c.or.entryKeys(op, len(in.Entries), func(i int) string { return aws.ToString(in.Entries[i].ReceiptHandle) })
+	keys, err := c.batchCall(ctx, op, len(in.Entries), func(i int) string { return aws.ToString(in.Entries[i].ReceiptHandle) })
+	if err != nil {
+		return nil, err
+	}
 	n := keys[0]
-	if err := c.leg(ctx, op, n, "req"); err != nil {
-		return nil, err
-	}
-	if err := c.before(op, n); err != nil {
-		return nil, err
-	}
 	out := &sqs.DeleteMessageBatchOutput{}
 	fwd := &sqs.DeleteMessageBatchInput{QueueUrl: in.QueueUrl}
 	var refused []string
@@ -175,11 +180,8 @@ func (c *simClient) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessag
 		out.Successful = append(out.Successful, res.Successful...)
 		out.Failed = append(out.Failed, res.Failed...)
 	}
-	if err := c.leg(ctx, op, n, "reply"); err != nil {
+	if err := c.reply(ctx, op, n); err != nil {
 		return nil, err
-	}
-	if c.lost(op, n) {
-		return nil, simAPIError(op, "InternalError", smithy.FaultServer)
 	}
 	c.or.deleteReplies(applied, refused)
 	c.or.deletesConfirmed(len(out.Successful))
@@ -188,17 +190,13 @@ func (c *simClient) DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessag
 
 func (c *simClient) ChangeMessageVisibilityBatch(ctx context.Context, in *sqs.ChangeMessageVisibilityBatchInput, _ ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityBatchOutput, error) {
 	const op = sqsfake.OpChangeMessageVisibilityBatch
-	c.or.callStart(op)
-	keys := c.or.entryKeys(op, len(in.Entries), func(i int) string { return aws.ToString(in.Entries[i].ReceiptHandle) })
-	n := keys[0]
 	sent := time.Now()
 	c.or.changesSent(in.Entries, sent)
-	if err := c.leg(ctx, op, n, "req"); err != nil {
+	keys, err := c.batchCall(ctx, op, len(in.Entries), func(i int) string { return aws.ToString(in.Entries[i].ReceiptHandle) })
+	if err != nil {
 		return nil, err
 	}
-	if err := c.before(op, n); err != nil {
-		return nil, err
-	}
+	n := keys[0]
 	out := &sqs.ChangeMessageVisibilityBatchOutput{}
 	fwd := &sqs.ChangeMessageVisibilityBatchInput{QueueUrl: in.QueueUrl}
 	for i, e := range in.Entries {
@@ -229,11 +227,8 @@ func (c *simClient) ChangeMessageVisibilityBatch(ctx context.Context, in *sqs.Ch
 		out.Successful = append(out.Successful, res.Successful...)
 		out.Failed = append(out.Failed, res.Failed...)
 	}
-	if err := c.leg(ctx, op, n, "reply"); err != nil {
+	if err := c.reply(ctx, op, n); err != nil {
 		return nil, err
-	}
-	if c.lost(op, n) {
-		return nil, simAPIError(op, "InternalError", smithy.FaultServer)
 	}
 	return out, nil
 }

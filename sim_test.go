@@ -36,6 +36,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -275,13 +276,7 @@ func (o *simOracle) handler(pp *atomic.Pointer[Pool]) Handler[simBody] {
 			err = ctx.Err()
 		default:
 			if respect {
-				t := time.NewTimer(took)
-				select {
-				case <-t.C:
-				case <-ctx.Done():
-					err = ctx.Err()
-				}
-				t.Stop()
+				err = sleep(ctx, clock.Real, took)
 			} else {
 				time.Sleep(took)
 			}
