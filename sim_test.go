@@ -6,15 +6,22 @@ package sqspool
 // deliveries and their receive counts, each call's latency and faults,
 // each handler's outcome, decoder panics, the options, when and how the
 // pool is stopped); after each run the invariants in sim_oracle_test.go
-// are checked. Goroutines interleave as the Go scheduler runs them, but
-// time only moves when every goroutine of the run is blocked, and each
-// choice is keyed by what it decides rather than drawn in call order, so a
-// seed replays its choices exactly.
+// are checked. Time only moves when every goroutine of the run is blocked,
+// and each choice is keyed by what it decides rather than drawn in call
+// order, so a seed replays its choices exactly. What does not replay is the
+// Go scheduler's order among goroutines that run in the same instant, and
+// the pool's own backoff jitter (math/rand/v2 in consumer.go and
+// dequeuer.go): a replay can take another turn there, hence
+// SQSPOOL_SIM_REPEAT.
 //
 //	go test -run 'TestSimulate$' .                        # the default seeds
 //	SQSPOOL_SIM_SEEDS=1000000 go test -run 'TestSimulate$' -timeout 0 .
 //	SQSPOOL_SIM_SEED=123 go test -run 'TestSimulate$' -v . # one seed, with its event log
+//	SQSPOOL_SIM_REPEAT=20 ...   # with SQSPOOL_SIM_SEED: replay until it fails
+//	SQSPOOL_SIM_START=5001 ...  # seeds from 5001 on
 //	SQSPOOL_SIM_CLASSIFY=1 ...  # run every seed; count violations by kind
+//	SQSPOOL_SIM_SKIP=panics,second-run ...  # leave out kinds (see simSkipped)
+//	SQSPOOL_SIM_FOCUS=drain ... # every seed from one family of runs
 
 import (
 	"context"
