@@ -154,7 +154,9 @@ type simScenario struct {
 	// grain, when set, rounds arrivals, latencies, run times and the stop
 	// to its multiples, so that events share instants and goroutines race
 	// within them (with no grain they rarely do, and a seed replays closer).
-	grain      time.Duration
+	grain time.Duration
+	// yields is the most a handler yields the processor before it returns.
+	yields     int
 	stopAt     time.Duration
 	stopKind   simStopKind
 	stopWithin time.Duration // the Shutdown context's timeout (stopDeadline, stopTwice, stopInside)
@@ -266,9 +268,11 @@ func newSimScenario(seed uint64) *simScenario {
 	// handlers on a coarse grain, and a stop on the same grain, so that a
 	// handler often finishes in the very instant the stop gives back what
 	// no worker has taken.
-	if pick(0.05) || os.Getenv("SQSPOOL_SIM_FOCUS") == "drain" {
+	sc.yields = []int{0, 0, 4, 64}[r.IntN(4)]
+	if pick(0.1) || os.Getenv("SQSPOOL_SIM_FOCUS") == "drain" {
 		sc.workers, sc.maxMessages, sc.adaptive, sc.breaker = 1+r.IntN(2), 10, nil, nil
 		sc.grain, sc.latMax, sc.maxRun = 100*time.Millisecond, time.Millisecond, 600*time.Millisecond
+		sc.yields = 1 << r.IntN(8)
 		sc.weights = [numBehaviours]int{}
 		sc.weights[behOK], sc.weights[behFail] = 4, 1
 		sc.sends = sc.sends[:0]
