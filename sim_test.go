@@ -193,6 +193,14 @@ func (s *simTally) String() string {
 // goroutines are left behind.
 func simRunSeed(t *testing.T, seed uint64, verbose bool) (o *simOracle) {
 	sc := newSimScenario(seed)
+	returned := false
+	defer func() {
+		// synctest.Test ends the goroutine (FailNow) when the bubble's
+		// test failed: under -race, when the run raced. Say which seed.
+		if !returned {
+			t.Errorf("seed %d: the run failed (a data race is reported above)\n  scenario: %v\n  replay: %s", seed, sc, simReplayCommand(seed))
+		}
+	}()
 	func() {
 		defer func() {
 			r := recover()
@@ -209,6 +217,7 @@ func simRunSeed(t *testing.T, seed uint64, verbose bool) (o *simOracle) {
 		}()
 		synctest.Test(t, func(*testing.T) { o = simRun(sc, verbose) })
 	}()
+	returned = true
 	return o
 }
 
