@@ -44,7 +44,8 @@ func TestSimOracleTellsWhatThePoolCouldKnow(t *testing.T) {
 	}{
 		{"newer arrives after the older, higher count", 1, true, true},
 		{"newer arrives after the older, equal count", 2, true, false},
-		{"newer arrives first", 2, false, true},
+		{"newer arrives first, the older after it with a lower count", 1, false, true},
+		{"newer arrives first, the older after it with an equal count", 2, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
