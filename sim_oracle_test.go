@@ -416,12 +416,12 @@ func (o *simOracle) excused(m *simMsgState, from, to time.Time) bool {
 }
 
 // lateDelivery reports whether the delivery an attempt works on left SQS
-// before the message's last success and reached the pool after its record
-// was gone: a late duplicate, which only a memory of deleted messages could
-// drop.
+// by the instant of the message's last success and reached the pool after
+// its record was gone: a late duplicate, which only a memory of deleted
+// messages could drop.
 func (o *simOracle) lateDelivery(m *simMsgState) bool {
 	for _, d := range m.deliveries {
-		if d.returned && !d.retAt.Before(m.episode) && d.at.Before(m.lastDone) && d.retAt.After(m.lastDone) {
+		if d.returned && !d.retAt.Before(m.episode) && !d.at.After(m.lastDone) && d.retAt.After(m.lastDone) {
 			return true
 		}
 	}
