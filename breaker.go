@@ -136,8 +136,9 @@ func (b *breaker) admit(ctx context.Context, want int) (n int, probe uint64, err
 		case BreakerHalfOpen:
 			if n := min(want, b.cfg.Probes-b.admitted-b.passed); n > 0 {
 				b.admitted += n
+				epoch := b.epoch // under the lock: a failing probe may start the next period
 				b.mu.Unlock()
-				return n, b.epoch, nil
+				return n, epoch, nil
 			}
 		}
 		wait := b.openedAt.Add(b.cfg.CoolDown).Sub(now)

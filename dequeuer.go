@@ -57,6 +57,7 @@ type dequeuer struct {
 	deletes   *batch.Batcher[*record]
 	changes   *batch.Batcher[change]
 	closing   atomic.Bool  // the final flush has begun
+	stopped   atomic.Bool  // the stop has begun: a delete failing for good now is the stop's loss
 	unflushed atomic.Int64 // entries that failed in the final flush, or were not sent because it ended
 }
 
@@ -157,8 +158,11 @@ func (d *dequeuer) extend(rec *record, timeout time.Duration) {
 
 // visibilityMargin keeps visibility changes this far inside SQS's 12 hour
 // cap: the cap counts from SQS's receive, which we know only to within the
-// poll's round trip (and a visibility change travels a while too).
-const visibilityMargin = time.Second
+// poll's response time, and a visibility change takes effect only when its
+// request reaches SQS. A minute covers both legs of calls slow by tens of
+// seconds each; a change past the cap is refused, and the message comes back
+// while its handler still runs.
+const visibilityMargin = time.Minute
 
 // visibilitySeconds rounds a visibility timeout up to whole seconds and caps
 // it, rounding down, so that the message is not kept invisible past 12 hours
@@ -217,7 +221,7 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 				d.deleted(rec.msg)
 			} else {
 				d.counters.deleteErrors.Add(1)
-				d.failed(rec, err)
+				d.failed(rec, err, d.stopped.Load())
 			}
 			d.forget(rec)
 			return false
@@ -285,7 +289,7 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 			case err != nil:
 				// The message still comes back when its visibility timeout
 				// ends; only the timing is lost.
-				d.failed(c.rec, err)
+				d.failed(c.rec, err, false)
 			}
 			return false
 		})
@@ -295,8 +299,11 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 	}
 }
 
-func (d *dequeuer) failed(rec *record, err error) {
-	if d.closing.Load() || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+// failed reports an entry that failed for good; lost says it is work the
+// stop leaves undone whenever it happened (a finished message's delete once
+// the stop has begun: Shutdown's error must count it, see ShutdownError).
+func (d *dequeuer) failed(rec *record, err error, lost bool) {
+	if lost || d.closing.Load() || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		d.unflushed.Add(1)
 	}
 	d.log.Warn("sqspool: batch entry failed; the message will be delivered again", "message_id", rec.msg.ID, "error", err)

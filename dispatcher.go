@@ -27,7 +27,6 @@ type record struct {
 	msg      *Message // points at m
 	m        Message
 	ctx      handlerContext
-	deadline time.Time // when the handler's context ends
 	state    atomic.Int32
 	attempts int           // handler runs of this delivery; only its worker touches it
 	probe    atomic.Uint64 // the breaker admission it holds, if a probe; see takeProbe
@@ -38,6 +37,11 @@ type record struct {
 	gen          uint32    // bumped whenever handles change
 	receivedAt   time.Time // when the poll of that delivery was sent: SQS's 12 h count began no earlier
 	visibleUntil time.Time // when SQS would deliver the message again
+	deadline     time.Time // when the handler's context ends (the current or last attempt's)
+	// nextDeadline is the newest delivery's: the next attempt of a record
+	// kept here (a FIFO retry in place) has its handler timeout from the
+	// delivery that came after the last, not from the first.
+	nextDeadline time.Time
 
 	// The message's visibility changes, kept in order (see
 	// dequeuer.setVisibility): the last one SQS applies must be the one
@@ -75,6 +79,9 @@ func (r *record) redelivered(d *record) {
 	case d.receives > r.receives:
 		r.handles, r.receives = d.handles, d.receives
 		r.receivedAt, r.visibleUntil = d.receivedAt, d.visibleUntil
+		if d.deadline.After(r.nextDeadline) {
+			r.nextDeadline = d.deadline
+		}
 	case d.receives == r.receives && len(r.handles) < maxBatch && !slices.Contains(r.handles, h):
 		r.handles = append(r.handles[:len(r.handles):len(r.handles)], h) // a copy: see receipt
 		if d.receivedAt.Before(r.receivedAt) {
@@ -95,6 +102,28 @@ func (r *record) capAt() time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.receivedAt.Add(maxVisibility - visibilityMargin)
+}
+
+// beginAttempt returns the deadline of an attempt starting now: the newest
+// delivery's, if one came since the record was made.
+func (r *record) beginAttempt() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.nextDeadline.After(r.deadline) {
+		r.deadline = r.nextDeadline
+	}
+	return r.deadline
+}
+
+// deadlineAt is when the heartbeat stops keeping rec: its running attempt's
+// deadline, or the one its next attempt will have.
+func (r *record) deadlineAt(running bool) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !running && r.nextDeadline.After(r.deadline) {
+		return r.nextDeadline
+	}
+	return r.deadline
 }
 
 func (r *record) visibleAt() time.Time {

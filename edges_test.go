@@ -160,11 +160,33 @@ func TestVisibilityCapIsNotRoundedPastItsMargin(t *testing.T) {
 	received := clk.Now()
 	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, received)
 	rec := <-d.work
-	clk.Advance(maxVisibility - 60*time.Second + 500*time.Millisecond) // 59.5 s left
+	clk.Advance(maxVisibility - visibilityMargin - 60*time.Second + 500*time.Millisecond) // 59.5 s left
 	secs := visibilitySeconds(rec, time.Hour, clk.Now())
 	until := clk.Now().Add(time.Duration(secs) * time.Second)
-	assert.False(t, until.After(received.Add(maxVisibility-time.Second)), "%ds ends %v past the margin", secs, until.Sub(received.Add(maxVisibility-time.Second)))
+	margin := received.Add(maxVisibility - visibilityMargin)
+	assert.False(t, until.After(margin), "%ds ends %v past the margin", secs, until.Sub(margin))
 	assert.Positive(t, secs)
+}
+
+// The cap counts from SQS's receive, earlier than the response reached the
+// pool, and an extension counts from when its request reaches SQS: with
+// both calls slow (10 s each), the extension still ends inside the cap,
+// which SQS would otherwise refuse.
+func TestVisibilityCapLeavesRoomForSlowCalls(t *testing.T) {
+	const transit = 10 * time.Second
+	clk := clock.NewManual(time.Now())
+	d := plainDispatcher(clk)
+	sqsReceived := clk.Now()
+	clk.Advance(transit)
+	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, clk.Now())
+	rec := <-d.work
+	clk.Advance(maxVisibility - 90*time.Second)
+	secs := visibilitySeconds(rec, time.Hour, clk.Now())
+	applied := clk.Now().Add(transit)
+	until := applied.Add(time.Duration(secs) * time.Second)
+	limit := sqsReceived.Add(maxVisibility)
+	assert.False(t, until.After(limit), "%ds ends %v past SQS's cap", secs, until.Sub(limit))
+	assert.Positive(t, secs, "there is still time left to extend by")
 }
 
 // Defect 5: at the cap, the heartbeat has nothing left to extend by, and
@@ -199,6 +221,40 @@ func TestShutdownReportsDeletesThatFailedInTheFinalFlush(t *testing.T) {
 	assert.Equal(t, err, p.Wait())
 	_, inFlight := e.depth(e.queue)
 	assert.Equal(t, 3, inFlight)
+}
+
+// A delete that fails for good after the stop began, while Shutdown still
+// waits for a handler (before the final flush), is a finished message the
+// stop leaves undeleted: Shutdown counts it, as it counts the final flush's.
+func TestShutdownReportsADeleteThatFailedWhileHandlersFinished(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(2)
+	started := make(chan int, 2)
+	release := [2]chan struct{}{make(chan struct{}), make(chan struct{})}
+	h := func(_ context.Context, o *order) error {
+		started <- o.ID
+		<-release[o.ID]
+		return nil
+	}
+	errs := newErrorLog()
+	p := e.start(h, WithWorkers(2), WithBatchAttempts(1), WithErrorHook(errs.hook))
+	<-started
+	<-started
+	e.fake.FailNext(sqsfake.OpDeleteMessageBatch, 1, nil) // InternalError
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.Shutdown(context.Background()) }()
+	<-p.stopBegun
+	close(release[1])
+	var aerr *APIError
+	require.ErrorAs(t, errs.next(t), &aerr, "message 1's delete failed for good, with message 0 still running")
+	close(release[0])
+	err := <-stopped
+	var serr *ShutdownError
+	require.ErrorAs(t, err, &serr)
+	assert.Equal(t, 1, serr.Unflushed, "message 1 finished and was not deleted")
+	assert.Equal(t, err, p.Wait())
+	_, inFlight := e.depth(e.queue)
+	assert.Equal(t, 1, inFlight)
 }
 
 // Suspicion: a handler that finishes just before the shutdown deadline still

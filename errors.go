@@ -61,8 +61,13 @@ type ShutdownError struct {
 	// waiting; their goroutines end when the handlers return (see Wait).
 	Abandoned int
 	// Unflushed is how many deletes or visibility changes the stop could not
-	// make: not sent, or refused or failed in the final flush. Those
-	// messages come back (a finished one runs again).
+	// make: every finished message whose delete failed for good from the
+	// moment the stop began (while handlers were still finishing, or in the
+	// final flush), and every delete or visibility change not sent, or
+	// refused or failed in the final flush. Those messages come back (a
+	// finished one runs again). A delete that failed before the stop is not
+	// counted here: the ErrorHook had it when it happened, and
+	// Stats.DeleteErrors counts it.
 	Unflushed int
 	Err       error
 }

@@ -219,3 +219,42 @@ func TestAdaptiveLimitBoundsRunningHandlers(t *testing.T) {
 	assert.EqualValues(t, 2, st.ConcurrencyLimit, "the manual clock never ticked the limiter")
 	assert.EqualValues(t, 2, peak.Load())
 }
+
+// An admission reads the half-open period it belongs to under the lock: a
+// probe that fails at once reopens the breaker, and the next cool-down
+// starts another period, while the admitting poller is still returning.
+// Under -race this failed when admit read the period after unlocking.
+func TestBreakerAdmissionReadsItsPeriodUnderTheLock(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	b := newTestBreaker(clk, nil)
+	boom := errors.New("downstream down")
+	for range 4 {
+		b.record(boom, 0)
+	}
+	for range 20 {
+		clk.Advance(30 * time.Second)
+		_, first, err := b.admit(context.Background(), 1) // half-open: period first
+		require.NoError(t, err)
+		start, done := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			<-start
+			b.record(boom, first) // reopen, then the next period
+			clk.Advance(30 * time.Second)
+			_, _, _ = b.admit(context.Background(), 1)
+		}()
+		close(start)
+		n, probe, err := b.admit(context.Background(), 1)
+		<-done
+		require.NoError(t, err)
+		assert.Equal(t, 1, n)
+		assert.Contains(t, []uint64{first, first + 1}, probe, "an admission belongs to the period it was made in")
+		b.record(boom, probe) // open again for the next round
+		b.mu.Lock()
+		epoch := b.epoch
+		b.mu.Unlock()
+		if probe == first {
+			b.record(boom, epoch)
+		}
+	}
+}

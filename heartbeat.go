@@ -33,7 +33,7 @@ func (p *Pool) watch(ctx context.Context) {
 			if state == recFinished {
 				continue
 			}
-			if !now.Before(rec.deadline) {
+			if !now.Before(rec.deadlineAt(state == recRunning)) {
 				if state == recRunning {
 					rec.ctx.cancel(context.DeadlineExceeded)
 				}

@@ -268,7 +268,7 @@ func (p *Pool) deadline(sent, arrived time.Time) time.Time {
 	if p.cfg.handlerTimeout > 0 {
 		d = p.cfg.handlerTimeout
 	}
-	return minTime(arrived.Add(d), sent.Add(maxVisibility-time.Minute))
+	return minTime(arrived.Add(d), sent.Add(maxVisibility-visibilityMargin))
 }
 
 func minTime(a, b time.Time) time.Time {
@@ -325,7 +325,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	}
 	// The deadline is on the pool's clock; the context's is the wall clock's.
 	rec.ctx.values, rec.ctx.msg = p.handlerCtx, m
-	rec.ctx.deadline = time.Now().Add(rec.deadline.Sub(p.cfg.clock.Now()))
+	rec.ctx.deadline = time.Now().Add(rec.beginAttempt().Sub(p.cfg.clock.Now()))
 	ctx := context.Context(&rec.ctx)
 	body := m.Body
 	var err error
@@ -652,6 +652,9 @@ func (p *Pool) supervise(parent context.Context) {
 		ctx, cancel = context.WithTimeout(context.WithoutCancel(parent), p.cfg.shutdownTimeout)
 		defer cancel()
 	}
+	// Deletes that fail for good from now on are counted in the stop's
+	// ShutdownError, not only reported to the hook.
+	p.deq.stopped.Store(true)
 	close(p.stopBegun)
 	p.err = p.stop(ctx)
 }
