@@ -153,6 +153,27 @@ func TestVisibilityCapCountsFromTheNewestDelivery(t *testing.T) {
 	assert.EqualValues(t, 30, visibilitySeconds(rec, 30*time.Second, clk.Now()), "1.5 h after the newest receive")
 }
 
+// A FIFO message retried in place keeps its record; when a newer delivery
+// of it reaches the pool (its visibility ran out while its group waited),
+// the next attempt has its handler timeout from that delivery, not from the
+// first: it used to start past its deadline and be cancelled at once.
+func TestRetryInPlaceAfterANewerDeliveryHasAFreshDeadline(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	d, _ := fifoDispatcher(clk) // deadline: a minute after arrival
+	first := clk.Now()
+	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, first)
+	rec := <-d.work
+	assert.Equal(t, first.Add(time.Minute), rec.beginAttempt(), "the first attempt")
+	clk.Advance(2 * time.Minute) // the attempt failed; the group waited
+	again := clk.Now()
+	d.dispatch([]types.Message{plainMsg("m", "h2", 2)}, again)
+	assert.Equal(t, again.Add(time.Minute), rec.deadlineAt(false), "the heartbeat keeps the waiting record for the next attempt")
+	assert.Equal(t, again.Add(time.Minute), rec.beginAttempt(), "the next attempt has the newer delivery's timeout")
+	clk.Advance(time.Second)
+	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, clk.Now()) // an older delivery, late
+	assert.Equal(t, again.Add(time.Minute), rec.beginAttempt(), "an older delivery changes nothing")
+}
+
 // Suspicion: the cap's margin must hold after rounding to whole seconds.
 func TestVisibilityCapIsNotRoundedPastItsMargin(t *testing.T) {
 	clk := clock.NewManual(time.Now())
