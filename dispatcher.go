@@ -29,6 +29,7 @@ type record struct {
 	ctx      handlerContext
 	state    atomic.Int32
 	attempts int           // handler runs of this delivery; only its worker touches it
+	retryAt  time.Time     // when its retry in place is due; its worker sets it, the stop reads it after takeRetries
 	probe    atomic.Uint64 // the breaker admission it holds, if a probe; see takeProbe
 
 	mu           sync.Mutex

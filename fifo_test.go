@@ -153,7 +153,7 @@ func TestFIFOShutdownGivesBackAWaitingRetryAndItsGroup(t *testing.T) {
 	h := newHandled()
 	p := e.start(func(ctx context.Context, o *order) error {
 		return h.run(ctx, o, func(int, int, int) error { return errors.New("down") })
-	}, WithWorkers(4))
+	}, WithWorkers(4), WithRetryBackoff(func(int) time.Duration { return 20 * time.Second }))
 	// The second failure waits for its backoff on the test's clock, which
 	// does not move.
 	h.wait(t, h.tries, 2)
@@ -164,6 +164,13 @@ func TestFIFOShutdownGivesBackAWaitingRetryAndItsGroup(t *testing.T) {
 	}, 10*time.Second, time.Millisecond)
 	e.shutdown(p)
 	visible, inFlight := e.depth(e.queue)
+	assert.Equal(t, 2, visible, "the two behind message 1 are back")
+	assert.Equal(t, 1, inFlight, "message 1 comes back after the backoff its failure asked for, not at once")
+	e.clk.Advance(20*time.Second - time.Millisecond)
+	_, inFlight = e.depth(e.queue)
+	assert.Equal(t, 1, inFlight)
+	e.clk.Advance(time.Millisecond)
+	visible, inFlight = e.depth(e.queue)
 	assert.Equal(t, 3, visible, "message 1 and the two behind it are back")
 	assert.Zero(t, inFlight)
 	assert.Equal(t, []int{1, 1}, h.counts[1])

@@ -292,7 +292,7 @@ func (p *Pool) worker() {
 		for rec != nil {
 			var released []*record
 			if p.stopping.Load() || (p.brk != nil && !p.brk.allows()) || !p.admitHandler(w) {
-				p.giveBack(0, rec)
+				p.giveBack(p.retryLeft(rec), rec)
 				rec, released = p.disp.next(rec, false, 0)
 				p.giveBack(0, released...)
 				continue
@@ -445,6 +445,7 @@ func (p *Pool) localRetry(rec *record, err error) (time.Duration, bool) {
 // returns what the worker goes on with: nothing, or rec given back if the
 // stop has begun.
 func (p *Pool) retryLater(rec *record, delay time.Duration) *record {
+	rec.retryAt = p.cfg.clock.Now().Add(delay)
 	p.retryMu.Lock()
 	defer p.retryMu.Unlock()
 	if p.retriesClosed {
@@ -464,6 +465,13 @@ func (p *Pool) retryLater(rec *record, delay time.Duration) *record {
 		p.work <- rec // never blocks: rec holds one of the slots work has room for
 	})
 	return nil
+}
+
+// retryLeft is how long a record given back must stay away: what is left of
+// the delay its handler asked for (a retry in place the stop cut short), or
+// nothing.
+func (p *Pool) retryLeft(rec *record) time.Duration {
+	return max(rec.retryAt.Sub(p.cfg.clock.Now()), 0)
 }
 
 // takeRetries ends the local retries waiting for their backoff and returns
@@ -745,9 +753,15 @@ func (p *Pool) stop(ctx context.Context) error {
 			taking = false
 		}
 	}
-	unstarted = append(unstarted, p.takeRetries()...)
+	retrying := p.takeRetries()
 	unstarted = append(unstarted, p.disp.drainGroups()...)
 	p.giveBack(0, unstarted...)
+	// A retry in place comes back after the delay its handler asked for,
+	// as it would have without the stop; its group waits behind it in SQS.
+	for _, rec := range retrying {
+		p.giveBack(p.retryLeft(rec), rec)
+	}
+	unstarted = append(unstarted, retrying...)
 	p.deq.changes.Flush() // at once, not after a linger
 	close(p.work)
 	log.Info("sqspool: stopping", "queue", p.queue.url, "returned", len(unstarted), "running", p.running.Load())
