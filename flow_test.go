@@ -193,10 +193,12 @@ func TestAdaptiveLimitBoundsRunningHandlers(t *testing.T) {
 	s := newSeen()
 	var running, peak atomic.Int64
 	release := make(chan struct{})
+	started := make(chan struct{}, 12)
 	p := e.start(func(ctx context.Context, o *order) error {
 		n := running.Add(1)
 		for old := peak.Load(); n > old && !peak.CompareAndSwap(old, n); old = peak.Load() {
 		}
+		started <- struct{}{}
 		<-release
 		running.Add(-1)
 		return s.handler(ctx, o)
@@ -209,6 +211,11 @@ func TestAdaptiveLimitBoundsRunningHandlers(t *testing.T) {
 	p.readAhead.Store(10)
 	p.credits.release(10)
 	e.sendOrders(12)
+	// InFlight counts a message from its receive, before a worker picks it
+	// up: wait for the two handlers themselves to start.
+	for range 2 {
+		<-started
+	}
 	held := assert.Eventually(t, func() bool { return p.Stats().InFlight == 12 }, 10*time.Second, time.Millisecond)
 	assert.EqualValues(t, 2, running.Load(), "held beyond the limit, they wait for a worker")
 	close(release)
