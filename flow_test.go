@@ -76,6 +76,42 @@ func TestBreakerReopensWhenAProbeFails(t *testing.T) {
 	assert.EqualValues(t, 2, opens)
 }
 
+// movingClock moves its manual clock by step as a timer is armed: the clock
+// moving between a reading of Now and the timer made from it.
+type movingClock struct {
+	*clock.Manual
+	step time.Duration
+}
+
+func (c movingClock) NewTimer(d time.Duration) clock.Timer {
+	c.Advance(c.step)
+	return c.Manual.NewTimer(d)
+}
+
+// A poller that read the clock just before the cool-down ended arms its
+// timer after: it must not wait a whole cool-down more (on a manual clock
+// moved once, for ever).
+func TestBreakerCoolDownEndsAsTheClockMovesBeforeItsTimer(t *testing.T) {
+	clk := movingClock{clock.NewManual(time.Now()), 30 * time.Second}
+	b := newTestBreaker(clk, nil)
+	for range 4 {
+		b.record(errors.New("x"), 0)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	admitted := make(chan int, 1)
+	go func() {
+		n, _, _ := b.admit(ctx, 10)
+		admitted <- n
+	}()
+	select {
+	case n := <-admitted:
+		assert.Equal(t, 2, n, "half-open lets the probes through")
+	case <-time.After(10 * time.Second):
+		t.Fatal("admit waits on a timer armed after the cool-down ended")
+	}
+}
+
 func TestBreakerWindowForgetsOldOutcomes(t *testing.T) {
 	clk := clock.NewManual(time.Now())
 	b := newTestBreaker(clk, nil)
