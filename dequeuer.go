@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -217,7 +218,7 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 				d.deleted(rec.msg)
 			} else {
 				d.counters.deleteErrors.Add(1)
-				d.failed(rec, err)
+				d.failed(rec, err, false)
 			}
 			d.forget(rec)
 			return false
@@ -285,7 +286,7 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 			case err != nil:
 				// The message still comes back when its visibility timeout
 				// ends; only the timing is lost.
-				d.failed(c.rec, err)
+				d.failed(c.rec, err, noLongerInFlight(err))
 			}
 			return false
 		})
@@ -295,12 +296,34 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 	}
 }
 
-func (d *dequeuer) failed(rec *record, err error) {
-	if d.closing.Load() || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+// failed reports an entry SQS did not apply. moot says that nothing is left
+// undone by it (see noLongerInFlight): it is no unflushed work.
+func (d *dequeuer) failed(rec *record, err error, moot bool) {
+	if !moot && (d.closing.Load() || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		d.unflushed.Add(1)
 	}
 	d.log.Warn("sqspool: batch entry failed; the message will be delivered again", "message_id", rec.msg.ID, "error", err)
 	d.onError(rec.msg, err)
+}
+
+// noLongerInFlight reports whether SQS refused a visibility change because
+// the message is no longer in flight under the handle it was made with: it
+// is visible again or was received again (MessageNotInflight), or a newer
+// delivery was deleted (InvalidParameterValue: "Message does not exist").
+// A retry delay or give-back refused so has nothing left to do: the message
+// is back already, or done.
+func noLongerInFlight(err error) bool {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.EntryCode {
+	case "AWS.SimpleQueueService.MessageNotInflight", "MessageNotInflight":
+		return true
+	case "InvalidParameterValue":
+		return ae.Err != nil && strings.Contains(ae.Err.Error(), "Message does not exist")
+	}
+	return false
 }
 
 func successIDs[E any](es []E, id func(E) *string) []string {

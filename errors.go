@@ -62,7 +62,10 @@ type ShutdownError struct {
 	Abandoned int
 	// Unflushed is how many deletes or visibility changes the stop could not
 	// make: not sent, or refused or failed in the final flush. Those
-	// messages come back (a finished one runs again).
+	// messages come back (a finished one runs again). A visibility change
+	// refused because the message is no longer in flight under its handle
+	// (visible or received again, or deleted since) is not counted: it
+	// leaves nothing undone.
 	Unflushed int
 	Err       error
 }
