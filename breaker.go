@@ -141,14 +141,21 @@ func (b *breaker) admit(ctx context.Context, want int) (n int, probe uint64, err
 				return n, epoch, nil
 			}
 		}
-		wait := b.openedAt.Add(b.cfg.CoolDown).Sub(now)
+		coolAt := b.openedAt.Add(b.cfg.CoolDown)
 		changed := b.changed
 		b.mu.Unlock()
 		var timeout <-chan time.Time
 		var t clock.Timer
-		if wait > 0 {
+		if wait := coolAt.Sub(now); wait > 0 {
 			t = b.clock.NewTimer(wait)
 			timeout = t.C()
+			// The clock may have moved since now was read: a timer armed
+			// for the stale wait would then fire late, or on a manual
+			// clock that moved once, never.
+			if !b.clock.Now().Before(coolAt) {
+				t.Stop()
+				continue
+			}
 		}
 		select {
 		case <-changed:

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -221,7 +222,7 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 				d.deleted(rec.msg)
 			} else {
 				d.counters.deleteErrors.Add(1)
-				d.failed(rec, err, d.stopped.Load())
+				d.failed(rec, err, d.stopped.Load(), false)
 			}
 			d.forget(rec)
 			return false
@@ -289,7 +290,7 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 			case err != nil:
 				// The message still comes back when its visibility timeout
 				// ends; only the timing is lost.
-				d.failed(c.rec, err, false)
+				d.failed(c.rec, err, false, noLongerInFlight(err))
 			}
 			return false
 		})
@@ -299,15 +300,36 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 	}
 }
 
-// failed reports an entry that failed for good; lost says it is work the
-// stop leaves undone whenever it happened (a finished message's delete once
-// the stop has begun: Shutdown's error must count it, see ShutdownError).
-func (d *dequeuer) failed(rec *record, err error, lost bool) {
-	if lost || d.closing.Load() || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+// failed reports an entry SQS did not apply. lost says it is work the stop
+// leaves undone whenever it happened (a finished message's delete once the
+// stop has begun: Shutdown's error must count it, see ShutdownError); moot
+// says that nothing is left undone by it (see noLongerInFlight).
+func (d *dequeuer) failed(rec *record, err error, lost, moot bool) {
+	if !moot && (lost || d.closing.Load() || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		d.unflushed.Add(1)
 	}
 	d.log.Warn("sqspool: batch entry failed; the message will be delivered again", "message_id", rec.msg.ID, "error", err)
 	d.onError(rec.msg, err)
+}
+
+// noLongerInFlight reports whether SQS refused a visibility change because
+// the message is no longer in flight under the handle it was made with: it
+// is visible again or was received again (MessageNotInflight), or a newer
+// delivery was deleted (InvalidParameterValue: "Message does not exist").
+// A retry delay or give-back refused so has nothing left to do: the message
+// is back already, or done.
+func noLongerInFlight(err error) bool {
+	var ae *APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.EntryCode {
+	case "AWS.SimpleQueueService.MessageNotInflight", "MessageNotInflight":
+		return true
+	case "InvalidParameterValue":
+		return ae.Err != nil && strings.Contains(ae.Err.Error(), "Message does not exist")
+	}
+	return false
 }
 
 func successIDs[E any](es []E, id func(E) *string) []string {

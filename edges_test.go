@@ -278,6 +278,35 @@ func TestShutdownReportsADeleteThatFailedWhileHandlersFinished(t *testing.T) {
 	assert.Equal(t, 1, inFlight)
 }
 
+// A retry delay that reaches SQS only in the final flush, after the message
+// came back, was received again and succeeded, is refused (the message is
+// not in flight under the old handle, or is deleted): nothing is left
+// undone, and the stop reports success.
+func TestShutdownDoesNotCountAMootRetryDelayAsUnflushed(t *testing.T) {
+	e := newEnv(t, nil) // visibility 30 s
+	e.sendOrders(1)
+	client := &heldExtension{Fake: e.fake, timeout: 2, held: make(chan struct{}), release: make(chan struct{})}
+	s := newSeen()
+	var calls atomic.Int32
+	p, err := StartPool(context.Background(), &Consumer{Client: client, Queue: e.queue}, func(ctx context.Context, o *order) error {
+		if calls.Add(1) == 1 {
+			return errors.New("once") // retry in 2 s: the change is held
+		}
+		return s.handler(ctx, o)
+	}, e.opts()...)
+	require.NoError(t, err)
+	<-client.held
+	e.clk.Advance(31 * time.Second) // the message's visibility timeout lapses
+	s.wait(t, 1)
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.Shutdown(context.Background()) }()
+	require.Eventually(t, p.deq.closing.Load, 10*time.Second, time.Millisecond, "the final flush begins")
+	close(client.release)
+	require.NoError(t, <-stopped)
+	fs := e.fake.Stats(e.queue)
+	assert.Zero(t, fs.Visible+fs.InFlight, "the second delivery's delete went through")
+}
+
 // Suspicion: a handler that finishes just before the shutdown deadline still
 // has its delete flushed, within the flush timeout.
 func TestDeleteOfAHandlerFinishingAtTheDeadlineGetsFlushTime(t *testing.T) {

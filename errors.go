@@ -67,7 +67,9 @@ type ShutdownError struct {
 	// refused or failed in the final flush. Those messages come back (a
 	// finished one runs again). A delete that failed before the stop is not
 	// counted here: the ErrorHook had it when it happened, and
-	// Stats.DeleteErrors counts it.
+	// Stats.DeleteErrors counts it. A visibility change refused because the
+	// message is no longer in flight under its handle (visible or received
+	// again, or deleted since) is not counted: it leaves nothing undone.
 	Unflushed int
 	Err       error
 }

@@ -76,6 +76,42 @@ func TestBreakerReopensWhenAProbeFails(t *testing.T) {
 	assert.EqualValues(t, 2, opens)
 }
 
+// movingClock moves its manual clock by step as a timer is armed: the clock
+// moving between a reading of Now and the timer made from it.
+type movingClock struct {
+	*clock.Manual
+	step time.Duration
+}
+
+func (c movingClock) NewTimer(d time.Duration) clock.Timer {
+	c.Advance(c.step)
+	return c.Manual.NewTimer(d)
+}
+
+// A poller that read the clock just before the cool-down ended arms its
+// timer after: it must not wait a whole cool-down more (on a manual clock
+// moved once, for ever).
+func TestBreakerCoolDownEndsAsTheClockMovesBeforeItsTimer(t *testing.T) {
+	clk := movingClock{clock.NewManual(time.Now()), 30 * time.Second}
+	b := newTestBreaker(clk, nil)
+	for range 4 {
+		b.record(errors.New("x"), 0)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	admitted := make(chan int, 1)
+	go func() {
+		n, _, _ := b.admit(ctx, 10)
+		admitted <- n
+	}()
+	select {
+	case n := <-admitted:
+		assert.Equal(t, 2, n, "half-open lets the probes through")
+	case <-time.After(10 * time.Second):
+		t.Fatal("admit waits on a timer armed after the cool-down ended")
+	}
+}
+
 func TestBreakerWindowForgetsOldOutcomes(t *testing.T) {
 	clk := clock.NewManual(time.Now())
 	b := newTestBreaker(clk, nil)
@@ -193,10 +229,12 @@ func TestAdaptiveLimitBoundsRunningHandlers(t *testing.T) {
 	s := newSeen()
 	var running, peak atomic.Int64
 	release := make(chan struct{})
+	started := make(chan struct{}, 12)
 	p := e.start(func(ctx context.Context, o *order) error {
 		n := running.Add(1)
 		for old := peak.Load(); n > old && !peak.CompareAndSwap(old, n); old = peak.Load() {
 		}
+		started <- struct{}{}
 		<-release
 		running.Add(-1)
 		return s.handler(ctx, o)
@@ -209,6 +247,11 @@ func TestAdaptiveLimitBoundsRunningHandlers(t *testing.T) {
 	p.readAhead.Store(10)
 	p.credits.release(10)
 	e.sendOrders(12)
+	// InFlight counts a message from its receive, before a worker picks it
+	// up: wait for the two handlers themselves to start.
+	for range 2 {
+		<-started
+	}
 	held := assert.Eventually(t, func() bool { return p.Stats().InFlight == 12 }, 10*time.Second, time.Millisecond)
 	assert.EqualValues(t, 2, running.Load(), "held beyond the limit, they wait for a worker")
 	close(release)
