@@ -61,15 +61,8 @@ func TestBreakerOpensOnFailureRatioAndProbesAfterCoolDown(t *testing.T) {
 }
 
 func TestBreakerReopensWhenAProbeFails(t *testing.T) {
-	clk := clock.NewManual(time.Now())
-	b := newTestBreaker(clk, nil)
-	for range 4 {
-		b.record(errors.New("x"), 0)
-	}
-	clk.Advance(30 * time.Second)
-	n, probe, err := b.admit(context.Background(), 10)
-	require.NoError(t, err)
-	b.unadmit(probe, n-1) // the receive brought one message
+	b, _, probe := halfOpenBreaker(t) // both probes admitted
+	b.unadmit(probe, 1)               // the receive brought one message
 	b.record(errors.New("still down"), probe)
 	state, opens := b.snapshot()
 	assert.Equal(t, BreakerOpen, state)

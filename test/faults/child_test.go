@@ -358,6 +358,15 @@ func scanTable(t *testing.T, ddb *dynamodb.Client, table string) []map[string]dd
 	}
 }
 
+// proxiedEnv is the environment that points a child consumer at the
+// emulators through whole-request proxies (see wholeRequestProxy).
+func proxiedEnv(t *testing.T) []string {
+	return []string{
+		"AWS_ENDPOINT_URL_SQS=" + wholeRequestProxy(t, os.Getenv("AWS_ENDPOINT_URL_SQS")),
+		"AWS_ENDPOINT_URL_DYNAMODB=" + wholeRequestProxy(t, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")),
+	}
+}
+
 // wholeRequestProxy serves a reverse proxy to target that forwards a
 // request only once it has read all of it, and then sees it through to the
 // end whatever happens to the client. A client SIGKILLed mid-request thus

@@ -98,10 +98,7 @@ func TestCrashEmulator(t *testing.T) {
 	logPath := filepath.Join(t.TempDir(), "events.log")
 	// The children reach the emulators through proxies that pass whole
 	// requests only (see wholeRequestProxy).
-	env := []string{
-		"AWS_ENDPOINT_URL_SQS=" + wholeRequestProxy(t, os.Getenv("AWS_ENDPOINT_URL_SQS")),
-		"AWS_ENDPOINT_URL_DYNAMODB=" + wholeRequestProxy(t, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")),
-	}
+	env := proxiedEnv(t)
 	args := []string{"-queue", q, "-log", logPath, "-workers", "16", "-wait", "1s",
 		"-table", results, "-idem-table", idem, "-lease", "1500ms", "-backoff", "500ms"}
 

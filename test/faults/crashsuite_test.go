@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -71,10 +70,7 @@ func crashSuite(t *testing.T, maxReceiveCount, n, kills int) {
 	b := &backend{client: client}
 	jobs := crashJobs(n)
 	logPath := filepath.Join(t.TempDir(), "events.log")
-	env := []string{
-		"AWS_ENDPOINT_URL_SQS=" + wholeRequestProxy(t, os.Getenv("AWS_ENDPOINT_URL_SQS")),
-		"AWS_ENDPOINT_URL_DYNAMODB=" + wholeRequestProxy(t, os.Getenv("AWS_ENDPOINT_URL_DYNAMODB")),
-	}
+	env := proxiedEnv(t)
 	args := []string{"-queue", q, "-log", logPath, "-workers", "16", "-wait", "5s",
 		"-table", results, "-idem-table", idem, "-lease", "4s", "-backoff", "500ms"}
 
