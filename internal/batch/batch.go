@@ -40,6 +40,13 @@ type Options struct {
 	MaxInFlight int
 	// Clock drives the linger timer (default clock.Real).
 	Clock clock.Clock
+	// TargetItems, if positive, lets Nudge cut a partial batch before its
+	// linger ends while the batches keep TargetItems items on average: every
+	// cut adds its size minus TargetItems to a budget (kept within 0 and
+	// MaxItems), and an early cut may not take the budget below zero. So
+	// full batches pay for the early ones, and at low load (no full
+	// batches) partial batches still wait their linger.
+	TargetItems float64
 }
 
 // Batcher batches items of type T. Create it with New.
@@ -57,7 +64,8 @@ type Batcher[T any] struct {
 	ready        [][]T
 	inFlight     int
 	timer        clock.Timer
-	timerGen     uint64 // tells a stale linger callback from the armed one
+	timerGen     uint64  // tells a stale linger callback from the armed one
+	budget       float64 // items above TargetItems that past cuts saved up
 	closed       bool
 	idle         chan struct{} // closed once closed and nothing is left to do
 	wg           sync.WaitGroup
@@ -120,6 +128,21 @@ func (b *Batcher[T]) Add(item T) error {
 func (b *Batcher[T]) Flush() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.cutLocked()
+	b.dispatchLocked()
+}
+
+// Nudge tells the batcher that no item is coming soon (every caller it
+// serves is waiting on it): the pending partial batch leaves now, without
+// waiting out its linger, if a flush slot is free and the budget of
+// Options.TargetItems allows it. Without TargetItems it does nothing.
+func (b *Batcher[T]) Nudge() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.opts.TargetItems <= 0 || len(b.pending) == 0 || len(b.ready) > 0 || b.inFlight >= b.opts.MaxInFlight ||
+		b.budget+float64(len(b.pending))-b.opts.TargetItems < 0 {
+		return
+	}
 	b.cutLocked()
 	b.dispatchLocked()
 }
@@ -197,6 +220,9 @@ func (b *Batcher[T]) cutLocked() {
 	}
 	if len(b.pending) == 0 {
 		return
+	}
+	if b.opts.TargetItems > 0 {
+		b.budget = min(max(b.budget+float64(len(b.pending))-b.opts.TargetItems, 0), float64(b.opts.MaxItems))
 	}
 	b.ready = append(b.ready, b.pending)
 	b.pending = nil

@@ -8,8 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -73,6 +73,10 @@ func crashSuite(t *testing.T, maxReceiveCount, n, kills int) {
 	logPath := filepath.Join(t.TempDir(), "events.log")
 	args := []string{"-queue", q, "-log", logPath, "-workers", "16", "-wait", "5s",
 		"-table", results, "-idem-table", idem, "-lease", "4s", "-backoff", "500ms"}
+	if os.Getenv("SQSPOOL_CRASH_DEFECT") == "inprogress-now" {
+		// The defect the oracle must catch (run by hand: the suite fails).
+		args = append(args, "-inprogress-now")
+	}
 	// Each child reaches SQS through a proxy of its own that records the
 	// receives, and DynamoDB through a shared one.
 	rec := newReceiptRecorder()

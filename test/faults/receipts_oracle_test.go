@@ -42,7 +42,7 @@ func TestExplainDLQ(t *testing.T) {
 		{name: "a success whose delete died with its process", receipts: cut, killed: killed,
 			log: append([]string{"2 OK m"}, cutLog...)},
 		{name: "ErrInProgress spent a receive", receipts: cut, killed: killed,
-			log: append([]string{"2 E m retry after 1.2s: sink: idempotency key in progress"}, cutLog...),
+			log:  append([]string{"2 E m retry after 1.2s: sink: idempotency key in progress"}, cutLog...),
 			want: "ErrInProgress"},
 		{name: "ErrInProgress in a process that was killed later", receipts: append(cut[:2:2], receipt{"1", "m", 7}), killed: killed,
 			log:  []string{"1 E m failing attempt 1 of 1", "1 E m sink: idempotency key in progress"},
