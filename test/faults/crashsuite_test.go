@@ -74,8 +74,11 @@ func crashSuite(t *testing.T, maxReceiveCount, n, kills int) {
 	args := []string{"-queue", q, "-log", logPath, "-workers", "16", "-wait", "5s",
 		"-table", results, "-idem-table", idem, "-lease", "4s", "-backoff", "500ms"}
 	if os.Getenv("SQSPOOL_CRASH_DEFECT") == "inprogress-now" {
-		// The defect the oracle must catch (run by hand: the suite fails).
-		args = append(args, "-inprogress-now")
+		// The defect the oracle must catch (run by hand: the suite fails):
+		// a lease longer than the visibility, so that redeliveries after a
+		// kill meet INPROGRESS records, and ErrInProgress retried after the
+		// backoff, so that each retry spends a receive.
+		args = append(args, "-inprogress-now", "-lease", "12s")
 	}
 	// Each child reaches SQS through a proxy of its own that records the
 	// receives, and DynamoDB through a shared one.
