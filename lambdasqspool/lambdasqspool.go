@@ -1,0 +1,154 @@
+package lambdasqspool
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/sqspool/sqspool"
+	"github.com/sqspool/sqspool/internal/share"
+)
+
+// Client is the SQS call the adapter makes: *sqs.Client implements it.
+type Client interface {
+	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, optFns ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
+}
+
+// Handler is a Lambda handler for an SQS event source mapping with
+// ReportBatchItemFailures: lambda.Start takes it.
+type Handler func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error)
+
+// New turns h, the handler a sqspool pool runs, into a Lambda SQS handler.
+// Each record goes through the pool's steps, and the response lists in
+// BatchItemFailures the records that must come back; the event source
+// mapping deletes the others.
+//
+// opts are the pool's options; those about a single message apply:
+// WithDecoder, WithSNSEnvelope, WithDecodeFailure, WithErrorHook,
+// WithLogger, WithObserver and WithClock. The others concern receiving,
+// deleting and concurrency, which the event source mapping does, and are
+// ignored. New returns an error when WithDecoder's type is not a
+// Decoder[T].
+//
+// client makes RetryAfter's delay: the record's visibility timeout is set
+// to it before the record is reported as failed. With a nil client, or if
+// the call fails (the error hook hears of it), the record comes back after
+// the queue's visibility timeout, as every other failure does.
+func New[T any](h sqspool.Handler[T], client Client, opts ...sqspool.Option) (Handler, error) {
+	if h == nil {
+		return nil, fmt.Errorf("lambdasqspool: New needs a handler")
+	}
+	s := share.Configure(opts)
+	decode := sqspool.Decoder[T](func(body string, v *T) error { return s.DefaultDecode(body, v) })
+	if s.Decoder != nil {
+		d, ok := s.Decoder.(sqspool.Decoder[T])
+		if !ok {
+			return nil, fmt.Errorf("lambdasqspool: WithDecoder got %T, the handler needs a Decoder[%T]", s.Decoder, *new(T))
+		}
+		decode = d
+	}
+	run := func(ctx context.Context, rec *events.SQSMessage) share.Outcome {
+		v := new(T)
+		d := share.Delivery{
+			Message:  message(rec),
+			QueueURL: queueURL(rec.EventSourceARN),
+			Decode:   func(body string) error { return decode(body, v) },
+			Handle:   func(ctx context.Context) error { return h(ctx, v) },
+		}
+		if client != nil {
+			d.SetVisibility = func(ctx context.Context, delay time.Duration) error {
+				_, err := client.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+					QueueUrl:          aws.String(d.QueueURL),
+					ReceiptHandle:     aws.String(rec.ReceiptHandle),
+					VisibilityTimeout: visibilitySeconds(delay),
+				})
+				return err
+			}
+		}
+		return s.Process(ctx, d)
+	}
+	return func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+		return handleEvent(ctx, ev, run), nil
+	}, nil
+}
+
+// handleEvent runs the records one after another, in the event's order.
+// On a FIFO queue the first failure ends the invocation: that record and
+// every later one are reported, so that none of a group's later messages
+// is done before an earlier one (SQS gives them back in order). Records
+// not yet started when ctx ends are reported without running.
+func handleEvent(ctx context.Context, ev events.SQSEvent, run func(context.Context, *events.SQSMessage) share.Outcome) events.SQSEventResponse {
+	resp := events.SQSEventResponse{BatchItemFailures: []events.SQSBatchItemFailure{}}
+	for i := range ev.Records {
+		rec := &ev.Records[i]
+		if ctx.Err() == nil && run(ctx, rec).Done {
+			continue
+		}
+		if !isFIFO(rec.EventSourceARN) && ctx.Err() == nil {
+			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: rec.MessageId})
+			continue
+		}
+		for _, later := range ev.Records[i:] {
+			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: later.MessageId})
+		}
+		break
+	}
+	return resp
+}
+
+// maxVisibility is SQS's cap on a visibility timeout.
+const maxVisibility = 12 * time.Hour
+
+// visibilitySeconds is delay in whole seconds, rounded up so that a message
+// never comes back before the delay asked for, and capped as SQS caps it.
+func visibilitySeconds(delay time.Duration) int32 {
+	return int32((min(delay, maxVisibility) + time.Second - 1) / time.Second)
+}
+
+func isFIFO(arn string) bool { return strings.HasSuffix(arn, ".fifo") }
+
+// queueURL is the URL of the queue an SQS ARN names
+// (arn:partition:sqs:region:account:name).
+func queueURL(arn string) string {
+	parts := strings.SplitN(arn, ":", 6)
+	if len(parts) != 6 || parts[2] != "sqs" {
+		return arn
+	}
+	domain := "amazonaws.com"
+	if parts[1] == "aws-cn" {
+		domain = "amazonaws.com.cn"
+	}
+	return "https://sqs." + parts[3] + "." + domain + "/" + parts[4] + "/" + parts[5]
+}
+
+// message is rec as ReceiveMessage returns it, which is what the pool's
+// steps read.
+func message(rec *events.SQSMessage) types.Message {
+	m := types.Message{
+		MessageId:              aws.String(rec.MessageId),
+		ReceiptHandle:          aws.String(rec.ReceiptHandle),
+		Body:                   aws.String(rec.Body),
+		MD5OfBody:              aws.String(rec.Md5OfBody),
+		MD5OfMessageAttributes: aws.String(rec.Md5OfMessageAttributes),
+		Attributes:             rec.Attributes,
+	}
+	if len(rec.MessageAttributes) > 0 {
+		m.MessageAttributes = make(map[string]types.MessageAttributeValue, len(rec.MessageAttributes))
+		for k, a := range rec.MessageAttributes {
+			m.MessageAttributes[k] = types.MessageAttributeValue{
+				DataType:         aws.String(a.DataType),
+				StringValue:      a.StringValue,
+				BinaryValue:      a.BinaryValue,
+				StringListValues: a.StringListValues,
+				BinaryListValues: a.BinaryListValues,
+			}
+		}
+	}
+	return m
+}
