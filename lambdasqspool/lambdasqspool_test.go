@@ -296,7 +296,7 @@ func TestObserverContinuesTheRecordsTraceInTheHandlersContext(t *testing.T) {
 
 	want := []string{
 		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-		"Root=1-692c0b38-fedcba9876543210fedcba98;Parent=7654321076543210;Sampled=0",
+		"Root=1-692c0b38-fedcba9876543210fedcba98;Parent=7654321076543210;Sampled=1",
 	}
 	assert.Equal(t, want, obs.started)
 	assert.Equal(t, want, seen)
