@@ -60,15 +60,18 @@ func protect(f func() error) (err error) {
 }
 
 // configureShared is share.Configure: opts is a []Option.
-func configureShared(opts any) share.Settings {
+func configureShared(opts any) (share.Settings, error) {
 	cfg := defaultConfig()
 	for _, o := range opts.([]Option) {
 		o(&cfg)
 	}
+	if err := cfg.validate(); err != nil {
+		return share.Settings{}, err
+	}
 	if cfg.observer != nil {
 		cfg.observer = guardedObserver{o: cfg.observer, log: cfg.logger}
 	}
-	return share.Settings{Decoder: cfg.decoder, DefaultDecode: decodeDefault, Process: cfg.process}
+	return share.Settings{Decoder: cfg.decoder, DefaultDecode: decodeDefault, Workers: cfg.workers, Process: cfg.process}, nil
 }
 
 // process is one delivery through the pool's steps, outside a pool: no

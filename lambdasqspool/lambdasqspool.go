@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
@@ -29,12 +31,13 @@ type Handler func(ctx context.Context, ev events.SQSEvent) (events.SQSEventRespo
 // BatchItemFailures the records that must come back; the event source
 // mapping deletes the others.
 //
-// opts are the pool's options; those about a single message apply:
-// WithDecoder, WithSNSEnvelope, WithDecodeFailure, WithErrorHook,
-// WithLogger, WithObserver and WithClock. The others concern receiving,
-// deleting and concurrency, which the event source mapping does, and are
-// ignored. New returns an error when WithDecoder's type is not a
-// Decoder[T].
+// opts are the pool's options. These apply: WithDecoder, WithSNSEnvelope,
+// WithDecodeFailure, WithErrorHook, WithLogger, WithObserver, WithClock,
+// and WithWorkers (default 10), how many records of a standard queue's
+// event run at once. The others concern receiving and deleting, which the
+// event source mapping does, and are ignored. New returns the error
+// StartPool would for invalid options, and one when WithDecoder's type is
+// not a Decoder[T].
 //
 // client makes RetryAfter's delay: the record's visibility timeout is set
 // to it before the record is reported as failed. With a nil client, or if
@@ -44,7 +47,10 @@ func New[T any](h sqspool.Handler[T], client Client, opts ...sqspool.Option) (Ha
 	if h == nil {
 		return nil, fmt.Errorf("lambdasqspool: New needs a handler")
 	}
-	s := share.Configure(opts)
+	s, err := share.Configure(opts)
+	if err != nil {
+		return nil, fmt.Errorf("lambdasqspool: %w", err)
+	}
 	decode := sqspool.Decoder[T](func(body string, v *T) error { return s.DefaultDecode(body, v) })
 	if s.Decoder != nil {
 		d, ok := s.Decoder.(sqspool.Decoder[T])
@@ -74,32 +80,54 @@ func New[T any](h sqspool.Handler[T], client Client, opts ...sqspool.Option) (Ha
 		return s.Process(ctx, d)
 	}
 	return func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
-		return handleEvent(ctx, ev, run), nil
+		return handleEvent(ctx, ev, s.Workers, run), nil
 	}, nil
 }
 
-// handleEvent runs the records one after another, in the event's order.
-// On a FIFO queue the first failure ends the invocation: that record and
-// every later one are reported, so that none of a group's later messages
-// is done before an earlier one (SQS gives them back in order). Records
-// not yet started when ctx ends are reported without running.
-func handleEvent(ctx context.Context, ev events.SQSEvent, run func(context.Context, *events.SQSMessage) share.Outcome) events.SQSEventResponse {
+// handleEvent runs the records of ev and lists those to retry. On a
+// standard queue up to workers records run at once. On a FIFO queue they
+// run one after another, in the event's order, and the first failure ends
+// the invocation: that record and every later one are reported, so that no
+// later message of a group is done before an earlier one (SQS gives them
+// back in order). Records not yet started when ctx ends are reported
+// without running.
+func handleEvent(ctx context.Context, ev events.SQSEvent, workers int, run func(context.Context, *events.SQSMessage) share.Outcome) events.SQSEventResponse {
+	recs := ev.Records
+	done := make([]bool, len(recs)) // done[i]: record i may be deleted
+	if len(recs) > 0 && isFIFO(recs[0].EventSourceARN) {
+		for i := range recs {
+			if ctx.Err() != nil || !run(ctx, &recs[i]).Done {
+				break
+			}
+			done[i] = true
+		}
+	} else {
+		runAll(ctx, recs, done, workers, run)
+	}
 	resp := events.SQSEventResponse{BatchItemFailures: []events.SQSBatchItemFailure{}}
-	for i := range ev.Records {
-		rec := &ev.Records[i]
-		if ctx.Err() == nil && run(ctx, rec).Done {
-			continue
+	for i := range recs {
+		if !done[i] {
+			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: recs[i].MessageId})
 		}
-		if !isFIFO(rec.EventSourceARN) && ctx.Err() == nil {
-			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: rec.MessageId})
-			continue
-		}
-		for _, later := range ev.Records[i:] {
-			resp.BatchItemFailures = append(resp.BatchItemFailures, events.SQSBatchItemFailure{ItemIdentifier: later.MessageId})
-		}
-		break
 	}
 	return resp
+}
+
+// runAll runs every record, up to workers at once, on goroutines it waits
+// for, and sets done[i] for each record done with.
+func runAll(ctx context.Context, recs []events.SQSMessage, done []bool, workers int, run func(context.Context, *events.SQSMessage) share.Outcome) {
+	var next atomic.Int64
+	take := func() {
+		for i := int(next.Add(1) - 1); i < len(recs) && ctx.Err() == nil; i = int(next.Add(1) - 1) {
+			done[i] = run(ctx, &recs[i]).Done // each index is taken once
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(workers, len(recs)) - 1 {
+		wg.Go(take)
+	}
+	take() // this goroutine is a worker too: one record needs no goroutine
+	wg.Wait()
 }
 
 // maxVisibility is SQS's cap on a visibility timeout.
@@ -127,16 +155,13 @@ func queueURL(arn string) string {
 	return "https://sqs." + parts[3] + "." + domain + "/" + parts[4] + "/" + parts[5]
 }
 
-// message is rec as ReceiveMessage returns it, which is what the pool's
-// steps read.
+// message is rec as ReceiveMessage returns it, as far as the pool's steps
+// read it (which is not the receipt handle), pointing into rec.
 func message(rec *events.SQSMessage) types.Message {
 	m := types.Message{
-		MessageId:              aws.String(rec.MessageId),
-		ReceiptHandle:          aws.String(rec.ReceiptHandle),
-		Body:                   aws.String(rec.Body),
-		MD5OfBody:              aws.String(rec.Md5OfBody),
-		MD5OfMessageAttributes: aws.String(rec.Md5OfMessageAttributes),
-		Attributes:             rec.Attributes,
+		MessageId:  &rec.MessageId,
+		Body:       &rec.Body,
+		Attributes: rec.Attributes,
 	}
 	if len(rec.MessageAttributes) > 0 {
 		m.MessageAttributes = make(map[string]types.MessageAttributeValue, len(rec.MessageAttributes))

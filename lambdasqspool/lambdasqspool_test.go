@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-lambda-go/lambda"
@@ -69,6 +71,17 @@ func (r *recorder) handle(ctx context.Context, o *order) error {
 		panic("handler bug on " + o.ID)
 	}
 	return nil
+}
+
+func (r *recorder) run(orderID string) run {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, x := range r.runs {
+		if x.OrderID == orderID {
+			return x
+		}
+	}
+	return run{}
 }
 
 func (r *recorder) orders() []string {
@@ -142,9 +155,9 @@ func TestStandardQueueReportsTheRecordsToRetry(t *testing.T) {
 		{"itemIdentifier":"e7f8a9b0-c1d2-4e3f-9a4b-5c6d7e8f9a0b"},
 		{"itemIdentifier":"f0a1b2c3-d4e5-4f6a-8b7c-9d0e1f2a3b4c"}]}`, got)
 	// Malformed bodies never reach the handler.
-	assert.Equal(t, []string{"o-1", "o-2", "o-4", "o-5", "o-6", "o-8"}, rec.orders())
+	assert.ElementsMatch(t, []string{"o-1", "o-2", "o-4", "o-5", "o-6", "o-8"}, rec.orders())
 
-	first, last := rec.runs[0], rec.runs[5]
+	first, last := rec.run("o-1"), rec.run("o-8")
 	assert.Equal(t, "059f36b4-87a3-44ab-83d2-661975830a7d", first.MessageID)
 	assert.Equal(t, "https://sqs.us-east-1.amazonaws.com/123456789012/orders", first.QueueURL)
 	assert.Equal(t, 1, first.ReceiveCount)
@@ -280,9 +293,12 @@ func (o *tracingObserver) Start(ctx context.Context, m *sqspool.Message) (contex
 
 func TestObserverContinuesTheRecordsTraceInTheHandlersContext(t *testing.T) {
 	obs := &tracingObserver{}
+	var mu sync.Mutex
 	var seen []string
 	h, err := lambdasqspool.New(func(ctx context.Context, o *order) error {
 		parent, _ := ctx.Value(traceKey{}).(string)
+		mu.Lock()
+		defer mu.Unlock()
 		seen = append(seen, parent)
 		if o.ID == "t-2" {
 			return errors.New("failed under its span")
@@ -298,8 +314,8 @@ func TestObserverContinuesTheRecordsTraceInTheHandlersContext(t *testing.T) {
 		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		"Root=1-692c0b38-fedcba9876543210fedcba98;Parent=7654321076543210;Sampled=1",
 	}
-	assert.Equal(t, want, obs.started)
-	assert.Equal(t, want, seen)
+	assert.ElementsMatch(t, want, obs.started)
+	assert.ElementsMatch(t, want, seen)
 	assert.NoError(t, obs.ended["5e4d3c2b-1a09-4f8e-8d7c-6b5a49382716"])
 	assert.EqualError(t, obs.ended["6f5e4d3c-2b1a-4098-9e8d-7c6b5a493827"], "failed under its span")
 }
@@ -327,12 +343,13 @@ func TestRecordsLeftWhenTheInvocationEndsAreReportedUnrun(t *testing.T) {
 			cancel() // the invocation's deadline passes while o-2 runs
 		}
 		return rec.handle(hctx, &order{ID: o.ID})
-	}, nil, sqspool.WithSNSEnvelope(), quiet)
+	}, nil, sqspool.WithSNSEnvelope(), sqspool.WithWorkers(1), quiet)
 	require.NoError(t, err)
 
 	got := invoke(t, ctx, h, "standard-sns.json")
 
-	// o-2 succeeded; everything after it is reported without running.
+	// One at a time: o-2 succeeded; everything after it is reported
+	// without running.
 	assert.JSONEq(t, `{"batchItemFailures":[
 		{"itemIdentifier":"8b6e1f3a-0c2d-4e5f-9a7b-1c3d5e7f9a2b"},
 		{"itemIdentifier":"c4d5e6f7-a8b9-4c0d-8e1f-2a3b4c5d6e7f"},
@@ -349,6 +366,8 @@ func TestWithDecoderMustMatchTheHandlersType(t *testing.T) {
 	assert.ErrorContains(t, err, "Decoder[lambdasqspool_test.order]")
 	_, err = lambdasqspool.New[order](nil, nil)
 	assert.Error(t, err)
+	_, err = lambdasqspool.New(func(context.Context, *order) error { return nil }, nil, sqspool.WithWorkers(0))
+	assert.ErrorContains(t, err, "workers must be at least 1")
 }
 
 func TestRawBodiesForStringHandlers(t *testing.T) {
@@ -356,8 +375,60 @@ func TestRawBodiesForStringHandlers(t *testing.T) {
 	h, err := lambdasqspool.New(func(_ context.Context, s *string) error {
 		bodies = append(bodies, *s)
 		return nil
-	}, nil, quiet)
+	}, nil, sqspool.WithWorkers(1), quiet)
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"batchItemFailures":[]}`, invoke(t, context.Background(), h, "standard-traced.json"))
 	assert.Equal(t, []string{`{"id": "t-1", "action": "ok"}`, `{"id": "t-2", "action": "ok"}`}, bodies)
+}
+
+// A standard queue's records run up to WithWorkers at once, and no more:
+// the first three handlers block, and once every goroutine of the
+// invocation is blocked (synctest.Wait) exactly three are running; a
+// fourth worker would have run the other records meanwhile.
+func TestStandardRecordsRunUpToWorkersAtOnce(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const workers = 3
+		var running, most, arrivals atomic.Int64
+		release := make(chan struct{})
+		var rec recorder
+		h, err := lambdasqspool.New(func(ctx context.Context, o *order) error {
+			n := running.Add(1)
+			defer running.Add(-1)
+			for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+			}
+			if arrivals.Add(1) <= workers {
+				<-release
+			}
+			return rec.handle(ctx, o)
+		}, nil, sqspool.WithSNSEnvelope(), sqspool.WithWorkers(workers), quiet)
+		require.NoError(t, err)
+
+		finished := make(chan string)
+		go func() { finished <- invoke(t, context.Background(), h, "standard-sns.json") }()
+		synctest.Wait()
+		assert.Equal(t, int64(workers), running.Load(), "handlers running while the first ones wait")
+		assert.Equal(t, int64(workers), most.Load(), "most handlers running at once")
+		close(release)
+		got := <-finished
+
+		assert.Len(t, rec.orders(), 6)
+		assert.Contains(t, got, "2e1424d4-f796-459a-8184-9c92662be6da")
+	})
+}
+
+// A FIFO queue's records run one at a time, in order, whatever WithWorkers.
+func TestFIFORecordsRunOneAtATimeInOrder(t *testing.T) {
+	var running atomic.Int64
+	var rec recorder
+	h, err := lambdasqspool.New(func(ctx context.Context, o *order) error {
+		if running.Add(1) > 1 {
+			t.Errorf("%s runs beside another record of the FIFO queue", o.ID)
+		}
+		defer running.Add(-1)
+		return rec.handle(ctx, &order{ID: o.ID})
+	}, nil, sqspool.WithSNSEnvelope(), sqspool.WithWorkers(8), quiet)
+	require.NoError(t, err)
+
+	assert.JSONEq(t, `{"batchItemFailures":[]}`, invoke(t, context.Background(), h, "fifo-sns.json"))
+	assert.Equal(t, []string{"f-1", "f-2", "f-3", "f-4"}, rec.orders())
 }

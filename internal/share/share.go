@@ -13,9 +13,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 )
 
-// Configure applies sqspool options (a []sqspool.Option) as StartPool does.
-// Set by package sqspool.
-var Configure func(opts any) Settings
+// Configure applies sqspool options (a []sqspool.Option) and checks them as
+// StartPool does. Set by package sqspool.
+var Configure func(opts any) (Settings, error)
 
 // Settings is what the options say about handling one message.
 type Settings struct {
@@ -24,7 +24,9 @@ type Settings struct {
 	// DefaultDecode is the decoder a pool uses when WithDecoder is not set:
 	// the raw body for *string and *[]byte, JSON for any other v.
 	DefaultDecode func(body string, v any) error
-	// Process runs the pool's steps on one delivery of queueURL.
+	// Workers is how many handlers may run at once (WithWorkers).
+	Workers int
+	// Process runs the pool's steps on one delivery.
 	Process func(ctx context.Context, d Delivery) Outcome
 }
 
