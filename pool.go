@@ -327,7 +327,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	rec.ctx.deadline = time.Now().Add(rec.beginAttempt().Sub(p.cfg.clock.Now()))
 	ctx := context.Context(&rec.ctx)
 	v := new(T)
-	err := p.cfg.decodeBody(m, func(body string) error { return decode(body, v) })
+	err := p.cfg.decodeBody(m, func(body string) error { return callDecoder(decode, body, v) })
 	if err != nil {
 		// The message's fate is settled before the hook hears of it, so that
 		// its next delivery is never mistaken for a duplicate of this one.
@@ -483,6 +483,12 @@ func (p *Pool) finish(rec *record) {
 // callHandler runs h, turning a panic into a *PanicError.
 func callHandler[T any](ctx context.Context, h Handler[T], v *T) error {
 	return protect(func() error { return h(ctx, v) })
+}
+
+// callDecoder runs decode, turning a panic into a *PanicError: a decoder
+// that panics on a body has rejected it, and the decode policy applies.
+func callDecoder[T any](decode Decoder[T], body string, v *T) error {
+	return protect(func() error { return decode(body, v) })
 }
 
 // admitHandler waits, under an adaptive limit, until fewer handlers run than

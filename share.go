@@ -13,8 +13,8 @@ import (
 func init() { share.Configure = configureShared }
 
 // decodeBody runs the decode steps on m's body: the SNS unwrap if set, then
-// decode, a panic in it recovered (a decoder that panics on a body has
-// rejected it). A failure is logged and returned as it is.
+// decode (which recovers its panics: see callDecoder). A failure is logged
+// and returned as it is.
 func (c *config) decodeBody(m *Message, decode func(body string) error) error {
 	body := m.Body
 	var err error
@@ -22,7 +22,7 @@ func (c *config) decodeBody(m *Message, decode func(body string) error) error {
 		body, err = unwrapSNS(body)
 	}
 	if err == nil {
-		err = protect(func() error { return decode(body) })
+		err = decode(body)
 	}
 	if err != nil {
 		c.logger.Warn("sqspool: message body does not decode", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
@@ -85,7 +85,8 @@ func (c *config) process(ctx context.Context, d share.Delivery) share.Outcome {
 	if c.observer != nil {
 		c.observer.Received(m)
 	}
-	if err := c.decodeBody(m, d.Decode); err != nil {
+	decode := func(body string) error { return protect(func() error { return d.Decode(body) }) } // as callDecoder
+	if err := c.decodeBody(m, decode); err != nil {
 		derr := &DecodeError{MessageID: m.ID, Err: err}
 		c.report(ctx, m, derr)
 		return share.Outcome{Done: c.decodePolicy == DeleteMalformed, Err: derr}
