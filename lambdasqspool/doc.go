@@ -26,12 +26,13 @@
 // continues the producer's trace, read from the record's traceparent
 // message attribute or its AWSTraceHeader.
 //
-// Records run one at a time, in the event's order. On a FIFO queue (the
-// event source ARN ends in .fifo) the first failure ends the invocation:
-// that record and every later one are reported, as Lambda requires for
-// FIFO queues, so that no later message of a group is done before an
-// earlier one. Records the invocation's deadline leaves unstarted are
-// reported without running.
+// The records of a standard queue run up to WithWorkers (default 10) at
+// once, on goroutines that end before the handler returns. Those of a FIFO
+// queue (the event source ARN ends in .fifo) run one at a time, in the
+// event's order, and the first failure ends the invocation: that record and
+// every later one are reported, as Lambda requires for FIFO queues, so that
+// no later message of a group is done before an earlier one. Records the
+// invocation's deadline leaves unstarted are reported without running.
 //
 // Not done here, since the event source mapping does it or Lambda cannot:
 // dedup of duplicate deliveries, the visibility heartbeat (set the queue's
