@@ -24,7 +24,9 @@
 // hears of every failure, and an Observer (sqspool.WithObserver) of every
 // record: with otelsqspool.New(), each record gets a consumer span that
 // continues the producer's trace, read from the record's traceparent
-// message attribute or its AWSTraceHeader.
+// message attribute or its AWSTraceHeader. The Observer hears Received and
+// Start for each record and Call for each ChangeMessageVisibility, never
+// Deleted: the event source mapping deletes, after the function returned.
 //
 // The records of a standard queue run up to WithWorkers (default 10) at
 // once, on goroutines that end before the handler returns. Those of a FIFO
