@@ -33,8 +33,13 @@
 // queue (the event source ARN ends in .fifo) run one at a time, in the
 // event's order, and the first failure ends the invocation: that record and
 // every later one are reported, as Lambda requires for FIFO queues, so that
-// no later message of a group is done before an earlier one. Records the
-// invocation's deadline leaves unstarted are reported without running.
+// no later message of a group is done before an earlier one.
+//
+// The handlers' context ends a tenth of the invocation's time (at most a
+// second) before the invocation's deadline, so that the function always
+// answers: a function stopped at its deadline answers nothing, and Lambda
+// retries the whole batch, successes included. Records not started by then
+// are reported without running.
 //
 // Not done here, since the event source mapping does it or Lambda cannot:
 // dedup of duplicate deliveries, the visibility heartbeat (set the queue's

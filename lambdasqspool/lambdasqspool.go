@@ -80,8 +80,28 @@ func New[T any](h sqspool.Handler[T], client Client, opts ...sqspool.Option) (Ha
 		return s.Process(ctx, d)
 	}
 	return func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+		ctx, cancel := answerInTime(ctx)
+		defer cancel()
 		return handleEvent(ctx, ev, s.Workers, run), nil
 	}, nil
+}
+
+// maxAnswerMargin bounds the time kept back from the handlers, at the end of
+// an invocation, for the function to answer.
+const maxAnswerMargin = time.Second
+
+// answerInTime ends ctx a tenth of the invocation's time (at most
+// maxAnswerMargin) before the invocation's deadline. A function still
+// running at its deadline is stopped with no answer, and Lambda then retries
+// the whole batch, successes included; ended this early, the handlers'
+// contexts leave time to report what did and did not succeed.
+func answerInTime(ctx context.Context) (context.Context, context.CancelFunc) {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return ctx, func() {}
+	}
+	margin := min(time.Until(deadline)/10, maxAnswerMargin)
+	return context.WithDeadline(ctx, deadline.Add(-margin))
 }
 
 // handleEvent runs the records of ev and lists those to retry. On a

@@ -432,3 +432,44 @@ func TestFIFORecordsRunOneAtATimeInOrder(t *testing.T) {
 	assert.JSONEq(t, `{"batchItemFailures":[]}`, invoke(t, context.Background(), h, "fifo-sns.json"))
 	assert.Equal(t, []string{"f-1", "f-2", "f-3", "f-4"}, rec.orders())
 }
+
+// A handler that runs until its context ends is cut short a tenth of the
+// invocation's time (at most a second) before the invocation's deadline, so
+// that the function still answers, reporting that record and those left
+// unstarted; the records done before it are not run again.
+func TestHandlersEndBeforeTheInvocationSoThatItAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		timeout, margin time.Duration
+	}{
+		{3 * time.Second, 300 * time.Millisecond},
+		{15 * time.Minute, time.Second},
+	} {
+		t.Run(tc.timeout.String(), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+				defer cancel()
+				start := time.Now()
+				var ended time.Time
+				var rec recorder
+				h, err := lambdasqspool.New(func(hctx context.Context, o *order) error {
+					if o.ID == "o-2" {
+						<-hctx.Done() // a handler stuck on a slow downstream
+						ended = time.Now()
+						return hctx.Err()
+					}
+					return rec.handle(hctx, &order{ID: o.ID})
+				}, nil, sqspool.WithSNSEnvelope(), sqspool.WithWorkers(1), quiet)
+				require.NoError(t, err)
+
+				got := invoke(t, ctx, h, "standard-sns.json")
+
+				assert.Equal(t, tc.timeout-tc.margin, ended.Sub(start))
+				assert.NoError(t, ctx.Err(), "the function answered before its deadline")
+				assert.Equal(t, []string{"o-1"}, rec.orders())
+				assert.NotContains(t, got, "059f36b4-87a3-44ab-83d2-661975830a7d") // o-1
+				assert.Contains(t, got, "2e1424d4-f796-459a-8184-9c92662be6da")    // o-2
+				assert.Contains(t, got, "a9b8c7d6-e5f4-4a3b-9c2d-1e0f9a8b7c6d")    // o-8, unstarted
+			})
+		})
+	}
+}
