@@ -77,8 +77,26 @@ func configureShared(opts any) (share.Settings, error) {
 // process is one delivery through the pool's steps, outside a pool: no
 // dedup, heartbeat or backoff (the caller owns the message's fate and
 // deletes nothing itself); a RetryAfter delay is set through
-// d.SetVisibility.
+// d.SetVisibility. A batch form would prepare each delivery, run the batch
+// handler once, and settle each message with its own error.
 func (c *config) process(ctx context.Context, d share.Delivery) share.Outcome {
+	ctx, m, err := c.prepare(ctx, d)
+	if err != nil {
+		return share.Outcome{Done: c.decodePolicy == DeleteMalformed, Err: err}
+	}
+	hctx, done := ctx, func(error) {}
+	if c.observer != nil {
+		hctx, done = c.observer.Start(ctx, m)
+	}
+	err = protect(func() error { return d.Handle(hctx) })
+	done(err)
+	return c.settle(ctx, hctx, m, d, err)
+}
+
+// prepare makes d's Message, hands it to the observer and decodes its body.
+// It returns the context that carries the message (MessageFrom), and a
+// *DecodeError, reported already, if the body does not decode.
+func (c *config) prepare(ctx context.Context, d share.Delivery) (context.Context, *Message, error) {
 	m := new(Message)
 	fillMessage(m, d.QueueURL, d.Message, c.clock.Now())
 	ctx = context.WithValue(ctx, messageKey{}, m)
@@ -89,14 +107,14 @@ func (c *config) process(ctx context.Context, d share.Delivery) share.Outcome {
 	if err := c.decodeBody(m, decode); err != nil {
 		derr := &DecodeError{MessageID: m.ID, Err: err}
 		c.report(ctx, m, derr)
-		return share.Outcome{Done: c.decodePolicy == DeleteMalformed, Err: derr}
+		return ctx, m, derr
 	}
-	hctx, done := ctx, func(error) {}
-	if c.observer != nil {
-		hctx, done = c.observer.Start(ctx, m)
-	}
-	err := protect(func() error { return d.Handle(hctx) })
-	done(err)
+	return ctx, m, nil
+}
+
+// settle makes m's handler result (err, under hctx) its outcome: done, or
+// to retry, after RetryAfter's delay set through d.SetVisibility.
+func (c *config) settle(ctx, hctx context.Context, m *Message, d share.Delivery, err error) share.Outcome {
 	if err == nil {
 		return share.Outcome{Done: true}
 	}
