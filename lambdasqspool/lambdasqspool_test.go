@@ -46,6 +46,8 @@ type run struct {
 	SentAt       time.Time
 }
 
+var errRateLimited = errors.New("rate limited")
+
 // recorder is a handler whose outcome each order's action names.
 type recorder struct {
 	mu   sync.Mutex
@@ -66,7 +68,7 @@ func (r *recorder) handle(ctx context.Context, o *order) error {
 	case "noretry":
 		return sqspool.NoRetry(errors.New("order " + o.ID + " was cancelled"))
 	case "retry":
-		return sqspool.RetryAfter(30*time.Second, errors.New("rate limited"))
+		return sqspool.RetryAfter(30*time.Second, errRateLimited)
 	case "panic":
 		panic("handler bug on " + o.ID)
 	}
@@ -216,28 +218,31 @@ func TestFIFOStopsAtTheFirstFailureAndReportsEveryLaterRecord(t *testing.T) {
 
 func TestFIFOMalformedBodyStopsTheInvocationUnlessDeleted(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		policy sqspool.DecodeFailurePolicy
-		want   string
-		ran    []string
+		name    string
+		policy  sqspool.DecodeFailurePolicy
+		want    string
+		decoded int // bodies the invocation tried to decode
 	}{
 		{"leave", sqspool.LeaveMalformed, `{"batchItemFailures":[
 			{"itemIdentifier":"11a2b3c4-d5e6-4f70-8192-a3b4c5d6e7f8"},
 			{"itemIdentifier":"22b3c4d5-e6f7-4a81-92a3-b4c5d6e7f809"},
 			{"itemIdentifier":"33c4d5e6-f7a8-4b92-a3b4-c5d6e7f8091a"},
-			{"itemIdentifier":"44d5e6f7-a8b9-4ca3-b4c5-d6e7f8091a2b"}]}`, nil},
-		{"delete", sqspool.DeleteMalformed, `{"batchItemFailures":[]}`, nil},
+			{"itemIdentifier":"44d5e6f7-a8b9-4ca3-b4c5-d6e7f8091a2b"}]}`, 1},
+		{"delete", sqspool.DeleteMalformed, `{"batchItemFailures":[]}`, 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var rec recorder
-			// Without WithSNSEnvelope the envelope is not an order: every
-			// body is malformed.
-			h, err := lambdasqspool.New(rec.handle, nil, sqspool.WithDecoder(func(string, *order) error {
-				return errors.New("not an order")
-			}), sqspool.WithDecodeFailure(tc.policy), quiet)
+			var ran []int
+			var hooks hookLog
+			// Without WithSNSEnvelope every body, an SNS envelope, is
+			// malformed for an int.
+			h, err := lambdasqspool.New(func(_ context.Context, n *int) error {
+				ran = append(ran, *n)
+				return nil
+			}, nil, sqspool.WithDecodeFailure(tc.policy), sqspool.WithErrorHook(hooks.hook), quiet)
 			require.NoError(t, err)
 			assert.JSONEq(t, tc.want, invoke(t, context.Background(), h, "fifo-sns.json"))
-			assert.Equal(t, tc.ran, rec.orders())
+			assert.Empty(t, ran)
+			assert.Len(t, hooks.errs, tc.decoded)
 		})
 	}
 }
@@ -257,8 +262,7 @@ func TestRetryAfterThatCannotBeSetIsStillReported(t *testing.T) {
 	var apiErr *sqspool.APIError
 	require.ErrorAs(t, errs[0], &apiErr)
 	assert.Equal(t, "ChangeMessageVisibility", apiErr.API)
-	var ra *sqspool.RetryAfterError
-	assert.ErrorAs(t, errs[1], &ra)
+	assert.ErrorIs(t, errs[1], errRateLimited)
 }
 
 // tracingObserver stands for otelsqspool.New(): it reads the producer's
