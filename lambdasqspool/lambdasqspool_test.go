@@ -477,3 +477,11 @@ func TestHandlersEndBeforeTheInvocationSoThatItAnswers(t *testing.T) {
 		})
 	}
 }
+
+func TestAnEventWithoutRecordsAnswersNoFailures(t *testing.T) {
+	h, err := lambdasqspool.New(func(context.Context, *order) error { return nil }, nil, quiet)
+	require.NoError(t, err)
+	out, err := lambda.NewHandler(h).Invoke(context.Background(), []byte(`{"Records":[]}`))
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"batchItemFailures":[]}`, string(out))
+}
