@@ -485,3 +485,17 @@ func TestAnEventWithoutRecordsAnswersNoFailures(t *testing.T) {
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"batchItemFailures":[]}`, string(out))
 }
+
+func TestWithDecoderDecodesTheRecords(t *testing.T) {
+	var ids []string
+	h, err := lambdasqspool.New(func(_ context.Context, o *order) error {
+		ids = append(ids, o.ID)
+		return nil
+	}, nil, sqspool.WithDecoder(func(body string, o *order) error {
+		o.ID = "decoded:" + body[:8]
+		return nil
+	}), sqspool.WithWorkers(1), quiet)
+	require.NoError(t, err)
+	assert.JSONEq(t, `{"batchItemFailures":[]}`, invoke(t, context.Background(), h, "standard-traced.json"))
+	assert.Equal(t, []string{`decoded:{"id": "`, `decoded:{"id": "`}, ids)
+}
