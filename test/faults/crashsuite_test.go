@@ -63,6 +63,9 @@ func TestCrashSuite(t *testing.T) { crashSuite(t, 5, pick(10_000, 50_000), pick(
 func TestCrashSuiteRedrive3(t *testing.T) { crashSuite(t, 3, pick(10_000, 50_000), pick(10, 40)) }
 
 func crashSuite(t *testing.T, maxReceiveCount, n, kills int) {
+	if testing.Short() {
+		t.Skip("-short: the crash suites take minutes (they run in the -race step)")
+	}
 	client, ddb := awstest.SQS(t), awstest.DynamoDB(t)
 	rng := rand.New(rand.NewPCG(seed(t), 12))
 	q, dlq := awstest.NewQueueWithDLQ(t, client, maxReceiveCount, map[string]string{"VisibilityTimeout": "5"})
