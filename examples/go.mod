@@ -10,7 +10,9 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/sqs v1.52.10
 	github.com/prometheus/client_golang v1.24.1
 	github.com/sqspool/sqspool v0.0.0
+	github.com/sqspool/sqspool/internal/ddbtest v0.0.0
 	github.com/sqspool/sqspool/otelsqspool v0.0.0
+	github.com/sqspool/sqspool/sink v0.0.0
 	github.com/stretchr/testify v1.12.1
 	go.opentelemetry.io/otel/exporters/prometheus v0.69.0
 	go.opentelemetry.io/otel/sdk/metric v1.47.0
@@ -54,5 +56,7 @@ require (
 
 replace (
 	github.com/sqspool/sqspool => ../
+	github.com/sqspool/sqspool/internal/ddbtest => ../internal/ddbtest
 	github.com/sqspool/sqspool/otelsqspool => ../otelsqspool
+	github.com/sqspool/sqspool/sink => ../sink
 )

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sqspool/sqspool/clock"
-	"github.com/sqspool/sqspool/internal/awstest"
+	"github.com/sqspool/sqspool/internal/ddbtest"
 	"github.com/sqspool/sqspool/sink"
 )
 
@@ -50,8 +50,8 @@ func getOrder(t *testing.T, ddb *dynamodb.Client, tbl, pk string) (order, bool) 
 }
 
 func TestIntegrationDynamoDBBatchedWrites(t *testing.T) {
-	ddb := awstest.DynamoDB(t)
-	tbl := awstest.NewTable(t, ddb, "pk")
+	ddb := ddbtest.DynamoDB(t)
+	tbl := ddbtest.NewTable(t, ddb, "pk")
 	s := integrationSink(t, ddb, tbl, sink.WithLinger(20*time.Millisecond))
 
 	// 8 workers, 15 items each, keys repeating within and across workers.
@@ -83,8 +83,8 @@ func TestIntegrationDynamoDBBatchedWrites(t *testing.T) {
 }
 
 func TestIntegrationDynamoDBValidationFailsOnlyBadItems(t *testing.T) {
-	ddb := awstest.DynamoDB(t)
-	tbl := awstest.NewTable(t, ddb, "pk")
+	ddb := ddbtest.DynamoDB(t)
+	tbl := ddbtest.NewTable(t, ddb, "pk")
 	// A key hook that leaves one item without its key makes it invalid.
 	s := integrationSink(t, ddb, tbl, sink.WithKeyHook(func(_ context.Context, o order, av map[string]types.AttributeValue) error {
 		if o.PK == "bad" {
@@ -107,8 +107,8 @@ func TestIntegrationDynamoDBValidationFailsOnlyBadItems(t *testing.T) {
 }
 
 func TestIntegrationDynamoDBItemSizeLimit(t *testing.T) {
-	ddb := awstest.DynamoDB(t)
-	tbl := awstest.NewTable(t, ddb, "pk")
+	ddb := ddbtest.DynamoDB(t)
+	tbl := ddbtest.NewTable(t, ddb, "pk")
 	s := integrationSink(t, ddb, tbl)
 	// The largest item the sink lets through is accepted by the server.
 	fits := order{PK: "fits", Body: strings.Repeat("x", sink.MaxItemSize-len("pkfitsn0body")-2)}
@@ -118,9 +118,9 @@ func TestIntegrationDynamoDBItemSizeLimit(t *testing.T) {
 }
 
 func TestIntegrationDynamoDBIdempotency(t *testing.T) {
-	ddb := awstest.DynamoDB(t)
-	tbl := awstest.NewTable(t, ddb, "pk")
-	idem := awstest.NewTable(t, ddb, "id")
+	ddb := ddbtest.DynamoDB(t)
+	tbl := ddbtest.NewTable(t, ddb, "pk")
+	idem := ddbtest.NewTable(t, ddb, "id")
 	// The manual clock drives the record expiries the sink writes and
 	// compares; with no linger and no throttling nothing waits on it.
 	clk := clock.NewManual(time.Now())
@@ -175,9 +175,9 @@ func TestIntegrationDynamoDBIdempotency(t *testing.T) {
 // deadline, so the SDK never sends it; the duplicate's write is the only
 // one, and the stale Put fails.
 func TestIntegrationDynamoDBStalledPutDoesNotLandAfterItsLease(t *testing.T) {
-	ddb := awstest.DynamoDB(t)
-	tbl := awstest.NewTable(t, ddb, "pk")
-	idem := awstest.NewTable(t, ddb, "id")
+	ddb := ddbtest.DynamoDB(t)
+	tbl := ddbtest.NewTable(t, ddb, "pk")
+	idem := ddbtest.NewTable(t, ddb, "id")
 	clk := clock.NewManual(time.Now())
 	cfg := sink.IdempotencyConfig[order]{Table: idem, Lease: 4 * time.Second}
 	ah := &hooked{DynamoDBAPI: ddb}

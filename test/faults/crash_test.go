@@ -20,6 +20,7 @@ import (
 	"github.com/sqspool/sqspool"
 	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/internal/awstest"
+	"github.com/sqspool/sqspool/internal/ddbtest"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 	"github.com/sqspool/sqspool/sqsfake"
@@ -84,15 +85,15 @@ func rewrites(writes, completes map[string][]int, recordID func(pk string) strin
 // queue is empty, and a key was written twice only where a killed process
 // had written it without marking it COMPLETE.
 func TestCrashEmulator(t *testing.T) {
-	client, ddb := awstest.SQS(t), awstest.DynamoDB(t)
+	client, ddb := awstest.SQS(t), ddbtest.DynamoDB(t)
 	// dynalite does well under a thousand operations a second and the
 	// idempotent sink needs two or three per message: the short run keeps
 	// to 1500 messages.
 	n, kills := pick(1500, 10_000), pick(4, 8)
 	rng := rand.New(rand.NewPCG(seed(t), 3))
 	q := awstest.NewQueue(t, client, "faults-crash", map[string]string{"VisibilityTimeout": "2"})
-	results := awstest.NewTable(t, ddb, "pk")
-	idem := awstest.NewTable(t, ddb, sink.DefaultIdempotencyKeyAttribute)
+	results := ddbtest.NewTable(t, ddb, "pk")
+	idem := ddbtest.NewTable(t, ddb, sink.DefaultIdempotencyKeyAttribute)
 	b := &backend{client: client}
 	b.sendBatch(t, q, jobEntries(n, 0))
 	logPath := filepath.Join(t.TempDir(), "events.log")
