@@ -57,7 +57,8 @@ type config struct {
 	heartbeat        bool
 	onError          ErrorHook
 	observer         Observer
-	logger           *slog.Logger
+	logger           *slog.Logger // what an operator must act on
+	verbose          *slog.Logger // the rest: only to a logger the user passes
 	clock            clock.Clock
 }
 
@@ -76,6 +77,7 @@ func defaultConfig() config {
 		retryBackoff:     ExponentialBackoff(2*time.Second, 5*time.Minute),
 		heartbeat:        true,
 		logger:           slog.Default(),
+		verbose:          slog.New(slog.DiscardHandler),
 		clock:            clock.Real,
 	}
 }
@@ -242,9 +244,15 @@ func WithDecodeFailure(p DecodeFailurePolicy) Option { return func(c *config) { 
 // are logged either way).
 func WithErrorHook(h ErrorHook) Option { return func(c *config) { c.onError = h } }
 
-// WithLogger sets the logger (default slog.Default()). Bodies are logged only
-// at debug level.
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+// WithLogger sets the logger for everything the pool logs. Without it the
+// pool is quiet: only what an operator must act on (a panic, an undecodable
+// body, a failed delete, an open circuit breaker, a stop that cut work short)
+// goes to slog.Default(); routine events (start and stop, handler errors,
+// which the ErrorHook also sees) are not logged at all. Bodies are logged
+// only at debug level.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.logger, c.verbose = l, l }
+}
 
 // WithClock sets the clock behind lingers, backoffs and deadlines (default
 // the wall clock). Tests pass a clock.Manual.

@@ -338,7 +338,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	}
 	if err != nil {
 		p.cfg.logger.Warn("sqspool: message body does not decode", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
-		p.cfg.logger.Debug("sqspool: undecodable body", "message_id", m.ID, "body", m.Body)
+		p.cfg.verbose.Debug("sqspool: undecodable body", "message_id", m.ID, "body", m.Body)
 		// The message's fate is settled before the hook hears of it, so that
 		// its next delivery is never mistaken for a duplicate of this one.
 		if p.cfg.decodePolicy == DeleteMalformed {
@@ -387,7 +387,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	if panicked {
 		p.cfg.logger.Error("sqspool: handler panicked", "message_id", m.ID, "panic", perr.Value, "stack", string(perr.Stack))
 	} else {
-		p.cfg.logger.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
+		p.cfg.verbose.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
 	}
 	delay, set, final := retryDelay(err, m.ReceiveCount, p.cfg.retryBackoff)
 	localDelay, local := p.localRetry(rec, err)
@@ -764,7 +764,7 @@ func (p *Pool) stop(ctx context.Context) error {
 	unstarted = append(unstarted, retrying...)
 	p.deq.changes.Flush() // at once, not after a linger
 	close(p.work)
-	log.Info("sqspool: stopping", "queue", p.queue.url, "returned", len(unstarted), "running", p.running.Load())
+	p.cfg.verbose.Info("sqspool: stopping", "queue", p.queue.url, "returned", len(unstarted), "running", p.running.Load())
 
 	var serr ShutdownError
 	select {
@@ -798,7 +798,7 @@ func (p *Pool) stop(ctx context.Context) error {
 	serr.Unflushed = int(p.deq.unflushed.Load())
 	p.handlerCancel()
 	if serr.Cancelled == 0 && serr.Abandoned == 0 && serr.Unflushed == 0 {
-		log.Info("sqspool: stopped", "queue", p.queue.url)
+		p.cfg.verbose.Info("sqspool: stopped", "queue", p.queue.url)
 		return nil
 	}
 	serr.Err = ctx.Err()
