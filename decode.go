@@ -7,22 +7,35 @@ import (
 	"unsafe"
 )
 
-// Decoder turns a message body into the handler's type. It must not keep body
-// or v beyond the call.
-type Decoder[T any] func(body string, v *T) error
+// BodyDecoder is implemented by a message type that decodes its own body.
+// When *T implements it, a pool of T calls DecodeBody on a new T for each
+// message instead of decoding JSON (or taking the raw body, for string and
+// []byte). The decoder is the type's, so it cannot be one for another type:
+// a mismatch does not compile. DecodeBody must not keep body. An error or a
+// panic rejects the body: the pool reports a *DecodeError (wrapping the
+// *PanicError of a panic) and applies WithDecodeFailure's policy.
+type BodyDecoder interface {
+	DecodeBody(body string) error
+}
 
-// DecodeJSON is the default decoder: the body is JSON for *T.
-func DecodeJSON[T any](body string, v *T) error {
+// decoder turns a message body into the handler's type. It must not keep
+// body or v beyond the call.
+type decoder[T any] func(body string, v *T) error
+
+// decodeJSON is the default decoder: the body is JSON for *T.
+func decodeJSON[T any](body string, v *T) error {
 	// json.Unmarshal neither keeps nor writes its input (decoded strings are
 	// copies), so it may read the body's bytes in place: no copy per message.
 	return json.Unmarshal(unsafe.Slice(unsafe.StringData(body), len(body)), v)
 }
 
-// decoderFor returns the decoder a pool of T uses when none is set: the raw
-// body for string and []byte, JSON for everything else.
-func decoderFor[T any]() Decoder[T] {
+// decoderFor returns the decoder of a pool of T: the type's own DecodeBody,
+// the raw body for string and []byte, JSON for everything else.
+func decoderFor[T any]() decoder[T] {
 	var zero T
 	switch any(&zero).(type) {
+	case BodyDecoder:
+		return func(body string, v *T) error { return any(v).(BodyDecoder).DecodeBody(body) }
 	case *string:
 		return func(body string, v *T) error {
 			*any(v).(*string) = body
@@ -34,7 +47,7 @@ func decoderFor[T any]() Decoder[T] {
 			return nil
 		}
 	}
-	return DecodeJSON[T]
+	return decodeJSON[T]
 }
 
 // snsEnvelope is the JSON that SNS wraps around a message it delivers to SQS

@@ -41,7 +41,7 @@ func TestPanickingDecoderHookAndObserverDoNotCrash(t *testing.T) {
 		s := newSeen()
 		hookCalls := 0
 		p := e.start(s.handler, WithWorkers(1), WithMaxMessages(1), WithDecodeFailure(policy),
-			WithDecoder(func(body string, o *order) error {
+			withDecoder(func(body string, o *order) error {
 				if body == "bad" {
 					panic("decoder: bad body")
 				}

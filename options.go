@@ -48,7 +48,7 @@ type config struct {
 	shutdownTimeout  time.Duration
 	flushTimeout     time.Duration
 	attributeNames   []string
-	decoder          any // Decoder[T], checked by StartPool
+	decoder          any // decoder[T] set by tests (withDecoder), checked by StartPool
 	snsEnvelope      bool
 	decodePolicy     DecodeFailurePolicy
 	retryBackoff     Backoff
@@ -225,12 +225,6 @@ func WithFlushTimeout(d time.Duration) Option { return func(c *config) { c.flush
 func WithMessageAttributeNames(names ...string) Option {
 	return func(c *config) { c.attributeNames = names }
 }
-
-// WithDecoder replaces the body decoder (default: JSON, or the raw body when T
-// is string or []byte). T must be the pool's type; StartPool reports a
-// mismatch. A decoder that panics has rejected the body: the panic is
-// reported as a *DecodeError wrapping a *PanicError.
-func WithDecoder[T any](d Decoder[T]) Option { return func(c *config) { c.decoder = d } }
 
 // WithSNSEnvelope unwraps SNS notifications (topics delivering to the queue
 // without raw message delivery) before decoding.

@@ -84,9 +84,9 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 	}
 	decode := decoderFor[T]()
 	if cfg.decoder != nil {
-		d, ok := cfg.decoder.(Decoder[T])
+		d, ok := cfg.decoder.(decoder[T])
 		if !ok {
-			return nil, fmt.Errorf("sqspool: WithDecoder got %T, the pool needs a Decoder[%T]", cfg.decoder, *new(T))
+			return nil, fmt.Errorf("sqspool: withDecoder got %T, the pool needs a decoder[%T]", cfg.decoder, *new(T))
 		}
 		decode = d
 	}
@@ -318,7 +318,7 @@ func (p *Pool) worker() {
 // handleOne decodes rec's body and runs the handler on it. It reports whether
 // the message is done with (succeeded, or dropped for good) and, if not, when
 // it will be delivered again.
-func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
+func handleOne[T any](p *Pool, rec *record, decode decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
 	m := rec.msg
 	if rec.attempts++; rec.attempts > 1 {
 		rec.ctx.reset()
@@ -507,7 +507,7 @@ func callHandler[T any](ctx context.Context, h Handler[T], v *T) (err error) {
 
 // callDecoder runs decode, turning a panic into a *PanicError: a decoder
 // that panics on a body has rejected it, and the decode policy applies.
-func callDecoder[T any](decode Decoder[T], body string, v *T) (err error) {
+func callDecoder[T any](decode decoder[T], body string, v *T) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = &PanicError{Value: r, Stack: debug.Stack()}

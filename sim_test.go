@@ -381,7 +381,7 @@ func (o *simOracle) monitor(p *Pool, fake *sqsfake.Fake, url string, stop <-chan
 func (sc *simScenario) options(o *simOracle) []Option {
 	opts := []Option{
 		WithWorkers(sc.workers), WithMaxMessages(sc.maxMessages), WithWaitTime(sc.waitTime),
-		WithHeartbeat(sc.heartbeat), WithDecodeFailure(sc.decodePolicy), WithDecoder(o.decode),
+		WithHeartbeat(sc.heartbeat), WithDecodeFailure(sc.decodePolicy), withDecoder(o.decode),
 		WithErrorHook(o.report), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		WithBatchAttempts(sc.batchAttempts), WithDeleteLinger(sc.linger), WithReceiveFill(sc.fill),
 		WithFlushTimeout(sc.flushTimeout), WithShutdownTimeout(sc.shutdownTO), WithRetryBackoff(nil),

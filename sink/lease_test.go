@@ -76,7 +76,7 @@ func writesResults(op string, in any) bool {
 
 // writer is a second idempotent sink on env's fake and clock: another
 // process handling a duplicate delivery. Its client is hooked.
-func (e *env) writer(cfg sink.IdempotencyConfig[order]) (*sink.DynamoDB[order], *hooked) {
+func (e *env) writer(cfg sink.IdempotencyConfig) (*sink.DynamoDB[order], *hooked) {
 	cfg.Table = idemTable
 	h := &hooked{DynamoDBAPI: e.fake}
 	s, err := sink.NewDynamoDB[order](h, table, sink.WithClock(e.clk), sink.WithLinger(0),
@@ -117,7 +117,7 @@ var errPartitioned = &smithy.GenericAPIError{Code: "InternalServerError", Messag
 // item is written once.
 func TestIdempotentPutSendsNothingAfterItsLease(t *testing.T) {
 	e := newEnv(t)
-	lease := sink.IdempotencyConfig[order]{Lease: 4 * time.Second}
+	lease := sink.IdempotencyConfig{Lease: 4 * time.Second}
 	a, ah := e.writer(lease)
 	b, _ := e.writer(lease)
 	var mu sync.Mutex
@@ -169,7 +169,7 @@ func strp(s string) *string { return &s }
 // held, and the slow Put completes.
 func TestIdempotentLeaseRenewedWhileOwnerLives(t *testing.T) {
 	e := newEnv(t)
-	cfg := sink.IdempotencyConfig[order]{Lease: 3 * time.Second}
+	cfg := sink.IdempotencyConfig{Lease: 3 * time.Second}
 	a, ah := e.writer(cfg)
 	b, _ := e.writer(cfg)
 	stalled, release := make(chan struct{}), make(chan struct{})
@@ -217,7 +217,7 @@ func TestIdempotentLeaseRenewedWhileOwnerLives(t *testing.T) {
 // key over, so a third delivery does not write again.
 func TestIdempotentStaleReleaseLeavesOthersRecord(t *testing.T) {
 	e := newEnv(t)
-	cfg := sink.IdempotencyConfig[order]{Lease: 4 * time.Second}
+	cfg := sink.IdempotencyConfig{Lease: 4 * time.Second}
 	a, ah := e.writer(cfg)
 	b, _ := e.writer(cfg)
 	st := newStall()
@@ -251,7 +251,7 @@ func TestIdempotentStaleReleaseLeavesOthersRecord(t *testing.T) {
 // COMPLETE a record another Put has taken over and is still writing.
 func TestIdempotentStaleCompleteLeavesOthersInProgress(t *testing.T) {
 	e := newEnv(t)
-	cfg := sink.IdempotencyConfig[order]{Lease: 4 * time.Second}
+	cfg := sink.IdempotencyConfig{Lease: 4 * time.Second}
 	a, ah := e.writer(cfg)
 	b, bh := e.writer(cfg)
 	as, bs := newStall(), newStall()
@@ -423,7 +423,7 @@ func TestDynamoDBUnprocessedMatchedByKey(t *testing.T) {
 // Puts'): 27 calls for 25 messages, where taking, writing and completing
 // each alone cost 2 per message and more.
 func TestIdempotentCallsPerMessageAtLoad(t *testing.T) {
-	e := newEnv(t, sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idemTable, Lease: time.Hour, Expiry: 2 * time.Hour}),
+	e := newEnv(t, sink.WithIdempotency(sink.IdempotencyConfig{Table: idemTable, Lease: time.Hour, Expiry: 2 * time.Hour}),
 		sink.WithLinger(time.Hour))
 	const n = 25
 	var wg sync.WaitGroup

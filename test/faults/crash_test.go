@@ -228,7 +228,7 @@ func TestCrashInMemory(t *testing.T) {
 			"results",
 			sink.WithClock(clk),
 			sink.WithBackoff(10*time.Millisecond, time.Second),
-			sink.WithIdempotency(sink.IdempotencyConfig[jobResult]{Table: "idem", Lease: 4 * time.Second}),
+			sink.WithIdempotency(sink.IdempotencyConfig{Table: "idem", Lease: 4 * time.Second}),
 		)
 		require.NoError(t, err)
 		p.store = store

@@ -35,6 +35,10 @@ type effect struct {
 	Square int    `dynamodbav:"square"`
 }
 
+// IdempotencyKey keys the idempotent sink on the producer id, not the
+// MessageId.
+func (e effect) IdempotencyKey() string { return e.PK }
+
 func effectKey(pid int) string { return "p" + strconv.Itoa(pid) }
 
 // The flood's injected handler behaviour, by producer id: 1% of bodies are
@@ -164,10 +168,7 @@ func TestFaultFlood(t *testing.T) {
 	writes := newLedger()
 	ddb, err := sink.NewDynamoDB[effect](recordingDynamoDB{DynamoDBAPI: ddbFake, ledger: writes, pkAttr: "pk"}, "results",
 		sink.WithBackoff(time.Millisecond, 20*time.Millisecond),
-		sink.WithIdempotency(sink.IdempotencyConfig[effect]{
-			Table:   "idem",
-			KeyFunc: func(_ context.Context, items []effect) (string, error) { return items[0].PK, nil },
-		}))
+		sink.WithIdempotency(sink.IdempotencyConfig{Table: "idem"}))
 	require.NoError(t, err)
 	mem := sink.NewMemoryKeyed(func(e effect) string { return e.PK })
 	store := sink.Func[effect](func(ctx context.Context, items ...effect) error {
