@@ -61,7 +61,7 @@ type snsEnvelope struct {
 
 // ErrNotSNSEnvelope is wrapped by the DecodeError of a body that is not an SNS
 // notification while WithSNSEnvelope is set.
-var ErrNotSNSEnvelope = errors.New("body is not an SNS notification envelope")
+var ErrNotSNSEnvelope = errors.New("sqspool: body is not an SNS notification envelope")
 
 // unwrapSNS returns the Message field of an SNS notification envelope.
 func unwrapSNS(body string) (string, error) {

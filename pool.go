@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // Handler handles one decoded message. Returning nil means the work is done
@@ -431,11 +431,10 @@ func (p *Pool) localRetry(rec *record, err error) (time.Duration, bool) {
 	if !p.queue.fifo || !p.cfg.heartbeat || rec.attempts >= maxLocalAttempts || p.stopping.Load() {
 		return 0, false
 	}
-	var ra *RetryAfterError
-	switch {
-	case errors.As(err, &ra):
-		return max(ra.Delay, 0), true
-	case rec.attempts == 1 || p.cfg.retryBackoff == nil:
+	if d, ok := RetryDelay(err); ok {
+		return max(d, 0), true
+	}
+	if rec.attempts == 1 || p.cfg.retryBackoff == nil {
 		return 0, true
 	}
 	return p.cfg.retryBackoff(rec.attempts - 1), true

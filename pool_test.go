@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -294,7 +294,7 @@ func TestTransientDeleteFailuresAreRetried(t *testing.T) {
 	s := newSeen()
 	// Backoffs between attempts run on the real clock here.
 	p, err := StartPool(context.Background(), e.consumer(), s.handler,
-		WithClock(clock.Real), WithLogger(quietLogger()), WithBatchAttempts(20))
+		withClock(clock.Real), WithLogger(quietLogger()), WithBatchAttempts(20))
 	require.NoError(t, err)
 	s.wait(t, 50)
 	require.NoError(t, p.Shutdown(context.Background()))
@@ -311,7 +311,7 @@ func TestReceiveErrorsBackOffAndRecover(t *testing.T) {
 	errs := newErrorLog()
 	s := newSeen()
 	clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 100)}
-	p := e.start(s.handler, WithErrorHook(errs.hook), WithWorkers(1), WithClock(clk), WithHeartbeat(false))
+	p := e.start(s.handler, WithErrorHook(errs.hook), WithWorkers(1), withClock(clk), WithHeartbeat(false))
 	for i := range 2 {
 		var aerr *APIError
 		require.ErrorAs(t, errs.next(t), &aerr)
@@ -446,7 +446,7 @@ func TestShutdownGivesUpOnAHungHandler(t *testing.T) {
 		close(started)
 		<-unblock // ignores its context
 		return nil
-	}, WithClock(clk))
+	}, withClock(clk))
 	<-started
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()

@@ -49,7 +49,7 @@ func runRoutine(t *testing.T, opts ...Option) {
 		return nil
 	}
 	p, err := StartPool(context.Background(), e.consumer(), h,
-		append([]Option{WithClock(e.clk), WithDeleteLinger(0)}, opts...)...)
+		append([]Option{withClock(e.clk), WithDeleteLinger(0)}, opts...)...)
 	require.NoError(t, err)
 	<-handled
 	<-handled
@@ -92,7 +92,7 @@ func TestPanicLoggedByDefault(t *testing.T) {
 	p, err := StartPool(context.Background(), e.consumer(), func(context.Context, *order) error {
 		once.Do(func() { close(panicked) })
 		panic("boom")
-	}, WithClock(e.clk), WithDeleteLinger(0))
+	}, withClock(e.clk), WithDeleteLinger(0))
 	require.NoError(t, err)
 	<-panicked
 	require.NoError(t, p.Shutdown(context.Background()))

@@ -73,7 +73,7 @@
 //     were written before, and Put returns nil without writing
 //     (DuplicatesSkipped), so the pool deletes the message; an INPROGRESS
 //     record means another Put holds it, and Put returns ErrInProgress
-//     wrapped in a *sqspool.RetryAfterError whose delay lasts until that
+//     wrapped in a sqspool.RetryAfter whose delay lasts until that
 //     lease can have lapsed, so the message comes back then rather than
 //     spending a receive at once; with PayloadHash, a record made from
 //     other items fails with *PayloadMismatchError.

@@ -13,8 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/internal/batch"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink/internal/ddbitem"
 )
 
@@ -126,9 +126,13 @@ func WithTTL(attr string, ttl time.Duration) DynamoDBOption {
 	return func(o *dynamoOptions) { o.ttlAttr, o.ttl = attr, ttl }
 }
 
-// WithClock sets the clock for lingers, backoffs, TTLs and idempotency
+func init() { clock.Register(withClock) }
+
+// withClock sets the clock for lingers, backoffs, TTLs and idempotency
 // expiries (default clock.Real). Tests pass a *clock.Manual.
-func WithClock(c clock.Clock) DynamoDBOption {
+// Not part of the API (the repo's tests reach it with clock.Option; a
+// user's tests get fake time from testing/synctest).
+func withClock(c clock.Clock) DynamoDBOption {
 	return func(o *dynamoOptions) { o.clock = c }
 }
 
@@ -253,7 +257,7 @@ func (o *dynamoOptions) validate(client DynamoDBAPI, table string) error {
 	case o.ttlAttr != "" && o.ttl <= 0:
 		return fmt.Errorf("sink: WithTTL(%q, %v): ttl must be positive", o.ttlAttr, o.ttl)
 	case o.clock == nil:
-		return errors.New("sink: WithClock(nil)")
+		return errors.New("sink: nil clock")
 	case o.cleanupTimeout <= 0:
 		return fmt.Errorf("sink: WithCleanupTimeout(%v) must be positive", o.cleanupTimeout)
 	}

@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 	"github.com/sqspool/sqspool/sink/internal/ddbitem"
@@ -358,9 +358,9 @@ func (o shouted) MarshalDynamoDBAttributeValue() (types.AttributeValue, error) {
 // TTL), and its error fails the Put before anything is sent.
 func TestDynamoDBItemMarshalsItselfAndGetsTTL(t *testing.T) {
 	clk := clock.NewManual(epoch)
-	fake := dynamofake.New(dynamofake.WithClock(clk))
+	fake := dynamofake.New(clock.Option[dynamofake.Option](clk))
 	fake.CreateTable(table, "pk", "")
-	s, err := sink.NewDynamoDB[shouted](fake, table, sink.WithClock(clk), sink.WithLinger(0),
+	s, err := sink.NewDynamoDB[shouted](fake, table, clock.Option[sink.DynamoDBOption](clk), sink.WithLinger(0),
 		sink.WithTTL("expires", 24*time.Hour))
 	require.NoError(t, err)
 	defer func() { require.NoError(t, s.Close(t.Context())) }()
@@ -408,7 +408,7 @@ func TestNewDynamoDBRejectsBadOptions(t *testing.T) {
 		"lease too short":     sink.WithIdempotency(sink.IdempotencyConfig{Table: idemTable, Lease: time.Millisecond}),
 		"expiry within lease": sink.WithIdempotency(sink.IdempotencyConfig{Table: idemTable, Lease: time.Minute, Expiry: time.Minute}),
 		"cleanup timeout":     sink.WithCleanupTimeout(0),
-		"clock":               sink.WithClock(nil),
+		"clock":               clock.Option[sink.DynamoDBOption](nil),
 	} {
 		t.Run(name, func(t *testing.T) {
 			s, err := sink.NewDynamoDB[order](fake, table, opt)

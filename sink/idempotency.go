@@ -62,7 +62,7 @@ const (
 var (
 	// ErrInProgress is returned by an idempotent Put whose key is held by
 	// another Put that has not finished, or whose writer died less than a
-	// lease ago. It comes wrapped in a *sqspool.RetryAfterError whose delay
+	// lease ago. It comes wrapped in a sqspool.RetryAfter whose delay
 	// is when the holder's lease can have lapsed, so that the pool brings
 	// the message back then instead of spending a receive at once.
 	ErrInProgress = errors.New("sink: idempotency key in progress")

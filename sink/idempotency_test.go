@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sqspool/sqspool"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 )
@@ -80,9 +81,9 @@ func TestIdempotentInProgress(t *testing.T) {
 	assert.ErrorContains(t, err, "orders#m-1")
 	// Not retried at once: the pool holds the message back until the
 	// holder's lease (7 s left) can have lapsed, plus the 2 s margin.
-	var ra *sqspool.RetryAfterError
-	require.ErrorAs(t, err, &ra)
-	assert.Equal(t, 9*time.Second, ra.Delay)
+	delay, ok := sqspool.RetryDelay(err)
+	require.True(t, ok, "a retry delay")
+	assert.Equal(t, 9*time.Second, delay)
 	e.fake.SetFault(nil)
 	close(release)
 	require.NoError(t, <-first)
@@ -291,7 +292,7 @@ func TestIdempotentKeys(t *testing.T) {
 
 	// A producer-assigned id (an item type that is an IdempotencyKeyer): two
 	// messages carrying one event write once.
-	byBody, err := sink.NewDynamoDB[event](e.fake, table, sink.WithClock(e.clk), sink.WithLinger(0),
+	byBody, err := sink.NewDynamoDB[event](e.fake, table, clock.Option[sink.DynamoDBOption](e.clk), sink.WithLinger(0),
 		sink.WithIdempotency(sink.IdempotencyConfig{Table: idemTable, Prefix: "events"}))
 	require.NoError(t, err)
 	defer func() { require.NoError(t, byBody.Close(t.Context())) }()

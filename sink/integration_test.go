@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/internal/ddbtest"
 	"github.com/sqspool/sqspool/sink"
 )
@@ -137,7 +137,7 @@ func TestIntegrationDynamoDBIdempotency(t *testing.T) {
 	// The manual clock drives the record expiries the sink writes and
 	// compares; with no linger and no throttling nothing waits on it.
 	clk := clock.NewManual(time.Now())
-	s := integrationSink(t, ddb, tbl, sink.WithClock(clk), sink.WithLinger(0),
+	s := integrationSink(t, ddb, tbl, clock.Option[sink.DynamoDBOption](clk), sink.WithLinger(0),
 		sink.WithIdempotency(sink.IdempotencyConfig{Table: idem, Expiry: time.Hour, PayloadHash: true}))
 	ctx := sink.WithKey(t.Context(), "m-1")
 
@@ -167,7 +167,7 @@ func TestIntegrationDynamoDBIdempotency(t *testing.T) {
 	require.NoError(t, s.Put(sink.WithKey(t.Context(), "m-2"), order{PK: "b"}), "the holder's lease ended")
 
 	// A failed write releases the key.
-	bad := integrationSinkOf[keyless](t, ddb, tbl, sink.WithClock(clk), sink.WithLinger(0),
+	bad := integrationSinkOf[keyless](t, ddb, tbl, clock.Option[sink.DynamoDBOption](clk), sink.WithLinger(0),
 		sink.WithIdempotency(sink.IdempotencyConfig{Table: idem}))
 	var we *sink.WriteError
 	require.ErrorAs(t, bad.Put(sink.WithKey(t.Context(), "m-3"), keyless{PK: "bad"}), &we)
@@ -190,8 +190,8 @@ func TestIntegrationDynamoDBStalledPutDoesNotLandAfterItsLease(t *testing.T) {
 	clk := clock.NewManual(time.Now())
 	cfg := sink.IdempotencyConfig{Table: idem, Lease: 4 * time.Second}
 	ah := &hooked{DynamoDBAPI: ddb}
-	a := integrationSink(t, ah, tbl, sink.WithClock(clk), sink.WithLinger(0), sink.WithIdempotency(cfg))
-	b := integrationSink(t, ddb, tbl, sink.WithClock(clk), sink.WithLinger(0), sink.WithIdempotency(cfg))
+	a := integrationSink(t, ah, tbl, clock.Option[sink.DynamoDBOption](clk), sink.WithLinger(0), sink.WithIdempotency(cfg))
+	b := integrationSink(t, ddb, tbl, clock.Option[sink.DynamoDBOption](clk), sink.WithLinger(0), sink.WithIdempotency(cfg))
 	stalled := make(chan context.Context, 1)
 	release := make(chan struct{})
 	ah.set(func(ctx context.Context, op string, in any) error {

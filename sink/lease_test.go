@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 )
@@ -79,7 +80,7 @@ func writesResults(op string, in any) bool {
 func (e *env) writer(cfg sink.IdempotencyConfig) (*sink.DynamoDB[order], *hooked) {
 	cfg.Table = idemTable
 	h := &hooked{DynamoDBAPI: e.fake}
-	s, err := sink.NewDynamoDB[order](h, table, sink.WithClock(e.clk), sink.WithLinger(0),
+	s, err := sink.NewDynamoDB[order](h, table, clock.Option[sink.DynamoDBOption](e.clk), sink.WithLinger(0),
 		sink.WithBackoff(10*time.Millisecond, maxDelay), sink.WithIdempotency(cfg))
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { require.NoError(e.t, s.Close(context.Background())) })
@@ -321,7 +322,7 @@ func TestDynamoDBCloseWaitsForRunningPuts(t *testing.T) {
 func TestDynamoDBItemCausedCallErrorIsolated(t *testing.T) {
 	e := newEnv(t)
 	h := &hooked{DynamoDBAPI: e.fake}
-	s, err := sink.NewDynamoDB[order](h, table, sink.WithClock(e.clk), sink.WithLinger(linger))
+	s, err := sink.NewDynamoDB[order](h, table, clock.Option[sink.DynamoDBOption](e.clk), sink.WithLinger(linger))
 	require.NoError(t, err)
 	defer func() { require.NoError(t, s.Close(t.Context())) }()
 	full := &types.ItemCollectionSizeLimitExceededException{Message: strp("Item collection size limit exceeded (test)")}
@@ -405,7 +406,7 @@ func TestDynamoDBUnprocessedMatchedByKey(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
 			s, err := sink.NewDynamoDB[order](&handingBack{DynamoDBAPI: e.fake, rewrite: rewrite}, table,
-				sink.WithClock(e.clk), sink.WithLinger(0), sink.WithBackoff(time.Millisecond, time.Millisecond))
+				clock.Option[sink.DynamoDBOption](e.clk), sink.WithLinger(0), sink.WithBackoff(time.Millisecond, time.Millisecond))
 			require.NoError(t, err)
 			defer func() { require.NoError(t, s.Close(t.Context())) }()
 			done := make(chan error, 1)

@@ -18,8 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sqspool/sqspool"
-	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/internal/awstest"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/internal/ddbtest"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
@@ -208,7 +208,7 @@ func TestCrashInMemory(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed(t), 2))
 
 	clk := clock.NewManual(time.Unix(1_700_000_000, 0))
-	f := sqsfake.New(sqsfake.WithClock(clk), sqsfake.WithSeed(int64(rng.Uint64())))
+	f := sqsfake.New(clock.Option[sqsfake.Option](clk), sqsfake.WithSeed(int64(rng.Uint64())))
 	src := f.MustCreateQueue("crash", map[string]string{"VisibilityTimeout": "5"})
 	for pid := range n {
 		f.MustSendJSON(src, job{PID: pid})
@@ -226,7 +226,7 @@ func TestCrashInMemory(t *testing.T) {
 		store, err := sink.NewDynamoDB[jobResult](
 			gatedDynamoDB{gate: p.gate, inner: recordingDynamoDB{DynamoDBAPI: ddbFake, ledger: writes, proc: id, pkAttr: "pk"}},
 			"results",
-			sink.WithClock(clk),
+			clock.Option[sink.DynamoDBOption](clk),
 			sink.WithBackoff(10*time.Millisecond, time.Second),
 			sink.WithIdempotency(sink.IdempotencyConfig{Table: "idem", Lease: 4 * time.Second}),
 		)
@@ -238,7 +238,7 @@ func TestCrashInMemory(t *testing.T) {
 		}
 		pool, err := sqspool.StartPool(context.Background(), &sqspool.Consumer{Client: gatedSQS{gate: p.gate, inner: f}, Queue: src},
 			sink.Pipe(process, p.store),
-			sqspool.WithClock(clk),
+			clock.Option[sqspool.Option](clk),
 			sqspool.WithWorkers(16),
 			sqspool.WithRetryBackoff(sqspool.ExponentialBackoff(time.Second, 8*time.Second)),
 			sqspool.WithLogger(quietLogger()),

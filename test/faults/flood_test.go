@@ -15,7 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sqspool/sqspool"
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 	"github.com/sqspool/sqspool/sqsfake"
@@ -137,7 +137,7 @@ func TestFaultFlood(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
 	clk := clock.NewManual(time.Unix(1_700_000_000, 0))
-	f := sqsfake.New(sqsfake.WithClock(clk), sqsfake.WithSeed(20260101))
+	f := sqsfake.New(clock.Option[sqsfake.Option](clk), sqsfake.WithSeed(20260101))
 	dlq := f.MustCreateQueue("flood-dlq", nil)
 	src := f.MustCreateQueue("flood", map[string]string{
 		"VisibilityTimeout": "5",
@@ -208,7 +208,7 @@ func TestFaultFlood(t *testing.T) {
 	f.SetHook(spikes())
 	began := time.Now()
 	pool, err := sqspool.StartPool(context.Background(), &sqspool.Consumer{Client: f, Queue: src}, handler,
-		sqspool.WithClock(clk),
+		clock.Option[sqspool.Option](clk),
 		sqspool.WithWorkers(32),
 		// Two attempts per batch entry, not five: with these fault rates
 		// about 1% of deletes then fail for good, so that messages already
