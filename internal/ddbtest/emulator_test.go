@@ -17,13 +17,15 @@ import (
 	"errors"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/sqspool/sqspool/internal/awstest"
 	"github.com/sqspool/sqspool/internal/ddbtest"
 )
 
@@ -36,25 +38,9 @@ func TestMain(m *testing.M) {
 
 // testCtx bounds one test's AWS calls.
 func testCtx(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), awstest.CallTimeout)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// check reports err as a fatal test failure.
-func check(t *testing.T, err error, what string) {
-	t.Helper()
-	if err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-}
-
-// equal reports a non-fatal failure when got != want.
-func equal[T comparable](t *testing.T, got, want T, what string) {
-	t.Helper()
-	if got != want {
-		t.Errorf("%s = %v, want %v", what, got, want)
-	}
 }
 
 func TestEmulatorDynamoDBConditionalPut(t *testing.T) {
@@ -75,7 +61,7 @@ func TestEmulatorDynamoDBConditionalPut(t *testing.T) {
 		})
 		return err
 	}
-	check(t, put("INPROGRESS"), "first conditional PutItem")
+	require.NoError(t, put("INPROGRESS"), "first conditional PutItem")
 
 	err := put("SECOND")
 	var ccf *ddbtypes.ConditionalCheckFailedException
@@ -85,7 +71,7 @@ func TestEmulatorDynamoDBConditionalPut(t *testing.T) {
 	if len(ccf.Item) == 0 {
 		t.Logf("ConditionalCheckFailedException without Item: endpoint ignores ReturnValuesOnConditionCheckFailure (dynalite quirk; AWS returns the item)")
 	} else {
-		equal(t, stringAttr(ccf.Item, "status"), "INPROGRESS", "Item in ConditionalCheckFailedException")
+		assert.Equal(t, "INPROGRESS", stringAttr(ccf.Item, "status"), "Item in ConditionalCheckFailedException")
 	}
 
 	got, err := ddb.GetItem(ctx, &dynamodb.GetItemInput{
@@ -93,8 +79,8 @@ func TestEmulatorDynamoDBConditionalPut(t *testing.T) {
 		Key:            map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: "key-1"}},
 		ConsistentRead: aws.Bool(true),
 	})
-	check(t, err, "GetItem")
-	equal(t, stringAttr(got.Item, "status"), "INPROGRESS", "status after the failed put")
+	require.NoError(t, err, "GetItem")
+	assert.Equal(t, "INPROGRESS", stringAttr(got.Item, "status"), "status after the failed put")
 }
 
 func TestEmulatorDynamoDBBatchWriteItem(t *testing.T) {
@@ -115,7 +101,7 @@ func TestEmulatorDynamoDBBatchWriteItem(t *testing.T) {
 	out, err := ddb.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{
 		RequestItems: map[string][]ddbtypes.WriteRequest{table: writes},
 	})
-	check(t, err, "BatchWriteItem")
+	require.NoError(t, err, "BatchWriteItem")
 	if len(out.UnprocessedItems) != 0 {
 		t.Errorf("BatchWriteItem left unprocessed items: %v", out.UnprocessedItems)
 	}
@@ -126,8 +112,8 @@ func TestEmulatorDynamoDBBatchWriteItem(t *testing.T) {
 		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":p": &ddbtypes.AttributeValueMemberS{Value: "p"}},
 		ConsistentRead:            aws.Bool(true),
 	})
-	check(t, err, "Query")
-	equal(t, q.Count, 5, "items after BatchWriteItem")
+	require.NoError(t, err, "Query")
+	assert.EqualValues(t, 5, q.Count, "items after BatchWriteItem")
 }
 
 // dynalite 4.0.0 lacks TransactWriteItems and UpdateTimeToLive; AWS has both.
