@@ -22,32 +22,32 @@ type BodyDecoder interface {
 // body or v beyond the call.
 type decoder[T any] func(body string, v *T) error
 
-// decodeJSON is the default decoder: the body is JSON for *T.
-func decodeJSON[T any](body string, v *T) error {
+func decodeJSON(body string, v any) error {
 	// json.Unmarshal neither keeps nor writes its input (decoded strings are
 	// copies), so it may read the body's bytes in place: no copy per message.
 	return json.Unmarshal(unsafe.Slice(unsafe.StringData(body), len(body)), v)
 }
 
-// decoderFor returns the decoder of a pool of T: the type's own DecodeBody,
-// the raw body for string and []byte, JSON for everything else.
+// decoderFor returns the decoder of a pool of T.
 func decoderFor[T any]() decoder[T] {
-	var zero T
-	switch any(&zero).(type) {
+	return func(body string, v *T) error { return decodeDefault(body, v) }
+}
+
+// decodeDefault decodes into v, a *T: with T's own DecodeBody if *T is a
+// BodyDecoder, else the raw body for string and []byte, JSON for everything
+// else. It is not generic so that lambdasqspool shares it (internal/share).
+func decodeDefault(body string, v any) error {
+	switch v := v.(type) {
 	case BodyDecoder:
-		return func(body string, v *T) error { return any(v).(BodyDecoder).DecodeBody(body) }
+		return v.DecodeBody(body)
 	case *string:
-		return func(body string, v *T) error {
-			*any(v).(*string) = body
-			return nil
-		}
+		*v = body
+		return nil
 	case *[]byte:
-		return func(body string, v *T) error {
-			*any(v).(*[]byte) = []byte(body)
-			return nil
-		}
+		*v = []byte(body)
+		return nil
 	}
-	return decodeJSON[T]
+	return decodeJSON(body, v)
 }
 
 // snsEnvelope is the JSON that SNS wraps around a message it delivers to SQS
