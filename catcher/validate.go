@@ -4,37 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
 )
 
 // ErrBadRequest marks a validation error as the client's malformed input: a
 // ValidateFunc or FIFOFunc error that wraps it gives 400 instead of 422.
 var ErrBadRequest = errors.New("bad request")
-
-// firstInvalidChar returns the byte offset of the first character SQS does
-// not accept in a message body or String attribute value, or -1. SQS takes
-// the XML 1.0 character set: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD |
-// #x10000-#x10FFFF, in UTF-8. Checking here rather than letting SQS refuse
-// the entry keeps a bad body from failing as a whole-call error, which would
-// fail the innocent requests batched with it.
-func firstInvalidChar(s string) int {
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf { // ASCII fast path
-			if c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
-				return i
-			}
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		// Invalid UTF-8 and surrogates decode as RuneError of width 1.
-		if (r == utf8.RuneError && n == 1) || r == 0xFFFE || r == 0xFFFF {
-			return i
-		}
-		i += n
-	}
-	return -1
-}
 
 // checkAttributeName applies the SQS rules for message attribute names.
 func checkAttributeName(name string) error {
