@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/sqspool/sqspool/internal/sendbatch"
 )
 
 // ErrBadRequest marks a validation error as the client's malformed input: a
@@ -11,41 +13,18 @@ import (
 var ErrBadRequest = errors.New("bad request")
 
 // checkAttributeName applies the SQS rules for message attribute names.
-func checkAttributeName(name string) error {
-	switch {
-	case name == "" || len(name) > 256:
-		return fmt.Errorf("attribute name %q: want 1..256 characters", name)
-	case strings.HasPrefix(strings.ToLower(name), "aws.") || strings.HasPrefix(strings.ToLower(name), "amazon."):
-		return fmt.Errorf("attribute name %q: prefixes AWS. and Amazon. are reserved", name)
-	case name[0] == '.' || name[len(name)-1] == '.' || strings.Contains(name, ".."):
-		return fmt.Errorf("attribute name %q: no leading, trailing or doubled period", name)
-	}
-	for _, c := range []byte(name) {
-		if !isAlnum(c) && c != '_' && c != '-' && c != '.' {
-			return fmt.Errorf("attribute name %q: only letters, digits, '_', '-' and '.'", name)
-		}
-	}
-	return nil
-}
+func checkAttributeName(name string) error { return sendbatch.CheckAttributeName(name) }
 
 // checkFIFOID applies the SQS rules for MessageGroupId and
-// MessageDeduplicationId: 1 to 128 characters, letters, digits and ASCII
-// punctuation. Empty means unset and is checked by the caller.
+// MessageDeduplicationId; its error wraps ErrBadRequest.
 func checkFIFOID(what, id string) error {
-	if len(id) > 128 {
-		return fmt.Errorf("%w: %s longer than 128 characters", ErrBadRequest, what)
-	}
-	for _, c := range []byte(id) {
-		if c <= ' ' || c > '~' { // printable ASCII without space
-			return fmt.Errorf("%w: %s may hold only letters, digits and punctuation", ErrBadRequest, what)
-		}
+	if err := sendbatch.CheckFIFOID(what, id); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	return nil
 }
 
-func isAlnum(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-}
+func isAlnum(c byte) bool { return sendbatch.IsAlnum(c) }
 
 // validTraceparent reports whether v is a W3C traceparent
 // (https://www.w3.org/TR/trace-context/#traceparent-header): version,

@@ -20,7 +20,6 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
@@ -134,31 +133,6 @@ func Throttled(code string) bool { return throttleCodes[NormalizeCode(code)] }
 // ("AWS.SimpleQueueService.NonExistentQueue"), so one table serves both.
 func NormalizeCode(code string) string {
 	return strings.TrimPrefix(code, "AWS.SimpleQueueService.")
-}
-
-// FirstInvalidChar returns the byte offset of the first character SQS does
-// not accept in a message body or String attribute value, or -1. SQS takes
-// the XML 1.0 character set: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD |
-// #x10000-#x10FFFF, in UTF-8. Checking before a message joins a batch keeps
-// a bad body from failing as a whole-call error, which would fail the
-// innocent messages batched with it.
-func FirstInvalidChar(s string) int {
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf { // ASCII fast path
-			if c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
-				return i
-			}
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		// Invalid UTF-8 and surrogates decode as RuneError of width 1.
-		if (r == utf8.RuneError && n == 1) || r == 0xFFFE || r == 0xFFFF {
-			return i
-		}
-		i += n
-	}
-	return -1
 }
 
 // States of a message: the caller and the flush race to move it out of
