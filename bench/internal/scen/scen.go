@@ -130,6 +130,7 @@ func All() []Scenario {
 		{8, "adaptive", Adaptive},
 		{9, "fifo", FIFO},
 		{10, "sweep", Sweep},
+		{11, "producer", Producer},
 	}
 }
 
