@@ -98,16 +98,34 @@ func gateCalls(f *sqsfake.Fake) *gate {
 	return g
 }
 
+// held is a producer with one call slot and no linger whose first
+// message's call the gate holds, so that later Sends wait in a batch.
+type held[T any] struct {
+	p     *Producer[T]
+	fake  *sqsfake.Fake
+	url   string
+	g     *gate
+	first chan error // the first Send's result
+	wait  func(n int)
+}
+
+func holdFirst[T any](t *testing.T, first T) *held[T] {
+	t.Helper()
+	h := &held[T]{fake: sqsfake.New(), first: make(chan error, 1)}
+	h.url = h.fake.MustCreateQueue("held", nil)
+	h.g = gateCalls(h.fake)
+	var q ProducerOption
+	q, h.wait = queued()
+	h.p = newProducer[T](t, h.fake, h.url, WithSendLinger(0), WithSendConcurrency(1), q)
+	go func() { _, err := h.p.Send(context.Background(), first); h.first <- err }()
+	require.Equal(t, 1, <-h.g.entered, "a lone message goes at once")
+	h.wait(1)
+	return h
+}
+
 func TestProducerBatchesConcurrentSends(t *testing.T) {
-	f := sqsfake.New()
-	url := f.MustCreateQueue("orders", nil)
-	g := gateCalls(f)
-	q, wait := queued()
-	p := newProducer[order](t, f, url, WithSendLinger(0), WithSendConcurrency(1), q)
-	first := make(chan error, 1)
-	go func() { _, err := p.Send(context.Background(), order{ID: 0}); first <- err }()
-	require.Equal(t, 1, <-g.entered, "a lone message goes at once")
-	wait(1)
+	h := holdFirst(t, order{ID: 0})
+	f, url, g, p, first, wait := h.fake, h.url, h.g, h.p, h.first, h.wait
 
 	// While the only call slot is busy, 25 Sends pile up: they leave in
 	// batches of ten, in order.
@@ -131,15 +149,8 @@ func TestProducerBatchesConcurrentSends(t *testing.T) {
 }
 
 func TestProducerKeepsBatchesUnderOneMiB(t *testing.T) {
-	f := sqsfake.New()
-	url := f.MustCreateQueue("big", nil)
-	g := gateCalls(f)
-	q, wait := queued()
-	p := newProducer[string](t, f, url, WithSendLinger(0), WithSendConcurrency(1), q)
-	first := make(chan error, 1)
-	go func() { _, err := p.Send(context.Background(), "x"); first <- err }()
-	<-g.entered
-	wait(1)
+	h := holdFirst(t, "x")
+	g, p, first, wait := h.g, h.p, h.first, h.wait
 	big := strings.Repeat("b", 400<<10)
 	done := make(chan []error, 1)
 	go func() { _, errs := sendAll(p, big, big, big); done <- errs }()
@@ -276,15 +287,8 @@ func TestProducerCallFailureIsAnAPIError(t *testing.T) {
 }
 
 func TestProducerCancelledBeforeItsCallIsNotSent(t *testing.T) {
-	f := sqsfake.New()
-	url := f.MustCreateQueue("orders", nil)
-	g := gateCalls(f)
-	q, wait := queued()
-	p := newProducer[order](t, f, url, WithSendLinger(0), WithSendConcurrency(1), q)
-	first := make(chan error, 1)
-	go func() { _, err := p.Send(context.Background(), order{ID: 1}); first <- err }()
-	<-g.entered
-	wait(1)
+	h := holdFirst(t, order{ID: 1})
+	f, url, g, p, first, wait := h.fake, h.url, h.g, h.p, h.first, h.wait
 	ctx, cancel := context.WithCancel(context.Background())
 	second := make(chan error, 1)
 	go func() { _, err := p.Send(ctx, order{ID: 2}); second <- err }()
