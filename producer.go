@@ -314,6 +314,9 @@ func (p *Producer[T]) Send(ctx context.Context, v T) (string, error) {
 	if p.closed.Load() {
 		return "", ErrProducerClosed
 	}
+	if ctx.Err() != nil {
+		return "", fmt.Errorf("sqspool: Send: not sent: %w", context.Cause(ctx))
+	}
 	m, err := p.message(ctx, v)
 	if err != nil {
 		return "", err
@@ -448,7 +451,7 @@ func (p *Producer[T]) sendError(ctx context.Context, res sendbatch.Result) error
 // ProducerStats are a Producer's counters since NewProducer. They only grow.
 type ProducerStats struct {
 	// Sent counts messages SQS stored; Failed the Sends that returned an
-	// error after their message joined a batch.
+	// error after their message was encoded and checked.
 	Sent, Failed uint64
 	// Calls counts SendMessageBatch calls, Entries the entries they
 	// carried, Retries the entries sent again after a transient failure.

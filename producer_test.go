@@ -301,6 +301,18 @@ func TestProducerCancelledBeforeItsCallIsNotSent(t *testing.T) {
 	require.Len(t, f.Messages(url), 1, "the cancelled message was never sent")
 }
 
+func TestProducerSendWithAnEndedContextSendsNothing(t *testing.T) {
+	f := sqsfake.New()
+	url := f.MustCreateQueue("orders", nil)
+	p := newProducer[order](t, f, url)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := p.Send(ctx, order{ID: 1})
+	require.ErrorIs(t, err, context.Canceled)
+	require.NoError(t, p.Close(context.Background()))
+	assert.Equal(t, 0, f.Calls("SendMessageBatch"))
+}
+
 func TestProducerCancelledDuringItsCallWaitsForTheTruth(t *testing.T) {
 	f := sqsfake.New()
 	url := f.MustCreateQueue("orders", nil)
