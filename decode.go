@@ -12,29 +12,32 @@ import (
 type Decoder[T any] func(body string, v *T) error
 
 // DecodeJSON is the default decoder: the body is JSON for *T.
-func DecodeJSON[T any](body string, v *T) error {
+func DecodeJSON[T any](body string, v *T) error { return decodeJSON(body, v) }
+
+func decodeJSON(body string, v any) error {
 	// json.Unmarshal neither keeps nor writes its input (decoded strings are
 	// copies), so it may read the body's bytes in place: no copy per message.
 	return json.Unmarshal(unsafe.Slice(unsafe.StringData(body), len(body)), v)
 }
 
-// decoderFor returns the decoder a pool of T uses when none is set: the raw
-// body for string and []byte, JSON for everything else.
+// decoderFor returns the decoder a pool of T uses when none is set.
 func decoderFor[T any]() Decoder[T] {
-	var zero T
-	switch any(&zero).(type) {
+	return func(body string, v *T) error { return decodeDefault(body, v) }
+}
+
+// decodeDefault is the default decoding into v, a *T: the raw body for
+// string and []byte, JSON for everything else. It is not generic so that
+// lambdasqspool shares it (internal/share).
+func decodeDefault(body string, v any) error {
+	switch v := v.(type) {
 	case *string:
-		return func(body string, v *T) error {
-			*any(v).(*string) = body
-			return nil
-		}
+		*v = body
+		return nil
 	case *[]byte:
-		return func(body string, v *T) error {
-			*any(v).(*[]byte) = []byte(body)
-			return nil
-		}
+		*v = []byte(body)
+		return nil
 	}
-	return DecodeJSON[T]
+	return decodeJSON(body, v)
 }
 
 // snsEnvelope is the JSON that SNS wraps around a message it delivers to SQS

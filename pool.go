@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -327,18 +326,9 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	rec.ctx.values, rec.ctx.msg = p.handlerCtx, m
 	rec.ctx.deadline = time.Now().Add(rec.beginAttempt().Sub(p.cfg.clock.Now()))
 	ctx := context.Context(&rec.ctx)
-	body := m.Body
-	var err error
-	if p.cfg.snsEnvelope {
-		body, err = unwrapSNS(body)
-	}
 	v := new(T)
-	if err == nil {
-		err = callDecoder(decode, body, v)
-	}
+	err := p.cfg.decodeBody(m, func(body string) error { return callDecoder(decode, body, v) })
 	if err != nil {
-		p.cfg.logger.Warn("sqspool: message body does not decode", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
-		p.cfg.logger.Debug("sqspool: undecodable body", "message_id", m.ID, "body", m.Body)
 		// The message's fate is settled before the hook hears of it, so that
 		// its next delivery is never mistaken for a duplicate of this one.
 		if p.cfg.decodePolicy == DeleteMalformed {
@@ -383,12 +373,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 		p.counters.processed.Add(1)
 		return true, 0
 	}
-	perr, panicked := err.(*PanicError) // callHandler returns it unwrapped
-	if panicked {
-		p.cfg.logger.Error("sqspool: handler panicked", "message_id", m.ID, "panic", perr.Value, "stack", string(perr.Stack))
-	} else {
-		p.cfg.logger.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
-	}
+	panicked := p.cfg.logFailure(m, err)
 	delay, set, final := retryDelay(err, m.ReceiveCount, p.cfg.retryBackoff)
 	localDelay, local := p.localRetry(rec, err)
 	switch {
@@ -496,24 +481,14 @@ func (p *Pool) finish(rec *record) {
 }
 
 // callHandler runs h, turning a panic into a *PanicError.
-func callHandler[T any](ctx context.Context, h Handler[T], v *T) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return h(ctx, v)
+func callHandler[T any](ctx context.Context, h Handler[T], v *T) error {
+	return protect(func() error { return h(ctx, v) })
 }
 
 // callDecoder runs decode, turning a panic into a *PanicError: a decoder
 // that panics on a body has rejected it, and the decode policy applies.
-func callDecoder[T any](decode Decoder[T], body string, v *T) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return decode(body, v)
+func callDecoder[T any](decode Decoder[T], body string, v *T) error {
+	return protect(func() error { return decode(body, v) })
 }
 
 // admitHandler waits, under an adaptive limit, until fewer handlers run than
@@ -549,11 +524,7 @@ func (p *Pool) observeCall(a api, entries int, began time.Time, err error) {
 	}
 }
 
-func (p *Pool) report(ctx context.Context, m *Message, err error) {
-	if h := p.cfg.onError; h != nil {
-		guard(p.cfg.logger, "ErrorHook", func() { h(ctx, m, err) })
-	}
-}
+func (p *Pool) report(ctx context.Context, m *Message, err error) { p.cfg.report(ctx, m, err) }
 
 // Stats returns the pool's counters now.
 func (p *Pool) Stats() Stats {

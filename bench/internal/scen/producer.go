@@ -54,7 +54,7 @@ func producerRun(ctx context.Context, conc int, latency, warm, window time.Durat
 		wg.Wait()
 		return sent.Load(), fail
 	}
-	t := &tally{scenario: "11 producer", variant: fmt.Sprintf("%d concurrent callers, fake %v/SendMessageBatch", conc, latency)}
+	t := &tally{scenario: "13 producer", variant: fmt.Sprintf("%d concurrent callers, fake %v/SendMessageBatch", conc, latency)}
 	warmed, err := drive(warm)
 	if err == nil {
 		st0 := p.Stats()
@@ -77,7 +77,7 @@ func unbatchedRun(ctx context.Context, conc int, latency, window time.Duration) 
 	url := f.MustCreateQueue("unbatched", nil)
 	f.SetFaults(sqsfake.Faults{sqsfake.OpSendMessage: {Latency: latency}})
 	body := MakeBody(1)
-	t := &tally{scenario: "11 producer", variant: fmt.Sprintf("diagnostic: %d goroutines calling SendMessage, no batching", conc)}
+	t := &tally{scenario: "13 producer", variant: fmt.Sprintf("diagnostic: %d goroutines calling SendMessage, no batching", conc)}
 	err := t.measure(func() (int64, error) {
 		ctx, cancel := context.WithTimeout(ctx, window)
 		defer cancel()
@@ -101,7 +101,7 @@ func unbatchedRun(ctx context.Context, conc int, latency, window time.Duration) 
 	return r, err
 }
 
-// Producer is scenario 11: sqspool.Producer's sends per second and
+// Producer is scenario 13: sqspool.Producer's sends per second and
 // SendMessageBatch calls per 1,000 messages at 1, 8 and 64 concurrent
 // callers, against the in-process fake with 10 ms per call.
 func Producer(ctx context.Context, o Opts) ([]Result, error) {
