@@ -11,7 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // Handler handles one decoded message. Returning nil means the work is done
@@ -83,9 +83,9 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 	}
 	decode := decoderFor[T]()
 	if cfg.decoder != nil {
-		d, ok := cfg.decoder.(Decoder[T])
+		d, ok := cfg.decoder.(decoder[T])
 		if !ok {
-			return nil, fmt.Errorf("sqspool: WithDecoder got %T, the pool needs a Decoder[%T]", cfg.decoder, *new(T))
+			return nil, fmt.Errorf("sqspool: withDecoder got %T, the pool needs a decoder[%T]", cfg.decoder, *new(T))
 		}
 		decode = d
 	}
@@ -317,7 +317,7 @@ func (p *Pool) worker() {
 // handleOne decodes rec's body and runs the handler on it. It reports whether
 // the message is done with (succeeded, or dropped for good) and, if not, when
 // it will be delivered again.
-func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
+func handleOne[T any](p *Pool, rec *record, decode decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
 	m := rec.msg
 	if rec.attempts++; rec.attempts > 1 {
 		rec.ctx.reset()
@@ -416,11 +416,10 @@ func (p *Pool) localRetry(rec *record, err error) (time.Duration, bool) {
 	if !p.queue.fifo || !p.cfg.heartbeat || rec.attempts >= maxLocalAttempts || p.stopping.Load() {
 		return 0, false
 	}
-	var ra *RetryAfterError
-	switch {
-	case errors.As(err, &ra):
-		return max(ra.Delay, 0), true
-	case rec.attempts == 1 || p.cfg.retryBackoff == nil:
+	if d, ok := RetryDelay(err); ok {
+		return max(d, 0), true
+	}
+	if rec.attempts == 1 || p.cfg.retryBackoff == nil {
 		return 0, true
 	}
 	return p.cfg.retryBackoff(rec.attempts - 1), true
@@ -487,7 +486,7 @@ func callHandler[T any](ctx context.Context, h Handler[T], v *T) error {
 
 // callDecoder runs decode, turning a panic into a *PanicError: a decoder
 // that panics on a body has rejected it, and the decode policy applies.
-func callDecoder[T any](decode Decoder[T], body string, v *T) error {
+func callDecoder[T any](decode decoder[T], body string, v *T) error {
 	return protect(func() error { return decode(body, v) })
 }
 
@@ -735,7 +734,7 @@ func (p *Pool) stop(ctx context.Context) error {
 	unstarted = append(unstarted, retrying...)
 	p.deq.changes.Flush() // at once, not after a linger
 	close(p.work)
-	log.Info("sqspool: stopping", "queue", p.queue.url, "returned", len(unstarted), "running", p.running.Load())
+	p.cfg.verbose.Info("sqspool: stopping", "queue", p.queue.url, "returned", len(unstarted), "running", p.running.Load())
 
 	var serr ShutdownError
 	select {
@@ -769,7 +768,7 @@ func (p *Pool) stop(ctx context.Context) error {
 	serr.Unflushed = int(p.deq.unflushed.Load())
 	p.handlerCancel()
 	if serr.Cancelled == 0 && serr.Abandoned == 0 && serr.Unflushed == 0 {
-		log.Info("sqspool: stopped", "queue", p.queue.url)
+		p.cfg.verbose.Info("sqspool: stopped", "queue", p.queue.url)
 		return nil
 	}
 	serr.Err = ctx.Err()

@@ -26,7 +26,7 @@ func (c *config) decodeBody(m *Message, decode func(body string) error) error {
 	}
 	if err != nil {
 		c.logger.Warn("sqspool: message body does not decode", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
-		c.logger.Debug("sqspool: undecodable body", "message_id", m.ID, "body", m.Body)
+		c.verbose.Debug("sqspool: undecodable body", "message_id", m.ID, "body", m.Body)
 	}
 	return err
 }
@@ -37,7 +37,7 @@ func (c *config) logFailure(m *Message, err error) (panicked bool) {
 	if panicked {
 		c.logger.Error("sqspool: handler panicked", "message_id", m.ID, "panic", perr.Value, "stack", string(perr.Stack))
 	} else {
-		c.logger.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
+		c.verbose.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
 	}
 	return panicked
 }
@@ -71,7 +71,7 @@ func configureShared(opts any) (share.Settings, error) {
 	if cfg.observer != nil {
 		cfg.observer = guardedObserver{o: cfg.observer, log: cfg.logger}
 	}
-	return share.Settings{Decoder: cfg.decoder, DefaultDecode: decodeDefault, Workers: cfg.workers, Process: cfg.process}, nil
+	return share.Settings{DefaultDecode: decodeDefault, Workers: cfg.workers, Process: cfg.process}, nil
 }
 
 // process is one delivery through the pool's steps, outside a pool: no

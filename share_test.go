@@ -112,7 +112,4 @@ func TestSharedProcessOutcomes(t *testing.T) {
 func TestSharedConfigureRejectsInvalidOptions(t *testing.T) {
 	_, err := share.Configure([]Option{WithWorkers(0)})
 	assert.ErrorContains(t, err, "workers must be at least 1")
-	s, err := share.Configure([]Option{WithDecoder(DecodeJSON[int])})
-	require.NoError(t, err)
-	assert.IsType(t, Decoder[int](nil), s.Decoder)
 }

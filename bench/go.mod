@@ -10,6 +10,7 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/sqs v1.52.10
 	github.com/sqspool/sqspool v0.0.0
 	github.com/sqspool/sqspool/lambdasqspool v0.0.0
+	github.com/sqspool/sqspool/sink v0.0.0
 	gocloud.dev v0.47.0
 )
 
@@ -57,4 +58,7 @@ require (
 replace (
 	github.com/sqspool/sqspool => ../
 	github.com/sqspool/sqspool/lambdasqspool => ../lambdasqspool
+	github.com/sqspool/sqspool/sink => ../sink
 )
+
+replace github.com/sqspool/sqspool/internal/ddbtest => ../internal/ddbtest

@@ -11,8 +11,10 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/sqs v1.52.10
 	github.com/prometheus/client_golang v1.24.1
 	github.com/sqspool/sqspool v0.0.0
+	github.com/sqspool/sqspool/internal/ddbtest v0.0.0
 	github.com/sqspool/sqspool/lambdasqspool v0.0.0
 	github.com/sqspool/sqspool/otelsqspool v0.0.0
+	github.com/sqspool/sqspool/sink v0.0.0
 	github.com/stretchr/testify v1.12.1
 	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/exporters/prometheus v0.69.0
@@ -57,6 +59,8 @@ require (
 
 replace (
 	github.com/sqspool/sqspool => ../
+	github.com/sqspool/sqspool/internal/ddbtest => ../internal/ddbtest
 	github.com/sqspool/sqspool/lambdasqspool => ../lambdasqspool
 	github.com/sqspool/sqspool/otelsqspool => ../otelsqspool
+	github.com/sqspool/sqspool/sink => ../sink
 )

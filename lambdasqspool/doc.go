@@ -12,8 +12,8 @@
 // success and deletes every record of the batch.
 //
 // Per record, as in a pool: the body is SNS-unwrapped if WithSNSEnvelope is
-// set and decoded (WithDecoder, else JSON, or the raw body for string and
-// []byte); a body that does not decode never reaches the handler and is
+// set and decoded (by T's DecodeBody if *T is a sqspool.BodyDecoder, else
+// as JSON, or the raw body for string and []byte); a body that does not decode never reaches the handler and is
 // reported as a failure (LeaveMalformed, the default: it reaches the
 // dead-letter queue through the redrive policy) or as a success, so that it
 // is deleted (DeleteMalformed). sqspool.MessageFrom gives the handler the

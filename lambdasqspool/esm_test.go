@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sqspool/sqspool"
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/lambdasqspool"
 	"github.com/sqspool/sqspool/sqsfake"
 )
@@ -35,7 +35,7 @@ type mapping struct {
 
 func newMapping(t *testing.T) *mapping {
 	clk := clock.NewManual(time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC))
-	fake := sqsfake.New(sqsfake.WithClock(clk))
+	fake := sqsfake.New(clock.Option[sqsfake.Option](clk))
 	srv := httptest.NewServer(fake.Handler())
 	transport := &http.Transport{}
 	t.Cleanup(func() {

@@ -31,13 +31,13 @@ type Handler func(ctx context.Context, ev events.SQSEvent) (events.SQSEventRespo
 // BatchItemFailures the records that must come back; the event source
 // mapping deletes the others.
 //
-// opts are the pool's options. These apply: WithDecoder, WithSNSEnvelope,
-// WithDecodeFailure, WithErrorHook, WithLogger, WithObserver, WithClock,
-// and WithWorkers (default 10), how many records of a standard queue's
+// opts are the pool's options. These apply: WithSNSEnvelope,
+// WithDecodeFailure, WithErrorHook, WithLogger, WithObserver, and
+// WithWorkers (default 10), how many records of a standard queue's
 // event run at once. The others concern receiving and deleting, which the
 // event source mapping does, and are ignored. New returns the error
-// StartPool would for invalid options, and one when WithDecoder's type is
-// not a Decoder[T].
+// StartPool would for invalid options. Bodies are decoded as the pool
+// decodes them (a T that implements sqspool.BodyDecoder decodes itself).
 //
 // client makes RetryAfter's delay: the record's visibility timeout is set
 // to it before the record is reported as failed. With a nil client, or if
@@ -51,20 +51,12 @@ func New[T any](h sqspool.Handler[T], client Client, opts ...sqspool.Option) (Ha
 	if err != nil {
 		return nil, fmt.Errorf("lambdasqspool: %w", err)
 	}
-	decode := sqspool.Decoder[T](func(body string, v *T) error { return s.DefaultDecode(body, v) })
-	if s.Decoder != nil {
-		d, ok := s.Decoder.(sqspool.Decoder[T])
-		if !ok {
-			return nil, fmt.Errorf("lambdasqspool: WithDecoder got %T, the handler needs a Decoder[%T]", s.Decoder, *new(T))
-		}
-		decode = d
-	}
 	run := func(ctx context.Context, rec *events.SQSMessage) share.Outcome {
 		v := new(T)
 		d := share.Delivery{
 			Message:  message(rec),
 			QueueURL: queueURL(rec.EventSourceARN),
-			Decode:   func(body string) error { return decode(body, v) },
+			Decode:   func(body string) error { return s.DefaultDecode(body, v) },
 			Handle:   func(ctx context.Context) error { return h(ctx, v) },
 		}
 		if client != nil {

@@ -364,11 +364,8 @@ func TestRecordsLeftWhenTheInvocationEndsAreReportedUnrun(t *testing.T) {
 	assert.Equal(t, []string{"o-1", "o-2"}, rec.orders())
 }
 
-func TestWithDecoderMustMatchTheHandlersType(t *testing.T) {
-	_, err := lambdasqspool.New(func(context.Context, *order) error { return nil }, nil,
-		sqspool.WithDecoder(sqspool.DecodeJSON[string]))
-	assert.ErrorContains(t, err, "Decoder[lambdasqspool_test.order]")
-	_, err = lambdasqspool.New[order](nil, nil)
+func TestNewRejectsBadArguments(t *testing.T) {
+	_, err := lambdasqspool.New[order](nil, nil)
 	assert.Error(t, err)
 	_, err = lambdasqspool.New(func(context.Context, *order) error { return nil }, nil, sqspool.WithWorkers(0))
 	assert.ErrorContains(t, err, "workers must be at least 1")
@@ -486,15 +483,21 @@ func TestAnEventWithoutRecordsAnswersNoFailures(t *testing.T) {
 	assert.JSONEq(t, `{"batchItemFailures":[]}`, string(out))
 }
 
-func TestWithDecoderDecodesTheRecords(t *testing.T) {
+// prefixed decodes itself (sqspool.BodyDecoder): its ID is the body's first
+// eight bytes.
+type prefixed struct{ ID string }
+
+func (p *prefixed) DecodeBody(body string) error {
+	p.ID = "decoded:" + body[:8]
+	return nil
+}
+
+func TestBodyDecoderDecodesTheRecords(t *testing.T) {
 	var ids []string
-	h, err := lambdasqspool.New(func(_ context.Context, o *order) error {
+	h, err := lambdasqspool.New(func(_ context.Context, o *prefixed) error {
 		ids = append(ids, o.ID)
 		return nil
-	}, nil, sqspool.WithDecoder(func(body string, o *order) error {
-		o.ID = "decoded:" + body[:8]
-		return nil
-	}), sqspool.WithWorkers(1), quiet)
+	}, nil, sqspool.WithWorkers(1), quiet)
 	require.NoError(t, err)
 	assert.JSONEq(t, `{"batchItemFailures":[]}`, invoke(t, context.Background(), h, "standard-traced.json"))
 	assert.Equal(t, []string{`decoded:{"id": "`, `decoded:{"id": "`}, ids)

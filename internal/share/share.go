@@ -19,10 +19,9 @@ var Configure func(opts any) (Settings, error)
 
 // Settings is what the options say about handling one message.
 type Settings struct {
-	// Decoder is the WithDecoder option's sqspool.Decoder[T], or nil.
-	Decoder any
-	// DefaultDecode is the decoder a pool uses when WithDecoder is not set:
-	// the raw body for *string and *[]byte, JSON for any other v.
+	// DefaultDecode is the pool's decoding into v: T's DecodeBody when v is
+	// a sqspool.BodyDecoder, the raw body for *string and *[]byte, JSON for
+	// any other v.
 	DefaultDecode func(body string, v any) error
 	// Workers is how many handlers may run at once (WithWorkers).
 	Workers int

@@ -131,6 +131,7 @@ func All() []Scenario {
 		{9, "fifo", FIFO},
 		{10, "sweep", Sweep},
 		{12, "lambda", Lambda},
+		{13, "producer", Producer},
 	}
 }
 
