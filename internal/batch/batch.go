@@ -139,7 +139,7 @@ func (b *Batcher[T]) Flush() {
 // Options.TargetItems allows it. Without TargetItems it does nothing.
 func (b *Batcher[T]) Nudge() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	if b.opts.TargetItems <= 0 || len(b.pending) == 0 || len(b.ready) > 0 || b.inFlight >= b.opts.MaxInFlight ||
 		b.budget+float64(len(b.pending))-b.opts.TargetItems < 0 {
 		return
