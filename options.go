@@ -55,6 +55,7 @@ type config struct {
 	breaker          *CircuitBreaker
 	adaptive         *AdaptiveConcurrency
 	heartbeat        bool
+	batch            batchConfig // StartBatchPool's (batch.go)
 	onError          ErrorHook
 	observer         Observer
 	logger           *slog.Logger
