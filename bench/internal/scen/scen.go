@@ -130,6 +130,7 @@ func All() []Scenario {
 		{8, "adaptive", Adaptive},
 		{9, "fifo", FIFO},
 		{10, "sweep", Sweep},
+		{11, "batch", Batch},
 	}
 }
 
@@ -150,7 +151,7 @@ func Find(list string) ([]Scenario, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no scenario %q (have 1-9 or %s)", name, names())
+			return nil, fmt.Errorf("no scenario %q (have 1-11 or %s)", name, names())
 		}
 	}
 	return out, nil
