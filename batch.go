@@ -205,42 +205,36 @@ func (b *batcher[T]) collect(carry []*record) (recs []*record, open bool) {
 		linger = 0
 	}
 	var t clock.Timer
-	var expired <-chan time.Time
 	defer func() {
 		if t != nil {
 			t.Stop()
 		}
 	}()
 	for len(recs) < b.size {
+		var rec *record
+		var ok bool
 		select {
-		case rec, ok := <-p.work:
-			if !ok {
-				return recs, false
-			}
-			recs = b.add(recs, rec)
-			continue
+		case rec, ok = <-p.work:
 		default:
-		}
-		if linger <= 0 {
-			break
-		}
-		if t == nil {
-			t = p.cfg.clock.NewTimer(linger)
-			expired = t.C()
-		}
-		if b.p.cfg.batch.waiting != nil {
-			b.p.cfg.batch.waiting(len(recs))
-		}
-		select {
-		case rec, ok := <-p.work:
-			if !ok {
-				return recs, false
+			if linger <= 0 {
+				return recs, true
 			}
-			recs = b.add(recs, rec)
-			continue
-		case <-expired:
+			if t == nil {
+				t = p.cfg.clock.NewTimer(linger)
+			}
+			if p.cfg.batch.waiting != nil {
+				p.cfg.batch.waiting(len(recs))
+			}
+			select {
+			case rec, ok = <-p.work:
+			case <-t.C():
+				return recs, true
+			}
 		}
-		break
+		if !ok {
+			return recs, false
+		}
+		recs = b.add(recs, rec)
 	}
 	return recs, true
 }

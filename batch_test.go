@@ -53,6 +53,18 @@ func (b *batches) record(ctx context.Context, msgs []order, fail func(call int, 
 
 func (b *batches) handler(ctx context.Context, msgs []order) error { return b.record(ctx, msgs, nil) }
 
+// failingOnce is a handler whose first call fails msgs[i] alone.
+func (b *batches) failingOnce(i int) BatchHandler[order] {
+	return func(ctx context.Context, msgs []order) error {
+		return b.record(ctx, msgs, func(call int, _ []int) error {
+			if call == 1 {
+				return BatchErrors{i: errors.New("failed once")}
+			}
+			return nil
+		})
+	}
+}
+
 // next waits for the next batch handler call and returns its ids.
 func (b *batches) next(t *testing.T) []int {
 	t.Helper()
@@ -428,14 +440,7 @@ func TestBatchFIFOFailureRetriesInPlaceWithTheRestOfItsGroupInOrder(t *testing.T
 	e, _ := fifoEnv(t, 0)
 	e.sendFIFO("g", 1, 2, 3, 4, 5)
 	b := newBatches()
-	p := e.startBatch(func(ctx context.Context, msgs []order) error {
-		return b.record(ctx, msgs, func(call int, ids []int) error {
-			if call == 1 {
-				return BatchErrors{1: errors.New("two failed")}
-			}
-			return nil
-		})
-	}, WithBatchSize(4), lingerForever)
+	p := e.startBatch(b.failingOnce(1), WithBatchSize(4), lingerForever)
 	assert.Equal(t, []int{1, 2, 3, 4}, b.next(t))
 	// 3 and 4 succeeded, but behind 2 they wait for it: 2 runs again here
 	// at once, with the rest of the group behind it.
@@ -453,14 +458,7 @@ func TestBatchFIFOFailureGivesBackTheRestOfItsGroup(t *testing.T) {
 	e, _ := fifoEnv(t, 0)
 	e.sendFIFO("g", 1, 2, 3, 4, 5)
 	b := newBatches()
-	p := e.startBatch(func(ctx context.Context, msgs []order) error {
-		return b.record(ctx, msgs, func(call int, ids []int) error {
-			if call == 1 {
-				return BatchErrors{1: errors.New("two failed")}
-			}
-			return nil
-		})
-	}, WithBatchSize(4), lingerForever, WithHeartbeat(false), constantBackoff(5*time.Second), WithWorkers(1))
+	p := e.startBatch(b.failingOnce(1), WithBatchSize(4), lingerForever, WithHeartbeat(false), constantBackoff(5*time.Second), WithWorkers(1))
 	assert.Equal(t, []int{1, 2, 3, 4}, b.next(t), "a batch holds a group's messages in order")
 	require.Eventually(t, func() bool { return p.Stats().Returned == 2 }, 10*time.Second, time.Millisecond,
 		"3 and 4 went back with 2, whatever the handler said of them")
