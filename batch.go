@@ -7,7 +7,6 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/sqspool/sqspool/clock"
@@ -134,7 +133,7 @@ func StartBatchPool[T any](ctx context.Context, c *Consumer, h BatchHandler[T], 
 	if err != nil {
 		return nil, err
 	}
-	b := &batcher[T]{p: p, decode: decode, h: h, size: p.cfg.batch.size, linger: p.cfg.batch.linger}
+	b := &batcher[T]{p: p, decode: decode, h: h, size: p.cfg.batch.size, linger: p.cfg.batch.linger, gather: make(chan struct{}, 1)}
 	p.serve = b.serve
 	p.start(ctx, client)
 	return p, nil
@@ -147,9 +146,12 @@ type batcher[T any] struct {
 	h      BatchHandler[T]
 	size   int
 	linger time.Duration
-	// gather is held by the worker gathering a batch: one at a time, so
-	// that batches fill instead of every idle worker taking a message.
-	gather sync.Mutex
+	// gather holds a token while a worker gathers a batch: one at a time,
+	// so that batches fill instead of every idle worker taking a message.
+	// A channel, not a mutex: a worker waiting for its turn is blocked as
+	// a channel receive is, which testing/synctest can see (the
+	// simulation's clock moves only when every goroutine is).
+	gather chan struct{}
 }
 
 // serve is a batch pool's worker loop. What a batch leaves to run next (a
@@ -184,13 +186,15 @@ func (b *batcher[T]) collect(carry []*record) (recs []*record, open bool) {
 	}
 	if len(recs) > 0 {
 		// Work in hand does not wait for another worker's linger.
-		if !b.gather.TryLock() {
+		select {
+		case b.gather <- struct{}{}:
+		default:
 			return recs, true
 		}
 	} else {
-		b.gather.Lock()
+		b.gather <- struct{}{}
 	}
-	defer b.gather.Unlock()
+	defer func() { <-b.gather }()
 	if len(recs) == 0 {
 		rec, ok := <-p.work
 		if !ok {
@@ -314,11 +318,21 @@ func (b *batcher[T]) call(items []batchItem, ran []int, vals []T, msgs []*Messag
 	p := b.p
 	bc := &batchContext{msgs: msgs}
 	bc.values = p.handlerCtx
+	// The batch ends at its earliest message's deadline, and so does the
+	// heartbeat of every message in it: a batch handler that ignores its
+	// context keeps none of them from everyone else past that.
+	var deadline time.Time
 	for k, i := range ran {
 		it := &items[i]
-		if k == 0 || it.rec.ctx.deadline.Before(bc.deadline) {
-			bc.deadline = it.rec.ctx.deadline
+		if d := it.rec.deadlineAt(true); k == 0 || d.Before(deadline) {
+			deadline, bc.deadline = d, it.rec.ctx.deadline
 		}
+	}
+	for _, i := range ran {
+		it := &items[i]
+		it.rec.mu.Lock()
+		it.rec.deadline = deadline
+		it.rec.mu.Unlock()
 		it.done = func(error) {}
 		if p.cfg.observer != nil {
 			_, it.done = p.cfg.observer.Start(it.ctx, it.rec.msg)

@@ -460,8 +460,12 @@ func TestBatchFIFOFailureGivesBackTheRestOfItsGroup(t *testing.T) {
 	b := newBatches()
 	p := e.startBatch(b.failingOnce(1), WithBatchSize(4), lingerForever, WithHeartbeat(false), constantBackoff(5*time.Second), WithWorkers(1))
 	assert.Equal(t, []int{1, 2, 3, 4}, b.next(t), "a batch holds a group's messages in order")
-	require.Eventually(t, func() bool { return p.Stats().Returned == 2 }, 10*time.Second, time.Millisecond,
-		"3 and 4 went back with 2, whatever the handler said of them")
+	now := e.clk.Now()
+	require.Eventually(t, func() bool {
+		vis := e.visibleAt()
+		return len(vis) == 4 && vis[2].Equal(now.Add(5*time.Second)) && vis[3].Equal(vis[2]) && vis[4].Equal(vis[2])
+	}, 10*time.Second, time.Millisecond, "3 and 4 went back with 2, whatever the handler said of them")
+	assert.EqualValues(t, 2, p.Stats().Returned)
 	// The group comes back after 2's delay, in order.
 	e.clk.Advance(5 * time.Second)
 	assert.Equal(t, []int{2, 3, 4, 5}, b.next(t))
