@@ -282,7 +282,7 @@ func (b *batcher[T]) run(recs []*record) (carry []*record) {
 	items := make([]batchItem, len(recs))
 	// A malformed FIFO message stops its group's batch where it stands:
 	// the later ones must not run before its fate is known.
-	stopped := map[string]bool{}
+	var stopped map[string]bool // FIFO only: written only there
 	vals := make([]T, 0, len(recs))
 	msgs := make([]*Message, 0, len(recs))
 	ran := make([]int, 0, len(recs))
@@ -297,6 +297,9 @@ func (b *batcher[T]) run(recs []*record) (carry []*record) {
 		if err != nil {
 			it.decodeEr = err
 			if fifo {
+				if stopped == nil {
+					stopped = map[string]bool{}
+				}
 				stopped[rec.msg.GroupID] = true
 			}
 			continue
@@ -376,7 +379,7 @@ func (b *batcher[T]) call(items []batchItem, ran []int, vals []T, msgs []*Messag
 func (b *batcher[T]) settle(items []batchItem) (carry []*record) {
 	p := b.p
 	fifo := p.queue.fifo
-	failed := map[string]int{} // FIFO group -> index of its first failure
+	var failed map[string]int // FIFO group -> index of its first failure
 	for i := range items {
 		it := &items[i]
 		if fifo {
@@ -400,6 +403,9 @@ func (b *batcher[T]) settle(items []batchItem) (carry []*record) {
 			it.ok, it.delay = p.settle(it.ctx, it.rec, it.err)
 		}
 		if fifo && !it.ok {
+			if failed == nil {
+				failed = map[string]int{}
+			}
 			failed[it.rec.msg.GroupID] = i
 		}
 	}

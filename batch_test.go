@@ -496,3 +496,33 @@ func TestBatchErrorsMessage(t *testing.T) {
 	err := error(BatchErrors{3: errors.New("c"), 1: errors.New("a"), 2: nil})
 	assert.Equal(t, "sqspool: 2 messages of the batch failed: [1] a; [3] c", err.Error())
 }
+
+// A batch ends at its earliest message's deadline, and so does the
+// heartbeat of each of its messages: the later one's own deadline does not
+// keep it invisible while a batch that ignores its context runs on.
+func TestBatchMessagesShareTheEarliestDeadline(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(1)
+	holding := make(chan int, 100)
+	started := make(chan struct{})
+	finish := make(chan struct{})
+	p := e.startBatch(func(ctx context.Context, _ []order) error {
+		close(started)
+		<-finish
+		return nil
+	}, WithBatchSize(2), lingerForever, WithHandlerTimeout(20*time.Second), WithWorkers(1),
+		func(c *config) { c.batch.waiting = func(n int) { holding <- n } })
+	<-holding // the first message waits for a second
+	first := e.clk.Now()
+	e.clk.Advance(10 * time.Second)
+	e.send(`{"id":1}`)
+	<-started
+	recs := p.disp.inFlight()
+	require.Len(t, recs, 2)
+	for _, rec := range recs {
+		assert.Equal(t, first.Add(20*time.Second), rec.deadlineAt(true), "message %s", rec.msg.Body)
+	}
+	close(finish)
+	e.shutdown(p)
+	assert.EqualValues(t, 2, p.Stats().Deleted)
+}
