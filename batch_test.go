@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -525,4 +527,33 @@ func TestBatchMessagesShareTheEarliestDeadline(t *testing.T) {
 	close(finish)
 	e.shutdown(p)
 	assert.EqualValues(t, 2, p.Stats().Deleted)
+}
+
+// On a FIFO queue a malformed message never enters a batch, and the
+// messages behind it in its group do not run before it: they go back with
+// it, and the group waits for it.
+func TestBatchFIFOMalformedMessageHoldsItsGroup(t *testing.T) {
+	e, _ := fifoEnv(t, 0)
+	e.sendFIFO("g", 1)
+	_, err := e.fake.SendMessage(context.Background(), &sqs.SendMessageInput{
+		QueueUrl: &e.queue, MessageBody: aws.String("not json"),
+		MessageGroupId: aws.String("g"), MessageDeduplicationId: aws.String("g-bad"),
+	})
+	require.NoError(t, err)
+	e.sendFIFO("g", 3)
+	b := newBatches()
+	errs := newErrorLog()
+	p := e.startBatch(b.handler, WithBatchSize(3), lingerForever, WithWorkers(1), WithErrorHook(errs.hook))
+	assert.Equal(t, []int{1}, b.next(t))
+	var derr *DecodeError
+	require.ErrorAs(t, errs.next(t), &derr)
+	require.Eventually(t, func() bool { return p.Stats().Returned == 1 }, 10*time.Second, time.Millisecond,
+		"3 went back behind the malformed message")
+	e.shutdown(p)
+	b.mu.Lock()
+	assert.Len(t, b.calls, 1, "3 did not run")
+	b.mu.Unlock()
+	st := p.Stats()
+	assert.EqualValues(t, 1, st.DecodeErrors)
+	assert.EqualValues(t, 1, st.Deleted)
 }
