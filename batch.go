@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // BatchHandler handles up to WithBatchSize decoded messages at once, in the
@@ -142,7 +141,7 @@ func StartBatchPool[T any](ctx context.Context, c *Consumer, h BatchHandler[T], 
 // batcher runs a batch pool's workers.
 type batcher[T any] struct {
 	p      *Pool
-	decode Decoder[T]
+	decode decoder[T]
 	h      BatchHandler[T]
 	size   int
 	linger time.Duration
@@ -473,13 +472,8 @@ func (b *batcher[T]) refuse(recs []*record) []*record {
 }
 
 // callBatch runs h, turning a panic into a *PanicError.
-func callBatch[T any](ctx context.Context, h BatchHandler[T], msgs []T) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return h(ctx, msgs)
+func callBatch[T any](ctx context.Context, h BatchHandler[T], msgs []T) error {
+	return protect(func() error { return h(ctx, msgs) })
 }
 
 // batchContext is a batch handler's context: a handlerContext whose value

@@ -393,7 +393,7 @@ func TestBatchHeartbeatKeepsARunningBatchInvisible(t *testing.T) {
 		close(started)
 		<-finish
 		return nil
-	}, WithClock(clk), WithBatchSize(3), lingerForever)
+	}, withClock(clk), WithBatchSize(3), lingerForever)
 	<-started
 	for i := 1; i <= 6; i++ {
 		for d := range clk.armed {
@@ -424,7 +424,7 @@ func TestBatchContextEndsAtTheHandlerTimeout(t *testing.T) {
 		<-ctx.Done()
 		got <- ctx.Err()
 		return ctx.Err()
-	}, WithClock(clk), WithBatchSize(2), lingerForever, WithHandlerTimeout(20*time.Second), WithRetryBackoff(nil))
+	}, withClock(clk), WithBatchSize(2), lingerForever, WithHandlerTimeout(20*time.Second), WithRetryBackoff(nil))
 	<-started
 	tick := watchTick(30*time.Second, 20*time.Second)
 	for d := range clk.armed {

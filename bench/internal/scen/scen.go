@@ -131,6 +131,8 @@ func All() []Scenario {
 		{9, "fifo", FIFO},
 		{10, "sweep", Sweep},
 		{11, "batch", Batch},
+		{12, "lambda", Lambda},
+		{13, "producer", Producer},
 	}
 }
 
@@ -151,7 +153,7 @@ func Find(list string) ([]Scenario, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no scenario %q (have 1-11 or %s)", name, names())
+			return nil, fmt.Errorf("no scenario %q (have 1-13 or %s)", name, names())
 		}
 	}
 	return out, nil
