@@ -513,7 +513,8 @@ func TestBatchMessagesShareTheEarliestDeadline(t *testing.T) {
 		<-finish
 		return nil
 	}, WithBatchSize(2), lingerForever, WithHandlerTimeout(20*time.Second), WithWorkers(1),
-		func(c *config) { c.batch.waiting = func(n int) { holding <- n } })
+		// The second receive must not wait for a fill timer on this clock.
+		func(c *config) { c.receiveFill, c.batch.waiting = 0, func(n int) { holding <- n } })
 	<-holding // the first message waits for a second
 	first := e.clk.Now()
 	e.clk.Advance(10 * time.Second)
