@@ -212,6 +212,8 @@ func TestBatchPartialFailureSettlesEachMessage(t *testing.T) {
 	// Each comes back alone, and runs once the linger ends.
 	e.clk.Advance(5 * time.Second)
 	assert.Equal(t, []int{1}, b.nextLingering(t, e, holding, time.Second), "the failed message alone comes back")
+	require.Eventually(t, func() bool { return len(e.visibleAt()) == 1 }, 10*time.Second, time.Millisecond,
+		"1 deleted before the clock moves past its visibility timeout")
 	e.clk.Advance(time.Minute - 5*time.Second)
 	assert.Equal(t, []int{2}, b.nextLingering(t, e, holding, time.Second))
 	e.shutdown(p)
