@@ -180,10 +180,11 @@ func WithSendAttempts(n int) ProducerOption {
 }
 
 // WithContextAttributes adds a hook that writes attributes drawn from the
-// Send's context, after those of the Send's Attributes option (into a map
-// of the message's own: the caller's map is not written): this is how trace context
-// travels (otelsqspool.ProducerTracing injects the W3C traceparent that
-// the consumer's span continues). Hooks run in the order given.
+// Send's context, after those of the Send's Attributes options, into a map
+// of the message's own (the caller's map is not written): this is how
+// trace context travels (otelsqspool.ProducerTracing injects the W3C
+// traceparent that the consumer's span continues). Hooks run in the order
+// given.
 func WithContextAttributes(f func(ctx context.Context, attrs map[string]types.MessageAttributeValue)) ProducerOption {
 	return producerOption(f != nil, func(c *producerConfig) { c.ctxAttrs = append(c.ctxAttrs, f) }, "WithContextAttributes: nil func")
 }
