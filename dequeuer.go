@@ -84,6 +84,17 @@ func (d *dequeuer) delete(rec *record) {
 	}
 }
 
+// deleteAll queues finished messages for deletion in calls of their own,
+// sent as soon as a call may start: nothing else fills them (see
+// dispatcher.keep).
+func (d *dequeuer) deleteAll(recs []*record) {
+	if err := d.deletes.AddBatch(recs); err != nil {
+		for _, rec := range recs {
+			d.unsent(rec, "DeleteMessageBatch", err)
+		}
+	}
+}
+
 // setVisibility queues the visibility change a message's outcome asks for
 // (a retry delay, a give-back). The record leaves the in-flight set at once:
 // the message is no longer this process's to handle. From now on no

@@ -116,6 +116,24 @@ func (b *Batcher[T]) Add(item T) error {
 	return nil
 }
 
+// AddBatch hands items to the batcher as batches of their own, of MaxItems
+// at most (MaxBytes is not applied), ready to flush at once: for items that
+// must not wait for others to fill a batch. It never blocks on a flush.
+func (b *Batcher[T]) AddBatch(items []T) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	for len(items) > 0 {
+		n := min(len(items), b.opts.MaxItems)
+		b.ready = append(b.ready, items[:n:n])
+		items = items[n:]
+	}
+	b.dispatchLocked()
+	return nil
+}
+
 // Flush cuts the pending partial batch now instead of waiting for the linger.
 func (b *Batcher[T]) Flush() {
 	b.mu.Lock()

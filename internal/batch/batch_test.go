@@ -201,3 +201,19 @@ func TestConcurrentAddsAllArrive(t *testing.T) {
 		}
 	}
 }
+
+// AddBatch's items go at once, in batches of their own of MaxItems at most,
+// and leave the pending partial batch to its linger.
+func TestAddBatchFlushesItsItemsAtOnceAndAlone(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	r := newRecorder()
+	b := New(context.Background(), Options{MaxItems: 3, Linger: time.Hour, MaxInFlight: 4, Clock: clk}, nil, r.flush)
+	require.NoError(t, b.Add(0))
+	require.NoError(t, b.AddBatch([]int{1, 2, 3, 4}))
+	got := [][]int{<-r.flushed, <-r.flushed}
+	assert.ElementsMatch(t, [][]int{{1, 2, 3}, {4}}, got)
+	assert.Equal(t, 1, b.Pending(), "the pending batch still waits for its linger")
+	require.NoError(t, b.Close(context.Background()))
+	assert.Equal(t, []int{0}, <-r.flushed)
+	assert.ErrorIs(t, b.AddBatch([]int{5}), ErrClosed)
+}

@@ -37,6 +37,9 @@ type Opts struct {
 	Short bool
 	// Log, when set, receives progress lines.
 	Log func(format string, args ...any)
+	// SweepLatencies and SweepHandlers, when set, pick the sweep's cells
+	// (scenario 10) instead of the whole grid.
+	SweepLatencies, SweepHandlers []time.Duration
 }
 
 func (o Opts) logf(format string, args ...any) {

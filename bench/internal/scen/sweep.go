@@ -51,6 +51,12 @@ func runLatencyHand(ctx context.Context, n int, c cell) (latencyRun, error) {
 // goroutines), one run each per cell, over the HTTP fake.
 func Sweep(ctx context.Context, o Opts) ([]Result, error) {
 	lats, hands := sweepLatencies, sweepHandlers
+	if len(o.SweepLatencies) > 0 {
+		lats = o.SweepLatencies
+	}
+	if len(o.SweepHandlers) > 0 {
+		hands = o.SweepHandlers
+	}
 	if o.Short {
 		lats, hands = []time.Duration{20 * time.Millisecond}, []time.Duration{10 * time.Millisecond}
 	}
