@@ -85,7 +85,7 @@ func Sweep(ctx context.Context, o Opts) ([]Result, error) {
 					return out, fmt.Errorf("sweep %v/%v %s: %w", lat, hd, r.consumer, err)
 				}
 				got[r.consumer] = lr
-				o.logf("sweep: recv %v, handler %v, %s: %.0f msgs/s (%.0f%% of %.0f), %.1f req/1000", lat, hd, r.consumer, lr.rate, 100*lr.rate/c.bound(), c.bound(), lr.reqPer1000)
+				o.logf("sweep: recv %v, handler %v, %s: %.0f msgs/s (%.0f%% of %.0f), %.1f req/1000, calls %v", lat, hd, r.consumer, lr.rate, 100*lr.rate/c.bound(), c.bound(), lr.reqPer1000, lr.calls)
 			}
 			g := got[ConsumerGocloud]
 			for _, r := range runs {
