@@ -63,8 +63,12 @@ type dequeuer struct {
 }
 
 func newDequeuer(ctx context.Context, d *dequeuer, cfg *config) *dequeuer {
+	// Workers that finish faster than deletes are made wait while as many
+	// batches wait for a call slot as there are slots: records waiting for
+	// their delete stay in memory, and nothing else would bound them.
 	d.deletes = batch.New(ctx, batch.Options{
-		MaxItems: maxBatch, Linger: cfg.deleteLinger, MaxInFlight: cfg.batchConcurrency, Clock: cfg.clock,
+		MaxItems: maxBatch, Linger: cfg.deleteLinger, MaxInFlight: cfg.batchConcurrency,
+		MaxReady: cfg.batchConcurrency, Clock: cfg.clock,
 	}, nil, d.flushDeletes)
 	// Visibility changes (retry delays, FIFO holds, heartbeats) come one
 	// message at a time; the same linger makes them share calls. Shutdown

@@ -157,11 +157,7 @@ func TestFIFOShutdownGivesBackAWaitingRetryAndItsGroup(t *testing.T) {
 	// The second failure waits for its backoff on the test's clock, which
 	// does not move.
 	h.wait(t, h.tries, 2)
-	require.Eventually(t, func() bool {
-		p.retryMu.Lock()
-		defer p.retryMu.Unlock()
-		return len(p.retries) == 1
-	}, 10*time.Second, time.Millisecond)
+	waitRetries(t, p, 1)
 	e.shutdown(p)
 	visible, inFlight := e.depth(e.queue)
 	assert.Equal(t, 2, visible, "the two behind message 1 are back")
@@ -215,11 +211,7 @@ func TestFIFOShutdownDeletesAGroupRunsHeldDeletes(t *testing.T) {
 		})
 	}, WithWorkers(3), WithDeleteLinger(time.Hour))
 	h.wait(t, h.tries, 2)
-	require.Eventually(t, func() bool {
-		p.retryMu.Lock()
-		defer p.retryMu.Unlock()
-		return len(p.retries) == 1
-	}, 10*time.Second, time.Millisecond)
+	waitRetries(t, p, 1)
 	assert.Zero(t, p.Stats().Deleted, "message 1's delete waits for its run's end")
 	e.shutdown(p)
 	assert.EqualValues(t, 1, p.Stats().Deleted)
@@ -252,4 +244,14 @@ func TestFIFOHeldDeleteGoesBeforeItsVisibilityRunsOut(t *testing.T) {
 	require.Eventually(t, func() bool { return p.Stats().Deleted == 1 }, 10*time.Second, time.Millisecond)
 	_, inFlight := e.depth(e.queue)
 	assert.Equal(t, 2, inFlight, "message 2 still runs, message 3 waits behind it")
+}
+
+// waitRetries waits until n retries in place wait for their backoff.
+func waitRetries(t *testing.T, p *Pool, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		p.retryMu.Lock()
+		defer p.retryMu.Unlock()
+		return len(p.retries) == n
+	}, 10*time.Second, time.Millisecond)
 }
