@@ -181,6 +181,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 		want:  func() int { return min(want, max(int(p.limit.Load()), 1)) },
 		slots: func() int { return p.heldSlots(int(p.limit.Load())) + int(p.readAhead.Load()) },
 		free:  p.credits.unclaimed,
+		fifo:  p.queue.fifo,
 		rate: func() float64 {
 			rate, _ := p.sizer.load()
 			return rate

@@ -24,6 +24,7 @@ type receivers struct {
 	free   func() int     // slots no message holds and no poller claims
 	spawn  func() bool    // starts one more poller; false once the pool stops
 	rate   func() float64 // messages handled a second lately (0: not known yet)
+	fifo   bool           // a FIFO queue: see after
 	mu     sync.Mutex
 	active int // pollers running
 	peak   int // most pollers running at once
@@ -62,11 +63,13 @@ func (r *receivers) after(asked, got int, took time.Duration) (stop bool) {
 	defer r.mu.Unlock()
 	waited := false
 	if got > 0 {
-		// A receive that waited at SQS for its messages (a FIFO group
-		// unlocking, a trickle) shows that the pollers running take
-		// messages as fast as they come: one more would only wait too, and
-		// this one can go. So does one slowed by a busy CPU, which more
-		// pollers load more.
+		// A full receive that took long waited at SQS for its messages
+		// (on a FIFO queue, for a group to unlock), or was slowed by a
+		// busy CPU, which more pollers load more: either way one more
+		// poller would not bring more. On a FIFO queue the pollers take
+		// groups as fast as they unlock, and this one goes; elsewhere a
+		// slow receive is a busy CPU far more often than a wait (a wait
+		// for a trickle comes back partial), and the pollers stay.
 		if r.fastest == 0 || took < r.fastest {
 			r.fastest = took
 		} else {
@@ -74,13 +77,14 @@ func (r *receivers) after(asked, got int, took time.Duration) (stop bool) {
 		}
 		waited = took > 2*r.fastest+time.Millisecond
 	}
+	waiting = waiting && !waited
 	bound = min(bound, r.demandLocked())
 	switch {
-	case r.active > 1 && (got < asked || asked < r.want() || r.active > bound || waited):
+	case r.active > 1 && (got < asked || asked < r.want() || r.active > bound || (waited && r.fifo)):
 		// Partial or empty: the queue has less than the pollers can take.
 		// Asked for less than a batch: the handlers, not the receives, are
 		// the limit, and pollers that share the freed slots only make
-		// smaller receives. Waited: see above.
+		// smaller receives. Waited (FIFO): see above.
 		r.active--
 		return true
 	case waiting && r.active < bound:

@@ -293,8 +293,10 @@ func TestReadAheadFollowsThePollersRunning(t *testing.T) {
 	assert.Equal(t, 60, p.credits.unclaimed(), "the slots moved with it")
 }
 
-// A receive that waited at SQS for its messages sheds its poller and adds
-// none: the pollers take messages as fast as they come. Pollers never pass
+// A full receive that waited at SQS for its messages adds no poller; on a
+// FIFO queue it sheds its own: the pollers take groups as fast as they
+// unlock. Elsewhere a slow receive is most often a busy CPU, and the
+// pollers stay. Pollers never pass
 // twice the receives the handling rate needs (the rate × the quickest
 // receive time / a batch), so that a CPU that is the limit, or FIFO groups
 // that SQS holds, do not draw ever more long polls.
@@ -307,6 +309,7 @@ func TestReceiversFollowWaitsAndTheHandlingRate(t *testing.T) {
 		free:  func() int { return 640 },
 		spawn: func() bool { spawned++; return true },
 		rate:  func() float64 { return rate },
+		fifo:  true,
 	}
 	r.start()
 	const quick = 10 * time.Millisecond
@@ -328,4 +331,8 @@ func TestReceiversFollowWaitsAndTheHandlingRate(t *testing.T) {
 	}
 	active, _ = r.running()
 	assert.Equal(t, 6, active)
+	r.fifo, rate = false, 0 // no rate bound: only the wait keeps it from adding
+	assert.False(t, r.after(10, 10, 3*quick), "not FIFO: a slow receive keeps its poller")
+	active, _ = r.running()
+	assert.Equal(t, 6, active, "and adds none")
 }
