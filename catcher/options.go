@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // SQS limits the handler is built around.
@@ -170,10 +170,14 @@ func WithRetryAfter(d time.Duration) Option {
 	return option(d > 0, func(c *config) { c.retryAfter = d }, "WithRetryAfter(%v): want > 0", d)
 }
 
-// WithClock sets the clock that drives the linger (default clock.Real).
+func init() { clock.Register(withClock) }
+
+// withClock sets the clock that drives the linger (default clock.Real).
 // Tests use a clock.Manual.
-func WithClock(c clock.Clock) Option {
-	return option(c != nil, func(cfg *config) { cfg.clock = c }, "WithClock(nil)")
+// Not part of the API (the repo's tests reach it with clock.Option; a
+// user's tests get fake time from testing/synctest).
+func withClock(c clock.Clock) Option {
+	return option(c != nil, func(cfg *config) { cfg.clock = c }, "nil clock")
 }
 
 // WithJSON rejects bodies that are not well-formed JSON with 400.

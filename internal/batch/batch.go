@@ -20,7 +20,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // ErrClosed is returned by Add after Close was called.

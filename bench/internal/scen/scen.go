@@ -137,6 +137,7 @@ func All() []Scenario {
 		{9, "fifo", FIFO},
 		{10, "sweep", Sweep},
 		{11, "cpu", CPU},
+		{12, "lambda", Lambda},
 	}
 }
 
@@ -157,7 +158,7 @@ func Find(list string) ([]Scenario, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no scenario %q (have 1-11 or %s)", name, names())
+			return nil, fmt.Errorf("no scenario %q (have 1-12 or %s)", name, names())
 		}
 	}
 	return out, nil
