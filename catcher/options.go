@@ -10,15 +10,16 @@ import (
 	"time"
 
 	"github.com/sqspool/sqspool/internal/clock"
+	"github.com/sqspool/sqspool/internal/sendbatch"
 )
 
 // SQS limits the handler is built around.
 const (
 	// MaxMessageBytes is the SQS limit for one message, body and attributes
 	// together, and for the payload of one SendMessageBatch call.
-	MaxMessageBytes = 1 << 20
+	MaxMessageBytes = sendbatch.MaxBytes
 	// maxBatchEntries is the SQS limit of entries per SendMessageBatch call.
-	maxBatchEntries = 10
+	maxBatchEntries = sendbatch.MaxEntries
 	// maxAttributes is the SQS limit of message attributes per message.
 	maxAttributes = 10
 )

@@ -138,6 +138,7 @@ func All() []Scenario {
 		{10, "sweep", Sweep},
 		{11, "cpu", CPU},
 		{12, "lambda", Lambda},
+		{13, "producer", Producer},
 	}
 }
 
@@ -158,7 +159,7 @@ func Find(list string) ([]Scenario, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no scenario %q (have 1-12 or %s)", name, names())
+			return nil, fmt.Errorf("no scenario %q (have 1-13 or %s)", name, names())
 		}
 	}
 	return out, nil
