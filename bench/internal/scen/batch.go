@@ -33,7 +33,7 @@ func runSinglePool(ctx context.Context, n int, perCall time.Duration, opts ...sq
 	})
 }
 
-// Batch is scenario 11: the batch pool (StartBatchPool) against the
+// Batch is scenario 14: the batch pool (StartBatchPool) against the
 // single-message pool on preloaded queues, with a no-op handler (what
 // batching costs or saves the pool itself) and with a handler whose every
 // call costs 1 ms whatever it carries (a bulk write: one round trip per
@@ -74,7 +74,7 @@ func Batch(ctx context.Context, o Opts) ([]Result, error) {
 	for i, v := range variants {
 		r := runs[i]
 		res := Result{
-			Scenario: "11 batch", Variant: v.name, Msgs: int64(v.msgs), Rate: r.rate, ReqPer1000: r.reqPer1000,
+			Scenario: "14 batch", Variant: v.name, Msgs: int64(v.msgs), Rate: r.rate, ReqPer1000: r.reqPer1000,
 			AllocsPerMsg: r.allocs, BytesPerMsg: r.bytes, CPUPerMsg: r.cpu, PeakHeap: r.peakHeap, GStart: r.g0, GPeak: r.gPeak, GEnd: r.g1,
 		}
 		if v.base >= 0 {
