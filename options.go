@@ -62,6 +62,7 @@ type config struct {
 	breaker          *CircuitBreaker
 	adaptive         *AdaptiveConcurrency
 	heartbeat        bool
+	batch            batchConfig // StartBatchPool's (batch.go)
 	onError          ErrorHook
 	observer         Observer
 	logger           *slog.Logger // what an operator must act on

@@ -139,6 +139,7 @@ func All() []Scenario {
 		{11, "cpu", CPU},
 		{12, "lambda", Lambda},
 		{13, "producer", Producer},
+		{14, "batch", Batch},
 	}
 }
 
@@ -159,7 +160,7 @@ func Find(list string) ([]Scenario, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no scenario %q (have 1-13 or %s)", name, names())
+			return nil, fmt.Errorf("no scenario %q (have 1-14 or %s)", name, names())
 		}
 	}
 	return out, nil
