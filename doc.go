@@ -26,6 +26,11 @@
 // that keep a slow handler's message invisible, retry delays for failed
 // messages, and unstarted messages given back at shutdown.
 //
+// StartBatchPool is the same pool for a BatchHandler: a worker gathers up to
+// WithBatchSize messages across receives (WithBatchLinger bounds the wait),
+// and the handler reports each one's outcome with BatchErrors; every message
+// is then settled as the single-message pool settles it.
+//
 // # Delivery
 //
 // Delivery is at least once. A message is deleted only after its handler

@@ -55,7 +55,8 @@ func (e *APIError) Unwrap() error { return e.Err }
 // context error that ended the wait.
 type ShutdownError struct {
 	// Cancelled is how many handlers were still running at the deadline and
-	// had their context cancelled. Their messages were not deleted.
+	// had their context cancelled (in a batch pool, how many messages their
+	// batches held). Their messages were not deleted.
 	Cancelled int
 	// Abandoned is how many of those had not returned when Shutdown gave up
 	// waiting; their goroutines end when the handlers return (see Wait).

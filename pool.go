@@ -35,7 +35,9 @@ type Pool struct {
 	disp      *dispatcher
 	deq       *dequeuer
 	work      chan *record
-	process   func(*record) (ok bool, delay time.Duration)
+	process   func(*record) (ok bool, delay time.Duration) // the single-message pool's
+	serve     func()                                       // a worker's loop: serveOne, or a batch pool's
+	perWorker int                                          // messages a worker handles at once: 1, or the batch size
 
 	pollCtx       context.Context // ends when the stop begins
 	pollCancel    context.CancelFunc
@@ -77,6 +79,19 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 	if c == nil || h == nil {
 		return nil, errors.New("sqspool: StartPool needs a Consumer and a handler")
 	}
+	p, decode, client, err := newPool[T](ctx, c, false, opts)
+	if err != nil {
+		return nil, err
+	}
+	p.process = func(rec *record) (bool, time.Duration) { return handleOne(p, rec, decode, h) }
+	p.serve = p.serveOne
+	p.start(ctx, client)
+	return p, nil
+}
+
+// newPool configures a pool for T and resolves its queue; batch says
+// whether it is a batch pool (see StartBatchPool).
+func newPool[T any](ctx context.Context, c *Consumer, batch bool, opts []Option) (*Pool, decoder[T], Client, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		o(&cfg)
@@ -85,18 +100,22 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 	if cfg.decoder != nil {
 		d, ok := cfg.decoder.(decoder[T])
 		if !ok {
-			return nil, fmt.Errorf("sqspool: withDecoder got %T, the pool needs a decoder[%T]", cfg.decoder, *new(T))
+			return nil, nil, nil, fmt.Errorf("sqspool: withDecoder got %T, the pool needs a decoder[%T]", cfg.decoder, *new(T))
 		}
 		decode = d
 	}
 	if err := cfg.validate(); err != nil {
-		return nil, err
+		return nil, nil, nil, err
+	}
+	if err := cfg.validateBatch(batch); err != nil {
+		return nil, nil, nil, err
 	}
 	if cfg.observer != nil {
 		cfg.observer = guardedObserver{o: cfg.observer, log: cfg.logger}
 	}
 	p := &Pool{
 		cfg:         cfg,
+		perWorker:   max(cfg.batch.size, 1),
 		workersDone: make(chan struct{}),
 		stopBegun:   make(chan struct{}),
 		shutdownReq: make(chan shutdownRequest),
@@ -104,22 +123,20 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 	}
 	client, err := c.client(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	q, err := c.resolve(ctx, client, cfg.visibility, &p.counters.api)
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	p.queue = q
-	p.process = func(rec *record) (bool, time.Duration) { return handleOne(p, rec, decode, h) }
-	p.start(ctx, client)
-	return p, nil
+	return p, decode, client, nil
 }
 
 func (p *Pool) start(parent context.Context, client Client) {
 	cfg := &p.cfg
-	want := min(cfg.maxMessages, cfg.workers)
-	slots := cfg.workers
+	slots := cfg.workers * p.perWorker
+	want := min(cfg.maxMessages, slots)
 	if cfg.adaptive != nil {
 		p.limiter = newLimiter(*cfg.adaptive)
 		slots = p.limiter.cfg.Min
@@ -134,7 +151,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 	}
 	// Room for every slot, the most read-ahead included, and for a receive
 	// that returned more than it asked for.
-	p.work = make(chan *record, p.heldSlots(cfg.workers)+cfg.pollers*cfg.maxMessages+maxBatch)
+	p.work = make(chan *record, p.heldSlots(cfg.workers*p.perWorker)+cfg.pollers*cfg.maxMessages+maxBatch)
 	p.disp = &dispatcher{
 		queueURL:   p.queue.url,
 		fifo:       p.queue.fifo,
@@ -145,6 +162,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 		counters:   &p.counters,
 		work:       p.work,
 		hold:       func(rec *record, d time.Duration) { p.giveBack(d, rec) },
+		deleteNow:  func(recs []*record) { p.deq.deleteAll(recs) },
 		observer:   cfg.observer,
 		breaker:    p.brk,
 		groups:     make(map[string]*group),
@@ -179,6 +197,11 @@ func (p *Pool) start(parent context.Context, client Client) {
 		want:  func() int { return min(want, max(int(p.limit.Load()), 1)) },
 		slots: func() int { return p.heldSlots(int(p.limit.Load())) + int(p.readAhead.Load()) },
 		free:  p.credits.unclaimed,
+		fifo:  p.queue.fifo,
+		rate: func() float64 {
+			rate, _ := p.sizer.load()
+			return rate
+		},
 	}
 	p.recv.spawn = func() bool {
 		if pollCtx.Err() != nil {
@@ -240,12 +263,13 @@ func (p *Pool) start(parent context.Context, client Client) {
 // workers idle while a few groups drain: the pool holds up to a full
 // receive per worker, which the heartbeat keeps invisible while they wait.
 // Without the heartbeat, or under the adaptive limit, it holds one per
-// worker.
+// worker. A batch pool's limit is a batch per worker, which a receive per
+// worker fills unless the batches are smaller than receives.
 func (p *Pool) heldSlots(limit int) int {
 	if !p.queue.fifo || !p.cfg.heartbeat || p.cfg.adaptive != nil {
 		return limit
 	}
-	return limit * p.cfg.maxMessages
+	return max(limit, limit/p.perWorker*p.cfg.maxMessages)
 }
 
 // deadline is when the handler of a message is cancelled. A handler timeout
@@ -286,67 +310,63 @@ func (p *Pool) worker() {
 			close(p.workersDone)
 		}
 	}()
+	p.serve()
+}
+
+// serveOne is the single-message pool's worker loop.
+func (p *Pool) serveOne() {
 	w := &waiter{ch: make(chan struct{}, 1)} // for the adaptive limit's gate
 	for rec := range p.work {
 		for rec != nil {
-			var released []*record
 			if p.stopping.Load() || (p.brk != nil && !p.brk.allows()) || !p.admitHandler(w) {
-				p.giveBack(p.retryLeft(rec), rec)
-				rec, released = p.disp.next(rec, false, 0)
-				p.giveBack(0, released...)
+				rec = p.refuse(rec)
 				continue
 			}
 			ok, delay := p.process(rec)
 			if p.run != nil {
 				p.run.release(1)
 			}
-			if rec.state.Load() == recRetrying {
-				// Its group stays here, in flight, behind it.
-				if delay > 0 {
-					rec = p.retryLater(rec, delay)
-				}
-				continue
-			}
-			p.releaseSlot()
-			rec, released = p.disp.next(rec, ok, delay)
-			p.giveBack(delay, released...)
+			rec = p.ended(rec, ok, delay)
 		}
 	}
+}
+
+// refuse gives back rec, which no handler will start (the stop has begun, or
+// the breaker is open), with the rest of its FIFO group. It returns what the
+// worker goes on with: nothing.
+func (p *Pool) refuse(rec *record) *record {
+	p.giveBack(p.retryLeft(rec), rec)
+	next, released := p.disp.next(rec, false, 0)
+	p.giveBack(0, released...)
+	return next
+}
+
+// ended settles rec's place here once its handling ended (ok and delay as
+// handleOne reports them). It returns what the worker goes on with: on a
+// FIFO queue the group's next message, or rec itself to run again at once.
+func (p *Pool) ended(rec *record, ok bool, delay time.Duration) *record {
+	if rec.state.Load() == recRetrying {
+		// Its group stays here, in flight, behind it.
+		if delay > 0 {
+			return p.retryLater(rec, delay)
+		}
+		return rec
+	}
+	p.releaseSlot()
+	next, released := p.disp.next(rec, ok, delay)
+	p.giveBack(delay, released...)
+	return next
 }
 
 // handleOne decodes rec's body and runs the handler on it. It reports whether
 // the message is done with (succeeded, or dropped for good) and, if not, when
 // it will be delivered again.
 func handleOne[T any](p *Pool, rec *record, decode decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
-	m := rec.msg
-	if rec.attempts++; rec.attempts > 1 {
-		rec.ctx.reset()
-	}
-	// The deadline is on the pool's clock; the context's is the wall clock's.
-	rec.ctx.values, rec.ctx.msg = p.handlerCtx, m
-	rec.ctx.deadline = time.Now().Add(rec.beginAttempt().Sub(p.cfg.clock.Now()))
-	ctx := context.Context(&rec.ctx)
-	v := new(T)
-	err := p.cfg.decodeBody(m, func(body string) error { return callDecoder(decode, body, v) })
+	ctx, v, err := startAttempt(p, rec, decode)
 	if err != nil {
-		// The message's fate is settled before the hook hears of it, so that
-		// its next delivery is never mistaken for a duplicate of this one.
-		if p.cfg.decodePolicy == DeleteMalformed {
-			p.finish(rec)
-			ok = true
-		} else {
-			// Left for the redrive policy: it comes back when its visibility
-			// timeout ends, and its FIFO group waits for it until then.
-			p.disp.forget(rec)
-			delay = rec.visibleAt().Sub(p.cfg.clock.Now())
-		}
-		// Counted once its fate is settled: counters follow the state they
-		// count, so that what Stats says has happened has.
-		p.counters.decodeErrors.Add(1)
-		p.brk.unadmit(rec.takeProbe(), 1) // the message's fault, not the downstream's
-		p.report(ctx, m, &DecodeError{MessageID: m.ID, Err: err})
-		return ok, delay
+		return p.malformed(ctx, rec, err)
 	}
+	m := rec.msg
 	done := func(error) {}
 	if p.cfg.observer != nil {
 		ctx, done = p.cfg.observer.Start(ctx, m)
@@ -365,6 +385,53 @@ func handleOne[T any](p *Pool, rec *record, decode decoder[T], h Handler[T]) (ok
 	rec.state.Store(recFinished)
 	done(err)
 	rec.ctx.cancel(context.Canceled) // as a WithTimeout's cancel would
+	return p.settle(ctx, rec, err)
+}
+
+// startAttempt readies rec's handler context for another run and decodes
+// its body.
+func startAttempt[T any](p *Pool, rec *record, decode decoder[T]) (context.Context, *T, error) {
+	m := rec.msg
+	if rec.attempts++; rec.attempts > 1 {
+		rec.ctx.reset()
+	}
+	// The deadline is on the pool's clock; the context's is the wall clock's.
+	rec.ctx.values, rec.ctx.msg = p.handlerCtx, m
+	rec.ctx.deadline = time.Now().Add(rec.beginAttempt().Sub(p.cfg.clock.Now()))
+	ctx := context.Context(&rec.ctx)
+	v := new(T)
+	err := p.cfg.decodeBody(m, func(body string) error { return callDecoder(decode, body, v) })
+	return ctx, v, err
+}
+
+// malformed settles a message whose body did not decode (err), by the
+// decode policy; it returns what handleOne does.
+func (p *Pool) malformed(ctx context.Context, rec *record, err error) (ok bool, delay time.Duration) {
+	m := rec.msg
+	// The message's fate is settled before the hook hears of it, so that
+	// its next delivery is never mistaken for a duplicate of this one.
+	if p.cfg.decodePolicy == DeleteMalformed {
+		p.finish(rec)
+		ok = true
+	} else {
+		// Left for the redrive policy: it comes back when its visibility
+		// timeout ends, and its FIFO group waits for it until then.
+		p.disp.forget(rec)
+		delay = rec.visibleAt().Sub(p.cfg.clock.Now())
+	}
+	// Counted once its fate is settled: counters follow the state they
+	// count, so that what Stats says has happened has.
+	p.counters.decodeErrors.Add(1)
+	p.brk.unadmit(rec.takeProbe(), 1) // the message's fault, not the downstream's
+	p.report(ctx, m, &DecodeError{MessageID: m.ID, Err: err})
+	return ok, delay
+}
+
+// settle makes a finished handler's result (err) the message's outcome:
+// deleted, retried here, or given back after the retry delay. It returns
+// what handleOne does.
+func (p *Pool) settle(ctx context.Context, rec *record, err error) (ok bool, delay time.Duration) {
+	m := rec.msg
 	if p.brk != nil {
 		p.brk.record(err, rec.takeProbe())
 	}
@@ -476,6 +543,9 @@ func (p *Pool) takeRetries() []*record {
 // finish deletes a message that is done with.
 func (p *Pool) finish(rec *record) {
 	rec.state.Store(recFinished)
+	if p.disp.keep(rec, p.cfg.clock.Now()) {
+		return // deleted with the rest of its FIFO group's run
+	}
 	p.deq.delete(rec)
 }
 
@@ -757,6 +827,9 @@ func (p *Pool) stop(ctx context.Context) error {
 	}
 	p.bgCancel()
 	p.bg.Wait()
+	if done := p.disp.takeDone(); len(done) > 0 {
+		p.deq.deleteAll(done)
+	}
 	// From here on, every delete or visibility change that fails is work
 	// the stop leaves undone.
 	p.deq.closing.Store(true)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -25,27 +26,43 @@ type ProducerClient interface {
 
 var _ ProducerClient = (*sqs.Client)(nil)
 
-// Encoder turns a value into a message body: the inverse of a Decoder.
-type Encoder[T any] func(v T) (string, error)
-
-// EncodeJSON is the default encoder: the body is v as JSON, what DecodeJSON
-// reads.
-func EncodeJSON[T any](v T) (string, error) {
-	b, err := json.Marshal(v)
-	return string(b), err
+// BodyEncoder is implemented by a message type that encodes its own body,
+// the mirror of BodyDecoder. When T or *T implements it, a Producer of T
+// sends EncodeBody's result as the body instead of JSON (or the raw value,
+// for string and []byte). The encoder is the type's, so it cannot be one
+// for another type: a mismatch does not compile. A type that has both
+// should make DecodeBody read what EncodeBody writes; `var _
+// sqspool.BodyEncoder = Order{}` makes the compiler check the signature.
+type BodyEncoder interface {
+	EncodeBody() (string, error)
 }
 
-// encoderFor returns the encoder a producer of T uses when none is set, the
-// mirror of decoderFor: the raw body for string and []byte, JSON otherwise.
-func encoderFor[T any]() Encoder[T] {
+// encoder turns a value into a message body. It takes v by value: a
+// pointer would move every string Send's v to the heap.
+type encoder[T any] func(v T) (string, error)
+
+// encoderFor returns the encoder of a producer of T, the mirror of
+// decodeDefault: T's own EncodeBody if T or *T is a BodyEncoder, else the
+// raw body for string and []byte, JSON for everything else. It is chosen
+// once, so that Send does not test T's type per message.
+func encoderFor[T any]() encoder[T] {
 	var zero T
+	if _, ok := any(zero).(BodyEncoder); ok {
+		return func(v T) (string, error) { return any(v).(BodyEncoder).EncodeBody() }
+	}
+	if _, ok := any(&zero).(BodyEncoder); ok {
+		return func(v T) (string, error) { return any(&v).(BodyEncoder).EncodeBody() }
+	}
 	switch any(zero).(type) {
 	case string:
 		return func(v T) (string, error) { return any(v).(string), nil }
 	case []byte:
 		return func(v T) (string, error) { return string(any(v).([]byte)), nil }
 	}
-	return EncodeJSON[T]
+	return func(v T) (string, error) {
+		b, err := json.Marshal(v)
+		return string(b), err
+	}
 }
 
 // MaxMessageBytes is the SQS limit of one message, body and attributes
@@ -106,9 +123,11 @@ func (e *SendError) Error() string {
 	return fmt.Sprintf("sqspool: SQS did not store the message after %d attempt(s): %s (sender fault %t): %s", e.Attempts, e.Code, e.SenderFault, e.Message)
 }
 
-// ProducerOption configures a Producer. An option given an invalid value,
-// or a typed option for another type than the Producer's, makes NewProducer
-// return an error that names it.
+// ProducerOption configures a Producer. An option given an invalid value
+// makes NewProducer return an error that names it. What depends on the
+// message type is not an option: the body encoding is T's (BodyEncoder),
+// and FIFO ids and attributes go with each Send (SendOption), so that no
+// option can be given for another type than the Producer's.
 type ProducerOption func(*producerConfig)
 
 type producerConfig struct {
@@ -119,10 +138,6 @@ type producerConfig struct {
 	attempts    int
 	retryDelay  time.Duration
 	clock       clock.Clock
-	encoder     any // Encoder[T]
-	group       any // func(T) string
-	dedup       any // func(T) string
-	attributes  any // func(context.Context, T) map[string]types.MessageAttributeValue
 	ctxAttrs    []func(context.Context, map[string]types.MessageAttributeValue)
 	onQueued    func() // tests: a message joined a batch
 }
@@ -164,39 +179,12 @@ func WithSendAttempts(n int) ProducerOption {
 	return producerOption(n > 0, func(c *producerConfig) { c.attempts = n }, "WithSendAttempts(%d): want > 0", n)
 }
 
-// WithEncoder sets how values become bodies (default: the raw body for
-// string and []byte, JSON otherwise — what a pool of the same T decodes
-// without WithDecoder).
-func WithEncoder[T any](e Encoder[T]) ProducerOption {
-	return producerOption(e != nil, func(c *producerConfig) { c.encoder = e }, "WithEncoder: nil encoder")
-}
-
-// WithGroupID sets the MessageGroupId of each message from its value. A
-// FIFO queue needs one on every message; on a standard queue it enables
-// SQS's fair queues.
-func WithGroupID[T any](f func(v T) string) ProducerOption {
-	return producerOption(f != nil, func(c *producerConfig) { c.group = f }, "WithGroupID: nil func")
-}
-
-// WithDeduplicationID sets the MessageDeduplicationId of each message from
-// its value (FIFO queues; without it the queue needs content-based
-// deduplication). SQS drops a message whose id it saw in the last 5 minutes
-// and still reports it as sent, with the first message's MessageId.
-func WithDeduplicationID[T any](f func(v T) string) ProducerOption {
-	return producerOption(f != nil, func(c *producerConfig) { c.dedup = f }, "WithDeduplicationID: nil func")
-}
-
-// WithMessageAttributes sets the message attributes of each message from
-// the Send's context and the value. The returned map becomes the message's
-// and must not be used by f afterwards.
-func WithMessageAttributes[T any](f func(ctx context.Context, v T) map[string]types.MessageAttributeValue) ProducerOption {
-	return producerOption(f != nil, func(c *producerConfig) { c.attributes = f }, "WithMessageAttributes: nil func")
-}
-
 // WithContextAttributes adds a hook that writes attributes drawn from the
-// Send's context, after WithMessageAttributes: this is how trace context
-// travels (otelsqspool.ProducerTracing injects the W3C traceparent that
-// the consumer's span continues). Hooks run in the order given.
+// Send's context, after those of the Send's Attributes options, into a map
+// of the message's own (the caller's map is not written): this is how
+// trace context travels (otelsqspool.ProducerTracing injects the W3C
+// traceparent that the consumer's span continues). Hooks run in the order
+// given.
 func WithContextAttributes(f func(ctx context.Context, attrs map[string]types.MessageAttributeValue)) ProducerOption {
 	return producerOption(f != nil, func(c *producerConfig) { c.ctxAttrs = append(c.ctxAttrs, f) }, "WithContextAttributes: nil func")
 }
@@ -211,18 +199,33 @@ func withProducerQueuedHook(f func()) ProducerOption {
 	return func(c *producerConfig) { c.onQueued = f }
 }
 
-// typedOption returns the option's func as F, nil if unset, or an error if
-// it was given for another type.
-func typedOption[F any](name string, v any) (F, error) {
-	var zero F
-	if v == nil {
-		return zero, nil
-	}
-	f, ok := v.(F)
-	if !ok {
-		return zero, fmt.Errorf("sqspool: %s: given %T, the producer needs %T", name, v, zero)
-	}
-	return f, nil
+// SendOption sets what one message carries besides its body: its FIFO
+// ids and its attributes. It belongs to a Send, not to the message type,
+// so it cannot be given for another type than the Producer's and works for
+// string and []byte messages too. Options are plain values: passing them
+// does not allocate.
+type SendOption struct {
+	group, dedup string
+	attrs        map[string]types.MessageAttributeValue
+}
+
+// GroupID sets the message's MessageGroupId. A FIFO queue needs one on
+// every message (messages of one group are delivered in order); on a
+// standard queue it enables SQS's fair queues.
+func GroupID(id string) SendOption { return SendOption{group: id} }
+
+// DeduplicationID sets the message's MessageDeduplicationId (FIFO queues;
+// without it the queue needs content-based deduplication). SQS drops a
+// message whose id it saw in the last 5 minutes and still reports it as
+// sent, with the first message's MessageId: send again after an
+// uncertain outcome with the same id.
+func DeduplicationID(id string) SendOption { return SendOption{dedup: id} }
+
+// Attributes adds message attributes. Send reads attrs only until it
+// returns and never writes it, so one map may serve concurrent Sends; the
+// hooks of WithContextAttributes write into a copy.
+func Attributes(attrs map[string]types.MessageAttributeValue) SendOption {
+	return SendOption{attrs: attrs}
 }
 
 // Producer sends values of T to one SQS queue. Messages of concurrent Send
@@ -238,16 +241,13 @@ type Producer[T any] struct {
 	sent     atomic.Uint64
 	failed   atomic.Uint64
 
-	encode   Encoder[T]
-	group    func(T) string
-	dedup    func(T) string
-	attrs    func(context.Context, T) map[string]types.MessageAttributeValue
+	encode   encoder[T]
 	ctxAttrs []func(context.Context, map[string]types.MessageAttributeValue)
 }
 
 // NewProducer returns a Producer that sends to queueURL with client. A
-// queue whose URL ends in ".fifo" is a FIFO queue: every message then
-// needs a group id (WithGroupID). Invalid options are returned as an error.
+// queue whose URL ends in ".fifo" is a FIFO queue: every Send then needs
+// a GroupID. Invalid options are returned as an error.
 func NewProducer[T any](client ProducerClient, queueURL string, opts ...ProducerOption) (*Producer[T], error) {
 	if client == nil {
 		return nil, errors.New("sqspool: NewProducer: nil client")
@@ -266,21 +266,10 @@ func NewProducer[T any](client ProducerClient, queueURL string, opts ...Producer
 	for _, o := range opts {
 		o(&c)
 	}
-	p := &Producer[T]{queueURL: queueURL, fifo: strings.HasSuffix(queueURL, ".fifo"), ctxAttrs: c.ctxAttrs}
-	var errs [4]error
-	p.encode, errs[0] = typedOption[Encoder[T]]("WithEncoder", c.encoder)
-	p.group, errs[1] = typedOption[func(T) string]("WithGroupID", c.group)
-	p.dedup, errs[2] = typedOption[func(T) string]("WithDeduplicationID", c.dedup)
-	p.attrs, errs[3] = typedOption[func(context.Context, T) map[string]types.MessageAttributeValue]("WithMessageAttributes", c.attributes)
-	if err := errors.Join(append(c.errs, errs[:]...)...); err != nil {
+	if err := errors.Join(c.errs...); err != nil {
 		return nil, err
 	}
-	if p.encode == nil {
-		p.encode = encoderFor[T]()
-	}
-	if p.fifo && p.group == nil {
-		return nil, fmt.Errorf("sqspool: NewProducer: %s is a FIFO queue: WithGroupID is required", queueURL)
-	}
+	p := &Producer[T]{queueURL: queueURL, fifo: strings.HasSuffix(queueURL, ".fifo"), encode: encoderFor[T](), ctxAttrs: c.ctxAttrs}
 	p.sender = sendbatch.New(client, sendbatch.Options{
 		QueueURL:    queueURL,
 		Linger:      c.linger,
@@ -294,7 +283,9 @@ func NewProducer[T any](client ProducerClient, queueURL string, opts ...Producer
 	return p, nil
 }
 
-// Send sends v as one message and returns its SQS MessageId once SQS has
+// Send sends v as one message, with the FIFO ids and attributes of opts
+// (GroupID, DeduplicationID, Attributes; when one is given twice the later
+// id wins and the attributes are merged), and returns its SQS MessageId once SQS has
 // stored it. It blocks until the batch carrying v is answered: at most the
 // linger, a free call slot, and the call itself (WithSendTimeout), plus the
 // retries of a transient entry failure.
@@ -307,17 +298,17 @@ func NewProducer[T any](client ProducerClient, queueURL string, opts ...Producer
 // the same deduplication id on FIFO queues).
 //
 // Errors: ErrMessageTooLarge and ErrInvalidMessage (nothing sent), the
-// encoder's error, *SendError (SQS refused or failed the message),
-// *APIError (the SendMessageBatch call failed as a whole), ErrUnconfirmed,
-// ErrProducerClosed.
-func (p *Producer[T]) Send(ctx context.Context, v T) (string, error) {
+// error of EncodeBody or of JSON encoding (nothing sent), *SendError (SQS
+// refused or failed the message), *APIError (the SendMessageBatch call
+// failed as a whole), ErrUnconfirmed, ErrProducerClosed.
+func (p *Producer[T]) Send(ctx context.Context, v T, opts ...SendOption) (string, error) {
 	if p.closed.Load() {
 		return "", ErrProducerClosed
 	}
 	if ctx.Err() != nil {
 		return "", fmt.Errorf("sqspool: Send: not sent: %w", context.Cause(ctx))
 	}
-	m, err := p.message(ctx, v)
+	m, err := p.message(ctx, v, opts)
 	if err != nil {
 		return "", err
 	}
@@ -331,7 +322,7 @@ func (p *Producer[T]) Send(ctx context.Context, v T) (string, error) {
 }
 
 // message builds and checks the message of v.
-func (p *Producer[T]) message(ctx context.Context, v T) (*sendbatch.Message, error) {
+func (p *Producer[T]) message(ctx context.Context, v T, opts []SendOption) (*sendbatch.Message, error) {
 	body, err := p.encode(v)
 	if err != nil {
 		return nil, fmt.Errorf("sqspool: Send: encode: %w", err)
@@ -344,10 +335,10 @@ func (p *Producer[T]) message(ctx context.Context, v T) (*sendbatch.Message, err
 	}
 	m := &sendbatch.Message{}
 	m.Entry.MessageBody = &body
-	if err := p.setFIFO(&m.Entry, v); err != nil {
+	if err := p.setFIFO(&m.Entry, opts); err != nil {
 		return nil, err
 	}
-	attrSize, err := p.setAttributes(ctx, &m.Entry, v)
+	attrSize, err := p.setAttributes(ctx, &m.Entry, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -358,16 +349,18 @@ func (p *Producer[T]) message(ctx context.Context, v T) (*sendbatch.Message, err
 	return m, nil
 }
 
-func (p *Producer[T]) setFIFO(e *types.SendMessageBatchRequestEntry, v T) error {
+func (p *Producer[T]) setFIFO(e *types.SendMessageBatchRequestEntry, opts []SendOption) error {
 	var group, dedup string
-	if p.group != nil {
-		group = p.group(v)
-	}
-	if p.dedup != nil {
-		dedup = p.dedup(v)
+	for _, o := range opts {
+		if o.group != "" {
+			group = o.group
+		}
+		if o.dedup != "" {
+			dedup = o.dedup
+		}
 	}
 	if p.fifo && group == "" {
-		return fmt.Errorf("%w: a FIFO queue needs a message group id", ErrInvalidMessage)
+		return fmt.Errorf("%w: a FIFO queue needs a message group id (GroupID)", ErrInvalidMessage)
 	}
 	for _, f := range []struct{ what, id string }{{"message group id", group}, {"deduplication id", dedup}} {
 		if f.id == "" {
@@ -388,18 +381,10 @@ func (p *Producer[T]) setFIFO(e *types.SendMessageBatchRequestEntry, v T) error 
 
 // setAttributes sets and checks the message attributes and returns their
 // size as SQS counts it: name, data type and value.
-func (p *Producer[T]) setAttributes(ctx context.Context, e *types.SendMessageBatchRequestEntry, v T) (int, error) {
-	var attrs map[string]types.MessageAttributeValue
-	if p.attrs != nil {
-		attrs = p.attrs(ctx, v)
-	}
-	if len(p.ctxAttrs) > 0 {
-		if attrs == nil {
-			attrs = make(map[string]types.MessageAttributeValue, 2)
-		}
-		for _, f := range p.ctxAttrs {
-			f(ctx, attrs)
-		}
+func (p *Producer[T]) setAttributes(ctx context.Context, e *types.SendMessageBatchRequestEntry, opts []SendOption) (int, error) {
+	attrs := mergeAttributes(opts, len(p.ctxAttrs) > 0)
+	for _, f := range p.ctxAttrs {
+		f(ctx, attrs)
 	}
 	if len(attrs) == 0 {
 		return 0, nil
@@ -423,6 +408,30 @@ func (p *Producer[T]) setAttributes(ctx context.Context, e *types.SendMessageBat
 	}
 	e.MessageAttributes = attrs
 	return size, nil
+}
+
+// mergeAttributes returns the attributes of opts: the caller's map itself
+// if it is the only one and nothing is to be written into it, else a map of
+// the message's own (always one if writable).
+func mergeAttributes(opts []SendOption, writable bool) map[string]types.MessageAttributeValue {
+	var only map[string]types.MessageAttributeValue
+	n, given := 0, 0
+	for _, o := range opts {
+		if o.attrs != nil {
+			only = o.attrs
+			n += len(o.attrs)
+			given++
+		}
+	}
+	if given <= 1 && !writable {
+		return only
+	}
+	// Room for two more: what trace hooks add (traceparent, baggage).
+	attrs := make(map[string]types.MessageAttributeValue, n+2)
+	for _, o := range opts {
+		maps.Copy(attrs, o.attrs)
+	}
+	return attrs
 }
 
 // maxMessageAttributes is the SQS limit of message attributes per message.

@@ -26,9 +26,7 @@ import (
 func TestIntegrationProducerToPool(t *testing.T) {
 	c := itSQS(t)
 	url := awstest.NewQueue(t, c, "producer", nil)
-	p, err := sqspool.NewProducer[itJob](c, url, sqspool.WithMessageAttributes(func(_ context.Context, j itJob) map[string]types.MessageAttributeValue {
-		return map[string]types.MessageAttributeValue{"n": {DataType: aws.String("Number"), StringValue: aws.String(fmt.Sprint(j.N))}}
-	}))
+	p, err := sqspool.NewProducer[itJob](c, url)
 	require.NoError(t, err)
 	const n = 300
 	ids := make([]string, n)
@@ -36,7 +34,8 @@ func TestIntegrationProducerToPool(t *testing.T) {
 	for w := range 64 {
 		wg.Go(func() {
 			for i := w; i < n; i += 64 {
-				id, err := p.Send(t.Context(), itJob{N: i})
+				n := map[string]types.MessageAttributeValue{"n": {DataType: aws.String("Number"), StringValue: aws.String(fmt.Sprint(i))}}
+				id, err := p.Send(t.Context(), itJob{N: i}, sqspool.Attributes(n))
 				assert.NoError(t, err)
 				ids[i] = id
 			}
@@ -82,21 +81,19 @@ func TestIntegrationProducerToPool(t *testing.T) {
 func TestIntegrationProducerFIFO(t *testing.T) {
 	c := itSQS(t)
 	url := awstest.NewQueue(t, c, "producer", map[string]string{"FifoQueue": "true"})
-	p, err := sqspool.NewProducer[itJob](c, url,
-		sqspool.WithGroupID(func(j itJob) string { return j.Group }),
-		sqspool.WithDeduplicationID(func(j itJob) string { return fmt.Sprint(j.Group, "-", j.N) }))
+	p, err := sqspool.NewProducer[itJob](c, url)
 	require.NoError(t, err)
 	var wg sync.WaitGroup
 	for _, g := range []string{"a", "b", "c"} {
 		wg.Go(func() {
 			for i := range 10 {
-				_, err := p.Send(t.Context(), itJob{N: i, Group: g})
+				_, err := p.Send(t.Context(), itJob{N: i, Group: g}, sqspool.GroupID(g), sqspool.DeduplicationID(fmt.Sprint(g, "-", i)))
 				assert.NoError(t, err)
 			}
 		})
 	}
 	wg.Wait()
-	_, err = p.Send(t.Context(), itJob{N: 1})
+	_, err = p.Send(t.Context(), itJob{N: 1}, sqspool.DeduplicationID("no-group"))
 	require.ErrorIs(t, err, sqspool.ErrInvalidMessage, "no group")
 	require.NoError(t, p.Close(t.Context()))
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -175,11 +176,19 @@ func TestProducerRefusesWhatSQSWouldRefuseBeforeSending(t *testing.T) {
 		require.ErrorIs(t, err, ErrInvalidMessage, "%q", bad)
 	}
 
-	withAttrs := newProducer[string](t, f, url, WithMessageAttributes(func(_ context.Context, v string) map[string]types.MessageAttributeValue {
-		return map[string]types.MessageAttributeValue{"pad": {DataType: aws.String("String"), StringValue: aws.String(v)}}
-	}))
-	_, err = withAttrs.Send(context.Background(), strings.Repeat("y", MaxMessageBytes/2))
+	half := strings.Repeat("y", MaxMessageBytes/2)
+	_, err = p.Send(context.Background(), half, Attributes(map[string]types.MessageAttributeValue{"pad": {DataType: aws.String("String"), StringValue: aws.String(half)}}))
 	require.ErrorIs(t, err, ErrMessageTooLarge, "body and attributes count together")
+	six := func(prefix string) map[string]types.MessageAttributeValue {
+		m := map[string]types.MessageAttributeValue{}
+		for i := range 6 {
+			m[fmt.Sprint(prefix, i)] = types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String("v")}
+		}
+		return m
+	}
+	_, err = p.Send(context.Background(), "x", Attributes(six("a")), Attributes(six("b")))
+	require.ErrorIs(t, err, ErrInvalidMessage, "the attributes of both options count")
+	assert.ErrorContains(t, err, "12 message attributes")
 	assert.Equal(t, 0, f.Calls("SendMessageBatch"))
 	assert.Empty(t, f.Messages(url))
 }
@@ -381,64 +390,154 @@ func (c hangingClient) SendMessageBatch(ctx context.Context, _ *sqs.SendMessageB
 func TestProducerFIFOIdsAndAttributes(t *testing.T) {
 	f := sqsfake.New()
 	url := f.MustCreateQueue("orders.fifo", map[string]string{"FifoQueue": "true"})
-	_, err := NewProducer[order](f, url)
-	require.ErrorContains(t, err, "WithGroupID is required")
-
 	type traceKey struct{}
 	p := newProducer[order](t, f, url,
-		WithGroupID(func(o order) string { return o.Group }),
-		WithDeduplicationID(func(o order) string { return fmt.Sprint("order-", o.ID) }),
-		WithMessageAttributes(func(_ context.Context, o order) map[string]types.MessageAttributeValue {
-			return map[string]types.MessageAttributeValue{"kind": {DataType: aws.String("String"), StringValue: aws.String("order")}}
-		}),
 		WithContextAttributes(func(ctx context.Context, attrs map[string]types.MessageAttributeValue) {
 			if v, ok := ctx.Value(traceKey{}).(string); ok {
 				attrs["traceparent"] = types.MessageAttributeValue{DataType: aws.String("String"), StringValue: aws.String(v)}
 			}
 		}))
 	ctx := context.WithValue(context.Background(), traceKey{}, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-	id1, err := p.Send(ctx, order{ID: 1, Group: "g1"})
-	require.NoError(t, err)
-	id2, err := p.Send(ctx, order{ID: 1, Group: "g1"})
-	require.NoError(t, err)
-	assert.Equal(t, id1, id2, "SQS deduplicated the repeat and named the first message")
-	_, err = p.Send(ctx, order{ID: 2})
+	// One map serves every Send: the hook writes into a copy, so the
+	// concurrent Sends below neither race on it nor change it.
+	kind := map[string]types.MessageAttributeValue{"kind": {DataType: aws.String("String"), StringValue: aws.String("order")}}
+	send := func(o order, opts ...SendOption) (string, error) {
+		return p.Send(ctx, o, append(opts, Attributes(kind))...)
+	}
+	ids, errs := make([]string, 2), make([]error, 2)
+	var wg sync.WaitGroup
+	for i := range ids {
+		wg.Go(func() { ids[i], errs[i] = send(order{ID: 1}, GroupID("g1"), DeduplicationID("order-1")) })
+	}
+	wg.Wait()
+	require.NoError(t, errors.Join(errs...))
+	assert.Equal(t, ids[0], ids[1], "SQS deduplicated the repeat and named the first message")
+	assert.Len(t, kind, 1, "the caller's map is not written")
+	_, err := send(order{ID: 2})
 	require.ErrorIs(t, err, ErrInvalidMessage, "no group on a FIFO queue")
-	_, err = p.Send(ctx, order{ID: 3, Group: "has space"})
+	assert.ErrorContains(t, err, "GroupID")
+	_, err = send(order{ID: 3}, GroupID("has space"))
 	require.ErrorIs(t, err, ErrInvalidMessage)
+	_, err = send(order{ID: 4}, GroupID("g1"), DeduplicationID("bad id"))
+	require.ErrorIs(t, err, ErrInvalidMessage)
+	// The later id wins; attributes of several options are merged.
+	_, err = p.Send(ctx, order{ID: 5}, GroupID("g0"), DeduplicationID("x"), GroupID("g2"), DeduplicationID("order-5"),
+		Attributes(kind), Attributes(map[string]types.MessageAttributeValue{"n": {DataType: aws.String("Number"), StringValue: aws.String("5")}}))
+	require.NoError(t, err)
 
 	msgs := f.Messages(url)
-	require.Len(t, msgs, 1)
-	assert.Equal(t, "g1", msgs[0].GroupID)
-	assert.Equal(t, "order-1", msgs[0].DeduplicationID)
-	assert.Equal(t, "order", aws.ToString(msgs[0].Attributes["kind"].StringValue))
-	assert.Equal(t, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", aws.ToString(msgs[0].Attributes["traceparent"].StringValue))
+	require.Len(t, msgs, 2)
+	for i, want := range []struct{ group, dedup string }{{"g1", "order-1"}, {"g2", "order-5"}} {
+		assert.Equal(t, want.group, msgs[i].GroupID)
+		assert.Equal(t, want.dedup, msgs[i].DeduplicationID)
+		assert.Equal(t, "order", aws.ToString(msgs[i].Attributes["kind"].StringValue))
+		assert.Equal(t, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", aws.ToString(msgs[i].Attributes["traceparent"].StringValue))
+	}
+	assert.Equal(t, "5", aws.ToString(msgs[1].Attributes["n"].StringValue))
 }
 
 func TestProducerOptionsAreChecked(t *testing.T) {
 	f := sqsfake.New()
 	url := f.MustCreateQueue("orders", nil)
-	_, err := NewProducer[order](f, url, WithGroupID(func(s string) string { return s }), WithSendConcurrency(0), WithSendLinger(-1))
+	_, err := NewProducer[order](f, url, WithSendConcurrency(0), WithSendLinger(-1), WithSendTimeout(0), WithSendAttempts(0), WithContextAttributes(nil))
 	require.Error(t, err)
-	for _, want := range []string{"WithGroupID: given func(string) string", "WithSendConcurrency(0)", "WithSendLinger(-1ns)"} {
+	for _, want := range []string{"WithSendConcurrency(0)", "WithSendLinger(-1ns)", "WithSendTimeout(0s)", "WithSendAttempts(0)", "WithContextAttributes: nil func"} {
 		assert.ErrorContains(t, err, want)
 	}
 	_, err = NewProducer[order](nil, url)
 	assert.Error(t, err)
 	_, err = NewProducer[order](f, "")
 	assert.Error(t, err)
-	_, err = NewProducer[order](f, url, WithEncoder[order](nil), WithSendTimeout(0), WithSendAttempts(0))
-	assert.ErrorContains(t, err, "WithEncoder: nil encoder")
-	assert.ErrorContains(t, err, "WithSendTimeout(0s)")
-	assert.ErrorContains(t, err, "WithSendAttempts(0)")
 }
 
-func TestProducerEncoderErrorSendsNothing(t *testing.T) {
+// selfEncoded encodes its own body, with a value receiver; ptrEncoded with
+// a pointer receiver. Both are what a Producer of their type sends.
+type selfEncoded struct{ n int }
+
+func (s selfEncoded) EncodeBody() (string, error) {
+	if s.n < 0 {
+		return "", errBadValue
+	}
+	return fmt.Sprint("self:", s.n), nil
+}
+
+type ptrEncoded []string
+
+func (p *ptrEncoded) EncodeBody() (string, error) { return strings.Join(*p, "|"), nil }
+
+var errBadValue = errors.New("bad value")
+
+func TestProducerBodyEncoder(t *testing.T) {
 	f := sqsfake.New()
 	url := f.MustCreateQueue("orders", nil)
-	boom := errors.New("boom")
-	p := newProducer[order](t, f, url, WithEncoder(func(order) (string, error) { return "", boom }))
-	_, err := p.Send(context.Background(), order{})
-	require.ErrorIs(t, err, boom)
-	assert.Equal(t, 0, f.Calls("SendMessageBatch"))
+	self := newProducer[selfEncoded](t, f, url)
+	_, err := self.Send(context.Background(), selfEncoded{n: 7})
+	require.NoError(t, err)
+	ptr := newProducer[ptrEncoded](t, f, url)
+	_, err = ptr.Send(context.Background(), ptrEncoded{"a", "b"})
+	require.NoError(t, err)
+	ptrT := newProducer[*selfEncoded](t, f, url)
+	_, err = ptrT.Send(context.Background(), &selfEncoded{n: 8})
+	require.NoError(t, err)
+
+	_, err = self.Send(context.Background(), selfEncoded{n: -1})
+	require.ErrorIs(t, err, errBadValue)
+	assert.Equal(t, 3, f.Calls("SendMessageBatch"), "a value that does not encode is not sent")
+	var bodies []string
+	for _, m := range f.Messages(url) {
+		bodies = append(bodies, m.Body)
+	}
+	assert.Equal(t, []string{"self:7", "a|b", "self:8"}, bodies)
+}
+
+// okClient stores nothing and reports every entry as sent.
+type okClient struct{}
+
+func (okClient) SendMessageBatch(_ context.Context, in *sqs.SendMessageBatchInput, _ ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error) {
+	out := &sqs.SendMessageBatchOutput{Successful: make([]types.SendMessageBatchResultEntry, len(in.Entries))}
+	for i, e := range in.Entries {
+		out.Successful[i] = types.SendMessageBatchResultEntry{Id: e.Id, MessageId: e.Id}
+	}
+	return out, nil
+}
+
+// BenchmarkProducerSend is the cost of one Send from one goroutine (one
+// call per message) without the client's: allocs/op shows what encoding
+// and the SendOptions cost.
+//
+//	go test -run '^$' -bench ProducerSend -benchmem .
+func BenchmarkProducerSend(b *testing.B) {
+	ctx := context.Background()
+	run := func(b *testing.B, url string, send func(p *Producer[benchBody]) error) {
+		p, err := NewProducer[benchBody](okClient{}, url, WithSendLinger(0))
+		require.NoError(b, err)
+		b.ReportAllocs()
+		for b.Loop() {
+			if err := send(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		require.NoError(b, p.Close(ctx))
+	}
+	v := benchBody{ID: 1, Kind: "order", Customer: "c-1"}
+	b.Run("json", func(b *testing.B) {
+		run(b, "https://sqs.example/1/q", func(p *Producer[benchBody]) error { _, err := p.Send(ctx, v); return err })
+	})
+	b.Run("fifo", func(b *testing.B) {
+		run(b, "https://sqs.example/1/q.fifo", func(p *Producer[benchBody]) error {
+			_, err := p.Send(ctx, v, GroupID(v.Customer), DeduplicationID(strconv.Itoa(v.ID)))
+			return err
+		})
+	})
+	b.Run("string", func(b *testing.B) {
+		p, err := NewProducer[string](okClient{}, "https://sqs.example/1/q", WithSendLinger(0))
+		require.NoError(b, err)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := p.Send(ctx, "body"); err != nil {
+				b.Fatal(err)
+			}
+		}
+		require.NoError(b, p.Close(ctx))
+	})
 }

@@ -88,10 +88,13 @@ type simMsgState struct {
 	episode    time.Time // when the attempt before the current one ended: the current record is younger
 	lastDone   time.Time // when a run last asked for a delete
 	doneEver   bool
-	changes    []simChangeRec
-	stale      []simStaleReply
-	reports    []simReportRec
-	entries    map[string]int // batch entries by API
+	// malformedPending: a batch pool on a FIFO queue decoded the message,
+	// which failed, and has not yet settled it (see simOracle.decodeEnded).
+	malformedPending bool
+	changes          []simChangeRec
+	stale            []simStaleReply
+	reports          []simReportRec
+	entries          map[string]int // batch entries by API
 }
 
 func (m *simMsgState) running() *simRunRec {
@@ -287,7 +290,7 @@ func (o *simOracle) deletesApplied(handles []string) {
 		}
 		m.deleted, m.deletedAt = true, time.Now()
 		o.logf("msg %d DELETED", m.k)
-		if !m.doneEver {
+		if !m.doneEver && !m.malformedPending {
 			o.violate(invPrematureDelete, strconv.Itoa(m.k), "message %d deleted, but no handler returned nil or NoRetry for it (and DeleteMalformed did not apply)", m.k)
 		}
 	}
@@ -394,6 +397,7 @@ func (o *simOracle) decodeStart(k int) int {
 	idx := m.decodes
 	m.decodes++
 	m.episode = m.attemptEnd
+	m.malformedPending = false // a failed decode not settled was discarded
 	o.logf("msg %d attempt %d begins", k, idx)
 	if m.doneEver && !o.excused(m, m.lastDone, time.Now()) && !o.lateDelivery(m) {
 		o.violate(invSecondRun, strconv.Itoa(k), "message %d handled again (attempt %d) after it succeeded at %v, and no failure of its delete excuses it",
@@ -437,6 +441,16 @@ func (o *simOracle) decodeEnded(k int, failed bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	m := o.byK[k]
+	if failed && o.sc.fifo && o.sc.batchSize() > 0 {
+		// A FIFO batch decodes a group's messages before its handler runs;
+		// a failed decode behind a message that then fails is discarded
+		// (the message runs again behind it), not settled. The pool's
+		// report of the DecodeError says that it was settled.
+		m.attemptEnd = time.Now()
+		m.malformedPending = o.sc.decodePolicy == DeleteMalformed
+		o.logf("msg %d does not decode", k)
+		return
+	}
 	if failed {
 		o.decodeFailures++
 		m.attemptEnd = time.Now()
@@ -460,7 +474,8 @@ func (o *simOracle) runStart(ctx context.Context, k int) *simRunRec {
 		r.probe = o.halfOpens
 	}
 	o.logf("msg %d run %d starts, deadline %v", k, r.idx, dl.Sub(o.t0))
-	if o.sc.handlerTimeout > 0 && o.sc.heartbeat && o.sc.handlerTimeout < maxVisibility-time.Hour {
+	// A batch ends at its earliest message's deadline (see batcher.call).
+	if o.sc.handlerTimeout > 0 && o.sc.heartbeat && o.sc.handlerTimeout < maxVisibility-time.Hour && o.sc.batchSize() == 0 {
 		// The record was made by a delivery that reached the pool after
 		// the last attempt ended; the earliest such is a lower bound.
 		var first time.Time
@@ -555,6 +570,12 @@ func (o *simOracle) report(_ context.Context, msg *Message, err error) {
 		k, _ := parseSimBody(msg.Body)
 		m := o.byK[k]
 		m.reports = append(m.reports, rec)
+		if derr := (*DecodeError)(nil); o.sc.fifo && o.sc.batchSize() > 0 && errors.As(err, &derr) {
+			o.decodeFailures++ // settled (see decodeEnded)
+			if o.sc.decodePolicy == DeleteMalformed {
+				m.lastDone, m.doneEver = time.Now(), true
+			}
+		}
 		o.logf("msg %d reported: %v", k, err)
 	} else {
 		o.logf("reported: %v", err)

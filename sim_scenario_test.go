@@ -335,6 +335,9 @@ func (sc *simScenario) String() string {
 	}
 	fmt.Fprintf(&b, " decode=%d backoff=%v attempts=%d linger=%v fill=%v flush=%v",
 		sc.decodePolicy, sc.backoff, sc.batchAttempts, sc.linger, sc.fill, sc.flushTimeout)
+	if n := sc.batchSize(); n > 0 {
+		fmt.Fprintf(&b, " batch=%d batchLinger=%v", n, sc.batchLinger())
+	}
 	fmt.Fprintf(&b, "\n  faults: lat<%v err=%.2f throttle=%.2f lost=%.2f entry=%.2f dup=%.2f equalCount=%.2f refuseStale=%v decodePanic=%.2f hookPanic=%.2f",
 		sc.latMax, sc.pErr, sc.pThrottle, sc.pLost, sc.pEntryFail, sc.pDup, sc.pEqualCount, sc.refuseStale, sc.pDecodePanic, sc.pHookPanic)
 	fmt.Fprintf(&b, "\n  handlers: weights=%v respectCtx=%.2f maxRun=%v longHaul=%v grain=%v", sc.weights, sc.pRespect, sc.maxRun, sc.longHaul, sc.grain)

@@ -423,7 +423,7 @@ func simRun(sc *simScenario, verbose bool) *simOracle {
 	parent, cancelParent := context.WithCancel(context.Background())
 	defer cancelParent()
 	var pp atomic.Pointer[Pool]
-	p, err := StartPool(parent, &Consumer{Client: client, Queue: url}, o.handler(&pp), sc.options(o)...)
+	p, err := simStart(parent, &Consumer{Client: client, Queue: url}, o, &pp)
 	if err != nil {
 		o.violate("start", "", "StartPool: %v", err)
 		return o

@@ -135,15 +135,22 @@ func runHand(ctx context.Context, n int, allAttrs bool) (overheadRun, error) {
 // runPool consumes n preloaded messages with sqspool and a no-op handler
 // that decodes (the pool does) and counts.
 func runPool(ctx context.Context, n int, opts ...sqspool.Option) (overheadRun, error) {
+	return runStarted(ctx, n, func(c *sqspool.Consumer, p *progress) (*sqspool.Pool, error) {
+		return sqspool.StartPool(ctx, c, func(ctx context.Context, b *Body) error { p.add(1); return nil },
+			append([]sqspool.Option{sqspool.WithLogger(quiet)}, opts...)...)
+	})
+}
+
+// runStarted measures the pool start starts on n preloaded messages, its
+// handler counting each message on p, until all are handled and deleted.
+func runStarted(ctx context.Context, n int, start func(*sqspool.Consumer, *progress) (*sqspool.Pool, error)) (overheadRun, error) {
 	f, url, err := newPreloaded(ctx, "overhead", n)
 	if err != nil {
 		return overheadRun{}, err
 	}
 	p := newProgress(n, sqsRequests(f))
 	m := startMeasuring()
-	pool, err := sqspool.StartPool(ctx, &sqspool.Consumer{Client: f, Queue: url},
-		func(ctx context.Context, b *Body) error { p.add(1); return nil },
-		append([]sqspool.Option{sqspool.WithLogger(quiet)}, opts...)...)
+	pool, err := start(&sqspool.Consumer{Client: f, Queue: url}, p)
 	if err != nil {
 		return overheadRun{}, err
 	}
