@@ -29,7 +29,9 @@
 //
 // NewDynamoDB returns a sink that groups the Puts of all workers into
 // BatchWriteItem calls: at most 25 items and about 16 MB per call, sent
-// when full or after a short linger (DefaultLinger), with at most
+// when full or after a short linger (DefaultLinger), or sooner when every
+// caller is already waiting on the sink and full batches paid for a partial
+// one (batches stay 90 % full on average), with at most
 // DefaultMaxInFlight calls at once (batches grow while all are busy). A
 // Put returns when its own items are written. One BatchWriteItem call per
 // up to 25 items, instead of one PutItem per item, is what makes the sink

@@ -88,6 +88,12 @@ type dynamoOptions struct {
 // WithLinger sets how long a partial batch waits for more items before it is
 // sent (default DefaultLinger). Zero sends a partial batch as soon as a call
 // slot is free; items arriving meanwhile still pile up into the next batch.
+//
+// A partial batch also leaves before its linger ends when every caller seen
+// lately is already waiting on the sink (so no item is coming that waiting
+// could add), as long as the batches stay 90 % full on average: under load
+// full batches pay for these early ones, and the linger is not waited out
+// for nothing.
 func WithLinger(d time.Duration) DynamoDBOption {
 	return func(o *dynamoOptions) { o.linger = d }
 }
@@ -160,6 +166,7 @@ type DynamoDB[T any] struct {
 	o       dynamoOptions
 	idem    *idempotency[T]
 	batcher *batch.Batcher[*entry]
+	callers callers
 	st      counters
 
 	// In idempotent mode, the leases of running Puts and their renewer.
@@ -227,6 +234,7 @@ func NewDynamoDB[T any](client DynamoDBAPI, table string, opts ...DynamoDBOption
 		Linger:      o.linger,
 		MaxInFlight: o.maxInFlight,
 		Clock:       o.clock,
+		TargetItems: earlyCutFill * float64(o.maxBatchItems),
 	}, func(e *entry) int { return e.wire }, s.flush)
 	if s.idem != nil {
 		s.leases = newLeases()

@@ -436,3 +436,44 @@ func TestDynamoDBFailedWriteStopsLaterWritesOfItsKey(t *testing.T) {
 	assert.False(t, ok)
 	e.assertN("b", 0)
 }
+
+// TestDynamoDBPartialBatchLeavesWhenEveryCallerWaits: a partial batch
+// leaves without its linger once every caller seen lately waits on the
+// sink (nothing is coming to fill it), as far as full batches paid for it
+// (batches 90 % full on average); otherwise it waits its linger.
+func TestDynamoDBPartialBatchLeavesWhenEveryCallerWaits(t *testing.T) {
+	e := newEnv(t)
+	orders := func(prefix string, n int) []order {
+		items := make([]order, n)
+		for i := range items {
+			items[i] = order{PK: fmt.Sprint(prefix, i)}
+		}
+		return items
+	}
+	lingers := func(items ...order) {
+		t.Helper()
+		done := e.start(t.Context(), items...)
+		assert.Equal(t, len(items), sink.PendingItems(e.sink), "the partial batch waits its linger")
+		require.NoError(t, e.drive(done, linger))
+	}
+	leaves := func(items ...order) {
+		t.Helper()
+		done := e.start(t.Context(), items...)
+		require.Zero(t, sink.PendingItems(e.sink), "the partial batch left at once")
+		require.NoError(t, <-done) // no clock move needed
+	}
+
+	lingers(orders("a", 20)...) // no full batch has paid for it yet
+	// Two callers waiting at once: in the next window, one alone is not all.
+	x, y := e.start(t.Context(), order{PK: "x"}), e.start(t.Context(), order{PK: "y"})
+	require.NoError(t, e.drive(x, linger))
+	require.NoError(t, <-y)
+	require.NoError(t, e.put(t.Context(), linger, orders("b", 50)...)) // two full batches save 2 x 2.5 items
+	e.clk.Advance(time.Second)
+	lingers(orders("c", 20)...)                                        // paid for, but the other caller may come
+	require.NoError(t, e.put(t.Context(), linger, orders("d", 75)...)) // 2.5 + 3 x 2.5 saved
+	e.clk.Advance(time.Second)                                         // the window of one caller at a time
+	leaves(orders("e", 20)...)                                         // alone, and paid: 7.5 left
+	lingers(orders("f", 10)...)                                        // lacks 12.5, more than is saved
+	assert.Equal(t, []int{25, 25, 25, 25, 25, 20, 20, 20, 10, 2}, e.calls.sizes())
+}

@@ -9,3 +9,6 @@ func SetHandedOverHook[T any](s *DynamoDB[T], f func(ctx context.Context, n int)
 // SetClosingHook lets tests act once Close has refused new Puts and before
 // it waits for the running ones.
 func SetClosingHook[T any](s *DynamoDB[T], f func()) { s.closing = f }
+
+// PendingItems returns how many items wait in the batcher for a call.
+func PendingItems[T any](s *DynamoDB[T]) int { return s.batcher.Pending() }

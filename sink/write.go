@@ -51,6 +51,10 @@ type request struct {
 	failed  []ItemError
 	lastErr error // the latest retryable failure, for the error if ctx ends
 	done    chan struct{}
+	// leave, if set, runs once: when done closes or the caller stops
+	// waiting, whichever is first (not when the caller's goroutine runs
+	// again, which may be much later under load).
+	leave func()
 }
 
 func newRequest(ctx context.Context, n int) *request {
@@ -71,6 +75,21 @@ func (r *request) settle(e *entry, err error) {
 	r.pending--
 	if r.pending == 0 {
 		close(r.done)
+		r.leftLocked()
+	}
+}
+
+// left runs leave unless it ran.
+func (r *request) left() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.leftLocked()
+}
+
+func (r *request) leftLocked() {
+	if r.leave != nil {
+		r.leave()
+		r.leave = nil
 	}
 }
 
@@ -139,6 +158,8 @@ func (s *DynamoDB[T]) submit(ctx context.Context, entries []*entry) error {
 // ends.
 func (s *DynamoDB[T]) send(ctx context.Context, entries []*entry) []ItemError {
 	req := newRequest(ctx, len(entries))
+	req.leave = s.callers.leave
+	s.callers.wait(s.o.clock.Now())
 	for i, e := range entries {
 		e.req = req
 		if err := s.batcher.Add(e); err != nil {
@@ -151,6 +172,10 @@ func (s *DynamoDB[T]) send(ctx context.Context, entries []*entry) []ItemError {
 			break
 		}
 	}
+	if s.callers.allWaiting() {
+		s.batcher.Nudge()
+	}
+	defer req.left()
 	if s.handedOver != nil {
 		s.handedOver(ctx, len(entries))
 	}

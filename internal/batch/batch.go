@@ -45,6 +45,13 @@ type Options struct {
 	MaxReady int
 	// Clock drives the linger timer (default clock.Real).
 	Clock clock.Clock
+	// TargetItems, if positive, lets Nudge cut a partial batch before its
+	// linger ends while the batches keep TargetItems items on average: every
+	// cut adds its size minus TargetItems to a budget (kept within 0 and
+	// MaxItems), and an early cut may not take the budget below zero. So
+	// full batches pay for the early ones, and at low load (no full
+	// batches) partial batches still wait their linger.
+	TargetItems float64
 }
 
 // Batcher batches items of type T. Create it with New.
@@ -62,7 +69,8 @@ type Batcher[T any] struct {
 	ready        [][]T
 	inFlight     int
 	timer        clock.Timer
-	timerGen     uint64 // tells a stale linger callback from the armed one
+	timerGen     uint64  // tells a stale linger callback from the armed one
+	budget       float64 // items above TargetItems that past cuts saved up
 	closed       bool
 	room         sync.Cond     // signalled when a ready batch leaves, or on Close (see MaxReady)
 	idle         chan struct{} // closed once closed and nothing is left to do
@@ -155,6 +163,21 @@ func (b *Batcher[T]) Flush() {
 	b.dispatchLocked()
 }
 
+// Nudge tells the batcher that no item is coming soon (every caller it
+// serves is waiting on it): the pending partial batch leaves now, without
+// waiting out its linger, if a flush slot is free and the budget of
+// Options.TargetItems allows it. Without TargetItems it does nothing.
+func (b *Batcher[T]) Nudge() {
+	b.mu.Lock()
+	defer b.unlock()
+	if b.opts.TargetItems <= 0 || len(b.pending) == 0 || len(b.ready) > 0 || b.inFlight >= b.opts.MaxInFlight ||
+		b.budget+float64(len(b.pending))-b.opts.TargetItems < 0 {
+		return
+	}
+	b.cutLocked()
+	b.dispatchLocked()
+}
+
 // Drain turns the linger off for good and cuts the pending partial batch:
 // from now on a partial batch goes as soon as a flush slot is free. For an
 // owner that is shutting down but still adds items (the last steps of its
@@ -229,6 +252,9 @@ func (b *Batcher[T]) cutLocked() {
 	}
 	if len(b.pending) == 0 {
 		return
+	}
+	if b.opts.TargetItems > 0 {
+		b.budget = min(max(b.budget+float64(len(b.pending))-b.opts.TargetItems, 0), float64(b.opts.MaxItems))
 	}
 	b.ready = append(b.ready, b.pending)
 	b.pending = nil

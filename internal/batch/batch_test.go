@@ -203,6 +203,68 @@ func TestConcurrentAddsAllArrive(t *testing.T) {
 	}
 }
 
+// TestNudgeCutsAPartialBatchWithinTheBudget: Nudge sends a partial batch
+// before its linger only while full batches have saved up what it lacks of
+// TargetItems; otherwise it waits its linger.
+func TestNudgeCutsAPartialBatchWithinTheBudget(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	r := newRecorder()
+	b := New(context.Background(), Options{MaxItems: 4, TargetItems: 3, Linger: time.Hour, MaxInFlight: 2, Clock: clk}, nil, r.flush)
+	add := func(items ...int) {
+		for _, i := range items {
+			require.NoError(t, b.Add(i))
+		}
+	}
+	add(1, 2)
+	b.Nudge() // nothing saved up yet: 2 items lack 1 of the target
+	assert.Equal(t, 2, b.Pending())
+	add(3, 4) // full: saves 1
+	assert.Equal(t, []int{1, 2, 3, 4}, <-r.flushed)
+	add(5, 6, 7, 8, 9, 10) // another full batch saves 1 more; 2 items pending
+	assert.Equal(t, []int{5, 6, 7, 8}, <-r.flushed)
+	b.Nudge() // 2 items, 1 short of the target, paid from the 2 saved
+	assert.Equal(t, []int{9, 10}, <-r.flushed)
+	add(11)
+	b.Nudge() // 1 saved is not enough for 1 item
+	b.Nudge()
+	assert.Equal(t, 1, b.Pending())
+	add(12)
+	b.Nudge() // 2 items, paid with the last 1 saved
+	assert.Equal(t, []int{11, 12}, <-r.flushed)
+	add(13, 14)
+	b.Nudge()
+	assert.Equal(t, 2, b.Pending())
+	clk.Advance(time.Hour)
+	assert.Equal(t, []int{13, 14}, <-r.flushed)
+	require.NoError(t, b.Close(context.Background()))
+}
+
+// TestNudgeWaitsForAFreeSlotAndNeedsATarget: a nudged partial batch would
+// only queue behind running flushes (where it still takes items), and a
+// batcher without TargetItems ignores Nudge.
+func TestNudgeWaitsForAFreeSlotAndNeedsATarget(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	r := newRecorder()
+	r.block = make(chan struct{})
+	b := New(context.Background(), Options{MaxItems: 2, TargetItems: 1, Linger: time.Hour, Clock: clk}, nil, r.flush)
+	require.NoError(t, b.Add(1))
+	require.NoError(t, b.Add(2)) // full: its flush holds the only slot
+	require.NoError(t, b.Add(3))
+	b.Nudge()
+	assert.Equal(t, 1, b.Pending(), "no free slot: the partial batch stays open")
+	close(r.block)
+	assert.Equal(t, []int{1, 2}, <-r.flushed)
+	require.NoError(t, b.Close(context.Background()))
+	assert.Equal(t, []int{3}, <-r.flushed)
+
+	plain := New(context.Background(), Options{MaxItems: 2, Linger: time.Hour, Clock: clk}, nil, r.flush)
+	require.NoError(t, plain.Add(4))
+	plain.Nudge()
+	assert.Equal(t, 1, plain.Pending(), "no TargetItems: Nudge does nothing")
+	require.NoError(t, plain.Close(context.Background()))
+	assert.Equal(t, []int{4}, <-r.flushed)
+}
+
 // AddBatch's items go at once, in batches of their own of MaxItems at most,
 // and leave the pending partial batch to its linger.
 func TestAddBatchFlushesItsItemsAtOnceAndAlone(t *testing.T) {

@@ -377,6 +377,15 @@ func proxiedEnv(t *testing.T) []string {
 // off mid-body.
 func wholeRequestProxy(t *testing.T, target string) string {
 	t.Helper()
+	return newWholeRequestProxy(t, target, nil).URL
+}
+
+// newWholeRequestProxy is wholeRequestProxy, returning the server, and
+// calling observe (if not nil) with each request's headers and the
+// target's answer before the answer goes to the client (which may be dead
+// by then).
+func newWholeRequestProxy(t *testing.T, target string, observe func(req http.Header, status int, reply []byte)) *httptest.Server {
+	t.Helper()
 	transport := &http.Transport{}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(r.Body)
@@ -402,6 +411,9 @@ func wholeRequestProxy(t *testing.T, target string) string {
 			http.Error(w, err.Error(), http.StatusBadGateway)
 			return
 		}
+		if observe != nil {
+			observe(r.Header, resp.StatusCode, reply)
+		}
 		for k, v := range resp.Header {
 			w.Header()[k] = v
 		}
@@ -412,5 +424,5 @@ func wholeRequestProxy(t *testing.T, target string) string {
 		srv.Close()
 		transport.CloseIdleConnections()
 	})
-	return srv.URL
+	return srv
 }

@@ -13,7 +13,12 @@
 //	crashsuite_test.go 6. (E) the idempotent sink under kills every 2-5 s, two
 //	                      consumers at once, poison and failing messages, a
 //	                      redrive policy of 5 receives: one result per healthy
-//	                      message, none in the DLQ, nothing written twice
+//	                      message, none in the DLQ, nothing written twice;
+//	                      with 3 receives, a healthy message in the DLQ only
+//	                      when its own failures and kills spent its receives
+//	                      (receipts_test.go: per-child proxies record every
+//	                      receive; SQSPOOL_CRASH_DEFECT=inprogress-now runs
+//	                      a consumer that must make that check fail)
 //	emulator_test.go      (E) the patched emulator behaves as SQS where the
 //	                      suite depends on it (test/emulators/PATCHES.md)
 //
@@ -21,8 +26,8 @@
 // what it does to a file the tests read. The package's one non-test
 // function, ConfirmedPuts, is shared with it.
 //
-// Sizes: the default (short) mode keeps the package to about a minute on two
-// cores with -race. SQSPOOL_LONG=1, or -long, runs the long variants.
+// Sizes: the default (short) mode keeps the package to about six minutes on
+// two cores with -race (the two crash suites take about two each). SQSPOOL_LONG=1, or -long, runs the long variants.
 // Random choices (crash points) are seeded; a failing run logs its seed,
 // and SQSPOOL_FAULT_SEED replays it.
 //

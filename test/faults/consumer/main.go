@@ -134,6 +134,10 @@ func run() int {
 		idemTable = flag.String("idem-table", "", "idempotency table")
 		lease     = flag.Duration("lease", 2*time.Second, "sink IdempotencyConfig.Lease")
 		backoff   = flag.Duration("backoff", 500*time.Millisecond, "base of sqspool.ExponentialBackoff (cap 4 times the base)")
+		// A deliberate defect, for checking the crash suite's oracle: an
+		// ErrInProgress loses its RetryAfter, so the pool retries it after
+		// its short backoff and each retry spends a receive.
+		inProgressNow = flag.Bool("inprogress-now", false, "test only: retry ErrInProgress after the backoff, not the lease")
 	)
 	flag.Parse()
 	if *queue == "" || *logPath == "" {
@@ -198,6 +202,9 @@ func run() int {
 	handler := func(ctx context.Context, j *job) error {
 		m, _ := sqspool.MessageFrom(ctx)
 		if err := pipe(ctx, j); err != nil {
+			if *inProgressNow && errors.Is(err, sink.ErrInProgress) {
+				err = errors.New(err.Error())
+			}
 			log.event("E %s %s", m.ID, strings.ReplaceAll(err.Error(), "\n", " "))
 			return err
 		}
