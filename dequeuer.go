@@ -51,7 +51,8 @@ type dequeuer struct {
 	counters *counters
 	log      *slog.Logger
 	onError  func(*Message, error)
-	forget   func(*record)
+	forget   func(*record) // the message stays in SQS
+	gone     func(*record) // SQS deleted the message
 	observe  func(a api, entries int, began time.Time, err error)
 	deleted  func(*Message)
 
@@ -86,21 +87,24 @@ func (d *dequeuer) delete(rec *record) {
 
 // setVisibility queues the visibility change a message's outcome asks for
 // (a retry delay, a give-back). The record leaves the in-flight set at once:
-// the message is no longer this process's to handle. From now on no
+// the message is no longer this process's to handle (and an older delivery
+// arriving later is not either: see dispatcher.track). From now on no
 // heartbeat extension of it is sent; if one is on its way, SQS could apply it
 // after this change and hide the message for a whole timeout, so the change
 // waits for its answer (see endExtension).
 func (d *dequeuer) setVisibility(rec *record, timeout time.Duration) {
-	d.forget(rec)
 	c := change{rec: rec, timeout: visibilitySeconds(rec, timeout, d.clock.Now())}
 	rec.mu.Lock()
-	rec.outcome = true
-	if rec.extending > 0 {
+	rec.outcome = true // before it is forgotten: see dispatcher.track
+	parked := rec.extending > 0
+	if parked {
 		rec.parked = &c
-		rec.mu.Unlock()
-		return
 	}
 	rec.mu.Unlock()
+	d.forget(rec)
+	if parked {
+		return
+	}
 	if err := d.changes.Add(c); err != nil {
 		d.unsent(rec, "ChangeMessageVisibilityBatch", err)
 	}
@@ -178,6 +182,7 @@ func visibilitySeconds(rec *record, timeout time.Duration, now time.Time) int32 
 
 func (d *dequeuer) unsent(rec *record, api string, err error) {
 	d.unflushed.Add(1)
+	rec.changeAnswered()
 	d.forget(rec)
 	d.onError(rec.msg, &APIError{API: api, Err: err})
 }
@@ -218,13 +223,14 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 				return true
 			}
 			if err == nil {
+				d.gone(rec)
 				d.counters.deleted.Add(1)
 				d.deleted(rec.msg)
 			} else {
+				d.forget(rec)
 				d.counters.deleteErrors.Add(1)
 				d.failed(rec, err, d.stopped.Load(), false)
 			}
-			d.forget(rec)
 			return false
 		})
 }
@@ -279,6 +285,8 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 			}
 			if c.extend {
 				defer end(i)
+			} else {
+				c.rec.changeAnswered()
 			}
 			switch {
 			case err == nil && c.extend:

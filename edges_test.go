@@ -945,7 +945,7 @@ func TestTiedHandlesShareBatchesAndAStaleSuccessIsNotEnough(t *testing.T) {
 	deq := &dequeuer{
 		client: client, queueURL: e.queue, attempts: 3, clock: e.clk, counters: &counters{}, log: quietLogger(),
 		onError: func(_ *Message, err error) { t.Errorf("reported: %v", err) },
-		forget:  func(*record) {},
+		forget:  func(*record) {}, gone: func(*record) {},
 		observe: func(api, int, time.Time, error) {},
 		deleted: func(*Message) { deleted.Add(1) },
 	}

@@ -44,6 +44,7 @@ func (p *Pool) watch(ctx context.Context) {
 			}
 		}
 		p.disp.pruneGroups(now)
+		p.disp.pruneGone(now)
 	}
 }
 

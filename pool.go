@@ -161,6 +161,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 		log:      cfg.logger,
 		onError:  func(m *Message, err error) { p.report(p.handlerCtx, m, err) },
 		forget:   p.disp.forget,
+		gone:     p.disp.forgetDeleted,
 		observe:  p.observeCall,
 		deleted: func(m *Message) {
 			if p.cfg.observer != nil {
