@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -19,6 +18,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/backoff"
 	"github.com/sqspool/sqspool/internal/batch"
 )
 
@@ -55,6 +55,7 @@ type dequeuer struct {
 	gone     func(*record) // SQS deleted the message
 	observe  func(a api, entries int, began time.Time, err error)
 	deleted  func(*Message)
+	jitter   backoff.Source
 
 	deletes   *batch.Batcher[*record]
 	changes   *batch.Batcher[change]
@@ -447,7 +448,7 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 	for i := range idx {
 		idx[i] = i
 	}
-	backoff := 50 * time.Millisecond
+	pause := backoff.Policy{Base: 50 * time.Millisecond, Max: maxBatchBackoff, Jitter: d.jitter}
 	for attempt := 1; ; attempt++ {
 		if prepare != nil {
 			if idx = prepare(idx); len(idx) == 0 {
@@ -511,14 +512,13 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 		if len(retry)+len(again) == 0 {
 			return
 		}
-		if ctx.Err() != nil || (len(retry) > 0 && transient && sleep(ctx, d.clock, rand.N(backoff)+time.Millisecond) != nil) {
+		if ctx.Err() != nil || (len(retry) > 0 && transient && sleep(ctx, d.clock, pause.Delay(attempt-1)) != nil) {
 			cut := fmt.Errorf("sqspool: %s not sent after %d attempts: %w", a, attempt, context.Cause(ctx))
 			for _, i := range append(retry, again...) {
 				done(i, cut, true)
 			}
 			return
 		}
-		backoff *= 2
 		idx = append(retry, again...)
 		slices.Sort(idx)
 	}
@@ -529,13 +529,8 @@ func entryIndex(id string, n int) (int, bool) {
 	return i, err == nil && i >= 0 && i < n
 }
 
-// throttleCodes are the error codes with which AWS says "slow down".
-var throttleCodes = map[string]bool{
-	"ThrottlingException": true, "Throttling": true, "RequestThrottled": true,
-	"RequestThrottledException": true, "TooManyRequestsException": true,
-	"RequestLimitExceeded": true, "ProvisionedThroughputExceededException": true,
-	"SlowDown": true, "AWS.SimpleQueueService.RequestThrottled": true,
-}
+// maxBatchBackoff caps the wait between attempts of a batch call.
+const maxBatchBackoff = 10 * time.Second
 
 // retryable reports whether a failed call may succeed if made again: a
 // throttle, a server fault, or a transport error. A client fault (a bad
@@ -546,7 +541,7 @@ func retryable(err error) bool {
 	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
-		return throttleCodes[ae.ErrorCode()] || ae.ErrorFault() != smithy.FaultClient
+		return backoff.Throttle(ae.ErrorCode()) || ae.ErrorFault() != smithy.FaultClient
 	}
 	return true
 }

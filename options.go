@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/backoff"
 )
 
 // Option configures a pool. Every option has a default, given in its comment;
@@ -59,6 +60,7 @@ type config struct {
 	observer         Observer
 	logger           *slog.Logger
 	clock            clock.Clock
+	jitter           backoff.Source // the backoffs' random part (tests seed it)
 }
 
 func defaultConfig() config {
@@ -77,6 +79,7 @@ func defaultConfig() config {
 		heartbeat:        true,
 		logger:           slog.Default(),
 		clock:            clock.Real,
+		jitter:           backoff.Global,
 	}
 }
 

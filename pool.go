@@ -160,6 +160,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 		counters: &p.counters,
 		log:      cfg.logger,
 		onError:  func(m *Message, err error) { p.report(p.handlerCtx, m, err) },
+		jitter:   cfg.jitter,
 		forget:   p.disp.forget,
 		gone:     p.disp.forgetDeleted,
 		observe:  p.observeCall,
@@ -206,6 +207,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 				}
 			},
 			onError: func(err error) { p.report(pollCtx, nil, err) },
+			jitter:  cfg.jitter,
 		}
 		p.pollers.Add(1)
 		go func() {

@@ -8,11 +8,11 @@ package sqspool
 // pool is stopped); after each run the invariants in sim_oracle_test.go
 // are checked. Time only moves when every goroutine of the run is blocked,
 // and each choice is keyed by what it decides rather than drawn in call
-// order, so a seed replays its choices exactly. What does not replay is the
-// Go scheduler's order among goroutines that run in the same instant, and
-// the pool's own backoff jitter (math/rand/v2 in consumer.go and
-// dequeuer.go): a replay can take another turn there, hence
-// SQSPOOL_SIM_REPEAT.
+// order, so a seed replays its choices exactly; the pool's own backoff
+// jitter (internal/backoff) is drawn from a source seeded with the seed.
+// What does not replay is the Go scheduler's order among goroutines that
+// run in the same instant (and so the order in which they draw jitter): a
+// replay can take another turn there, hence SQSPOOL_SIM_REPEAT.
 //
 //	go test -run 'TestSimulate$' .                        # the default seeds (fewer with -short)
 //	SQSPOOL_SIM_SEEDS=1000000 go test -run 'TestSimulate$' -timeout 0 .
@@ -44,6 +44,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/backoff"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -70,8 +71,7 @@ func envUint(t *testing.T, name string, def uint64) uint64 {
 func TestSimulate(t *testing.T) {
 	if s := os.Getenv("SQSPOOL_SIM_SEED"); s != "" {
 		// The seed's choices replay exactly; where goroutines race within
-		// one instant, or the pool draws its own backoff jitter, a replay
-		// can take another turn. SQSPOOL_SIM_REPEAT replays until a run
+		// one instant, a replay can take another turn. SQSPOOL_SIM_REPEAT replays until a run
 		// breaks an invariant, and logs that run.
 		seed := envUint(t, "SQSPOOL_SIM_SEED", 0)
 		repeat := max(envUint(t, "SQSPOOL_SIM_REPEAT", 1), 1)
@@ -385,6 +385,7 @@ func (sc *simScenario) options(o *simOracle) []Option {
 		WithErrorHook(o.report), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		WithBatchAttempts(sc.batchAttempts), WithDeleteLinger(sc.linger), WithReceiveFill(sc.fill),
 		WithFlushTimeout(sc.flushTimeout), WithShutdownTimeout(sc.shutdownTO), WithRetryBackoff(nil),
+		func(c *config) { c.jitter = backoff.Seeded(sc.seed) }, // the pool's own backoffs replay too
 	}
 	if sc.pHookPanic > 0 {
 		opts = append(opts, WithObserver(simObserver{o}))

@@ -7,9 +7,10 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
+
+	"github.com/sqspool/sqspool/internal/backoff"
 )
 
 // rejection is the answer to a request that was not accepted. msg is what
@@ -43,16 +44,6 @@ var (
 	errConflict = reject(http.StatusConflict, ReasonConflict, "the deduplication id was used for a different message (another body or group) within the last 5 minutes", nil)
 )
 
-// throttleCodes are the error codes that mean "slow down": the SDK's list
-// plus the SQS ones it does not carry.
-var throttleCodes = func() map[string]bool {
-	m := map[string]bool{"KmsThrottled": true, "RequestThrottled": true, "ThrottlingException": true}
-	for c := range retry.DefaultThrottleErrorCodes {
-		m[c] = true
-	}
-	return m
-}()
-
 // contentCodes are the entry failures caused by what the request carried
 // (body, header-derived attributes or FIFO ids): the client must change the
 // request, so they give 400.
@@ -83,7 +74,7 @@ func callRejection(err error) *rejection {
 	case errors.Is(err, context.Canceled):
 		// Only Close giving up cancels the batcher's context.
 		return reject(http.StatusServiceUnavailable, ReasonClosed, "shutting down", err)
-	case isAPI && throttleCodes[normalizeCode(apiErr.ErrorCode())]:
+	case isAPI && backoff.Throttle(normalizeCode(apiErr.ErrorCode())):
 		return reject(http.StatusServiceUnavailable, ReasonThrottled, "the queue is throttling, retry later", err)
 	case isAPI && apiErr.ErrorFault() == smithy.FaultClient:
 		// Permissions, a missing queue, KMS: a retry will not help until
@@ -100,7 +91,7 @@ func entryRejection(f types.BatchResultErrorEntry) *rejection {
 	code := normalizeCode(deref(f.Code))
 	err := &entryError{Code: code, Message: deref(f.Message), SenderFault: f.SenderFault}
 	switch {
-	case throttleCodes[code]:
+	case backoff.Throttle(code):
 		return reject(http.StatusServiceUnavailable, ReasonThrottled, "the queue is throttling, retry later", err)
 	case !f.SenderFault:
 		return reject(http.StatusServiceUnavailable, ReasonUnavailable, "the queue failed to store the message, retry later", err)
