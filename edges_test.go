@@ -639,35 +639,87 @@ func TestInFlightExtensionDoesNotOverrideTheRetryDelay(t *testing.T) {
 	assert.Equal(t, e.clk.Now().Add(2*time.Second), msgs[0].VisibleAt, "the retry delay is the last change applied")
 }
 
-// Defect 4: a handler may stop its own pool. Shutdown must not wait for the
-// handler that called it, and that handler's message ends by its result.
+// Defect 4: a handler may stop its own pool, passing its context (or one
+// derived from it, also from a goroutine it starts and waits for): the
+// context tells Shutdown that the stop waits for its caller. Shutdown must
+// not wait for the handler that called it, and that handler's message ends
+// by its result.
 func TestShutdownFromInsideAHandler(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		shutdown func(ctx context.Context, p *Pool) error
+	}{
+		{"its own context", func(ctx context.Context, p *Pool) error { return p.Shutdown(ctx) }},
+		{"a derived context", func(ctx context.Context, p *Pool) error {
+			ctx, cancel := context.WithCancel(context.WithValue(ctx, struct{}{}, 1))
+			defer cancel()
+			return p.Shutdown(ctx)
+		}},
+		{"a goroutine the handler waits for", func(ctx context.Context, p *Pool) error {
+			var err error
+			var wg sync.WaitGroup
+			wg.Go(func() { err = p.Shutdown(ctx) })
+			wg.Wait()
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			e.sendOrders(1)
+			var p *Pool
+			shutdownErr := make(chan error, 1)
+			ready := make(chan struct{})
+			p = e.start(func(ctx context.Context, o *order) error {
+				<-ready
+				shutdownErr <- tc.shutdown(ctx, p)
+				return nil
+			})
+			close(ready)
+			waited := make(chan error, 1)
+			go func() { waited <- p.Wait() }()
+			hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
+			defer hang.Stop()
+			select {
+			case err := <-waited:
+				require.NoError(t, err)
+			case <-hang.C:
+				t.Fatal("Shutdown from a handler deadlocked the pool")
+			}
+			require.NoError(t, <-shutdownErr)
+			fs := e.fake.Stats(e.queue)
+			assert.EqualValues(t, 1, fs.Deleted, "the handler succeeded: its message was deleted")
+			assert.Zero(t, fs.Visible+fs.InFlight)
+			assert.EqualValues(t, 1, p.Stats().Processed)
+		})
+	}
+}
+
+// Only a handler of the pool itself is its caller: a context from another
+// pool's handler does not make Shutdown return before the stop has ended.
+func TestShutdownWithAnotherPoolsHandlerContextWaits(t *testing.T) {
 	e := newEnv(t, nil)
 	e.sendOrders(1)
-	var p *Pool
-	shutdownErr := make(chan error, 1)
-	ready := make(chan struct{})
-	p = e.start(func(ctx context.Context, o *order) error {
-		<-ready
-		shutdownErr <- p.Shutdown(context.Background()) // no deadline
+	started, release := make(chan struct{}), make(chan struct{})
+	var returned atomic.Bool
+	p := e.start(func(context.Context, *order) error {
+		close(started)
+		<-release
+		returned.Store(true)
 		return nil
 	})
-	close(ready)
-	waited := make(chan error, 1)
-	go func() { waited <- p.Wait() }()
-	hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
-	defer hang.Stop()
-	select {
-	case err := <-waited:
-		require.NoError(t, err)
-	case <-hang.C:
-		t.Fatal("Shutdown from a handler deadlocked the pool")
-	}
-	require.NoError(t, <-shutdownErr)
-	fs := e.fake.Stats(e.queue)
-	assert.EqualValues(t, 1, fs.Deleted, "the handler succeeded: its message was deleted")
-	assert.Zero(t, fs.Visible+fs.InFlight)
-	assert.EqualValues(t, 1, p.Stats().Processed)
+	<-started
+	other := newEnvNamed(t, "other", nil)
+	other.sendOrders(1)
+	stopped := make(chan bool, 1)
+	o := other.start(func(ctx context.Context, _ *order) error {
+		err := p.Shutdown(ctx)
+		stopped <- returned.Load() // the stop waited for p's handler
+		return err
+	})
+	require.Eventually(t, func() bool { return !p.Health().Polling }, 10*time.Second, time.Millisecond)
+	close(release)
+	assert.True(t, <-stopped, "Shutdown returned before the stop it began had ended")
+	other.shutdown(o)
 }
 
 // Defect 1: the stop and the workers both take unstarted records from the

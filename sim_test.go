@@ -258,11 +258,11 @@ func (o *simOracle) markStop() {
 	o.mu.Unlock()
 }
 
-// shutdown calls p.Shutdown with a context ending after within (none when
-// 0) and records when it returned.
-func (o *simOracle) shutdown(p *Pool, who string, within time.Duration) *simShutdown {
+// shutdown calls p.Shutdown with a context derived from base, ending after
+// within (no sooner than base when 0), and records when it returned.
+func (o *simOracle) shutdown(base context.Context, p *Pool, who string, within time.Duration) *simShutdown {
 	s := &simShutdown{who: who, start: time.Now(), done: make(chan struct{})}
-	ctx := context.Background()
+	ctx := base
 	s.bound = o.runMax() + o.slack()
 	if within > 0 {
 		var cancel context.CancelFunc
@@ -295,7 +295,14 @@ func (o *simOracle) handler(pp *atomic.Pointer[Pool]) Handler[simBody] {
 			if o.sc.d.chance(0.5, "inside-no-deadline") {
 				within = 0
 			}
-			o.shutdown(pp.Load(), "inside handler", within)
+			if o.sc.d.chance(0.5, "inside-goroutine") {
+				// From a goroutine the handler starts and waits for.
+				var wg sync.WaitGroup
+				wg.Go(func() { o.shutdown(ctx, pp.Load(), "goroutine of a handler", within) })
+				wg.Wait()
+			} else {
+				o.shutdown(ctx, pp.Load(), "inside handler", within)
+			}
 		}
 		var err error
 		switch beh {
@@ -458,7 +465,7 @@ func simRun(sc *simScenario, verbose bool) *simOracle {
 	stopAt := time.Now()
 	waitBound := o.runMax() + o.slack()
 	external := func(who string, within time.Duration) {
-		go o.shutdown(p, who, within)
+		go o.shutdown(context.Background(), p, who, within)
 		waitBound = max(waitBound, within+abandonGrace+sc.flushTimeout+o.slack()+o.runMax())
 	}
 	switch sc.stopKind {
