@@ -651,7 +651,8 @@ func TestShutdownFromInsideAHandler(t *testing.T) {
 	}{
 		{"its own context", func(ctx context.Context, p *Pool) error { return p.Shutdown(ctx) }},
 		{"a derived context", func(ctx context.Context, p *Pool) error {
-			ctx, cancel := context.WithCancel(context.WithValue(ctx, struct{}{}, 1))
+			type key struct{}
+			ctx, cancel := context.WithCancel(context.WithValue(ctx, key{}, 1))
 			defer cancel()
 			return p.Shutdown(ctx)
 		}},
