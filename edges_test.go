@@ -1079,3 +1079,48 @@ func TestTiedHandleResults(t *testing.T) {
 		assert.Equal(t, tc.want, got, "%v", tc.entries)
 	}
 }
+
+// stuckReceive makes every receive after the first wait, whatever its
+// context, until the test lets it go: a stop cannot get past its receives.
+type stuckReceive struct {
+	*sqsfake.Fake
+	calls   atomic.Int32
+	release chan struct{}
+}
+
+func (c *stuckReceive) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, o ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	if c.calls.Add(1) > 1 {
+		<-c.release
+		return &sqs.ReceiveMessageOutput{}, nil
+	}
+	return c.Fake.ReceiveMessage(ctx, in, o...)
+}
+
+// A handler's context is its record's, made live again for the next
+// attempt of a FIFO retry in place: a stop the handler began must take what
+// it needs from that context (its deadline) before Shutdown returns, never
+// read it later, as the next attempt runs (a data race under -race).
+func TestShutdownFromAHandlerDoesNotReadItsContextLater(t *testing.T) {
+	e := newEnvNamed(t, "orders.fifo", map[string]string{"FifoQueue": "true"})
+	e.sendFIFO("g", 1)
+	client := &stuckReceive{Fake: e.fake, release: make(chan struct{})}
+	var p atomic.Pointer[Pool]
+	started, second := make(chan struct{}), make(chan struct{})
+	attempts := 0 // one worker
+	pool, err := StartPool(context.Background(), &Consumer{Client: client, Queue: e.queue}, func(ctx context.Context, o *order) error {
+		if attempts++; attempts == 1 {
+			<-started
+			assert.NoError(t, p.Load().Shutdown(ctx))
+			return errors.New("fails once") // retried in place at once: the stop is still ending its receives
+		}
+		close(second)
+		return nil
+	}, e.opts(WithWorkers(1))...)
+	require.NoError(t, err)
+	p.Store(pool)
+	close(started)
+	<-second
+	close(client.release)
+	require.NoError(t, pool.Wait())
+	assert.EqualValues(t, 1, e.fake.Stats(e.queue).Deleted)
+}

@@ -584,8 +584,13 @@ func (p *Pool) QueueURL() string { return p.queue.url }
 // handler: it returns only when that context ends.
 func (p *Pool) Shutdown(ctx context.Context) error {
 	if h, _ := ctx.Value(handlerKey{}).(*Pool); h == p {
+		// The handler's context ends with the handler, which the stop
+		// waits for, and lives again for its record's next attempt: the
+		// stop keeps only its deadline, read now.
+		req := shutdownRequest{ctx: context.Background(), fromHandler: true}
+		req.deadline, _ = ctx.Deadline()
 		select {
-		case p.shutdownReq <- shutdownRequest{ctx: ctx, fromHandler: true}:
+		case p.shutdownReq <- req:
 		case <-p.stopBegun:
 		}
 		return nil
@@ -618,7 +623,8 @@ func (p *Pool) Wait() error {
 // shutdownRequest asks supervise to begin the stop, bounded by ctx.
 type shutdownRequest struct {
 	ctx         context.Context
-	fromHandler bool // Shutdown was called by a handler of this pool
+	fromHandler bool      // Shutdown was called by a handler of this pool
+	deadline    time.Time // then: its context's deadline, if any
 }
 
 // supervise owns the stop: it begins on the first Shutdown or when the
@@ -629,15 +635,10 @@ func (p *Pool) supervise(parent context.Context) {
 	select {
 	case req := <-p.shutdownReq:
 		ctx = req.ctx
-		if req.fromHandler {
-			// The handler's own context ends with the handler, which
-			// the stop waits for: keep only its deadline.
-			ctx = context.WithoutCancel(req.ctx)
-			if d, ok := req.ctx.Deadline(); ok {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithDeadline(ctx, d)
-				defer cancel()
-			}
+		if req.fromHandler && !req.deadline.IsZero() {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, req.deadline)
+			defer cancel()
 		}
 	case <-parent.Done():
 		var cancel context.CancelFunc
