@@ -1085,11 +1085,15 @@ func TestTiedHandleResults(t *testing.T) {
 type stuckReceive struct {
 	*sqsfake.Fake
 	calls   atomic.Int32
+	stuck   chan struct{} // closed as the second receive begins to wait
 	release chan struct{}
 }
 
 func (c *stuckReceive) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, o ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
-	if c.calls.Add(1) > 1 {
+	if n := c.calls.Add(1); n > 1 {
+		if n == 2 {
+			close(c.stuck)
+		}
 		<-c.release
 		return &sqs.ReceiveMessageOutput{}, nil
 	}
@@ -1103,19 +1107,20 @@ func (c *stuckReceive) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessag
 func TestShutdownFromAHandlerDoesNotReadItsContextLater(t *testing.T) {
 	e := newEnvNamed(t, "orders.fifo", map[string]string{"FifoQueue": "true"})
 	e.sendFIFO("g", 1)
-	client := &stuckReceive{Fake: e.fake, release: make(chan struct{})}
+	client := &stuckReceive{Fake: e.fake, stuck: make(chan struct{}), release: make(chan struct{})}
 	var p atomic.Pointer[Pool]
 	started, second := make(chan struct{}), make(chan struct{})
 	attempts := 0 // one worker
 	pool, err := StartPool(context.Background(), &Consumer{Client: client, Queue: e.queue}, func(ctx context.Context, o *order) error {
 		if attempts++; attempts == 1 {
 			<-started
+			<-client.stuck // so the stop waits for that receive
 			assert.NoError(t, p.Load().Shutdown(ctx))
 			return errors.New("fails once") // retried in place at once: the stop is still ending its receives
 		}
 		close(second)
 		return nil
-	}, e.opts(WithWorkers(1))...)
+	}, e.opts(WithWorkers(1), WithReceiveFill(0))...)
 	require.NoError(t, err)
 	p.Store(pool)
 	close(started)
