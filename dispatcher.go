@@ -354,8 +354,8 @@ func (d *dispatcher) drainGroups() []*record {
 	return out
 }
 
-// gone is what a record forgotten undeleted knew: an older delivery of its
-// message, from a receive that overlapped the newest, may still arrive.
+// gone is what a forgotten record knew: an older delivery of its message,
+// from a receive that overlapped the newest, may still arrive.
 type gone struct {
 	receives int       // the newest delivery's receive count
 	rec      *record   // its outcome's visibility change may be on its way
@@ -364,13 +364,14 @@ type gone struct {
 
 // track adds rec to the in-flight set, unless its message is there already
 // (old is that record), or rec is an older delivery of a message whose
-// record was forgotten undeleted (old is nil). SQS applies a visibility
-// change or delete only with the newest delivery's handle: an older
-// delivery that ran would have its message made visible under it by the
-// given-back record's change, or could not delete it. So it is dropped: the
-// message comes back when the newest delivery's visibility ends. With equal
-// receive counts nothing tells which is newer; it is dropped only while the
-// forgotten record's change may still be applied.
+// record was forgotten (old is nil). SQS applies a visibility change or
+// delete only with the newest delivery's handle: an older delivery that ran
+// would have its message made visible under it by the given-back record's
+// change, or could not delete it, or would run a message deleted already.
+// So it is dropped: an undeleted message comes back when the newest
+// delivery's visibility ends. With equal receive counts nothing tells which
+// is newer; it is dropped only while the forgotten record's change may
+// still be applied.
 func (d *dispatcher) track(rec *record, now time.Time) (old *record, loaded bool) {
 	d.inflightMu.Lock()
 	defer d.inflightMu.Unlock()
@@ -391,20 +392,20 @@ func (d *dispatcher) track(rec *record, now time.Time) (old *record, loaded bool
 // forget ends rec's in-flight life in this process, its message not
 // deleted: what rec knew is kept for a visibility timeout (see track).
 func (d *dispatcher) forget(rec *record) {
-	d.untrack(rec, true)
-}
-
-// forgetDeleted ends the in-flight life of rec, whose message SQS deleted.
-func (d *dispatcher) forgetDeleted(rec *record) {
 	d.untrack(rec, false)
 }
 
-func (d *dispatcher) untrack(rec *record, remember bool) {
+// forgetDeleted ends the in-flight life of rec, whose message SQS deleted.
+// What it knew is kept too if an older delivery can exist (the newest was
+// not the first): most messages are received once and leave nothing.
+func (d *dispatcher) forgetDeleted(rec *record) {
+	d.untrack(rec, true)
+}
+
+func (d *dispatcher) untrack(rec *record, deleted bool) {
 	rec.state.Store(recFinished)
-	var receives int
-	if remember {
-		receives = rec.newest()
-	}
+	receives := rec.newest()
+	remember := !deleted || receives > 1
 	d.inflightMu.Lock()
 	defer d.inflightMu.Unlock()
 	id := rec.msg.ID

@@ -158,11 +158,35 @@ func TestOlderDeliveryAfterAFailedDeleteDoesNotRun(t *testing.T) {
 	fs := r.e.fake.Stats(r.e.queue)
 	assert.EqualValues(t, 1, fs.Deleted)
 	assert.Zero(t, fs.StaleDeletes)
-	assert.Empty(t, r.d.gone, "nothing is kept for a deleted message")
+	assert.Len(t, r.d.gone, 1, "kept for the message's older deliveries")
 	assert.Empty(t, r.d.inflight)
 	select {
 	case err := <-r.reported:
 		t.Fatalf("reported: %v", err)
 	default:
 	}
+}
+
+// Seed 2262 of the simulator (second-run): the newest delivery's delete went
+// through, and an older delivery reached the pool only after that. Run, it
+// would handle a message deleted already. It is dropped. A message received
+// once leaves nothing behind when it is deleted: no older delivery exists.
+func TestOlderDeliveryAfterTheDeleteDoesNotRun(t *testing.T) {
+	r := newStaleRig(t, func(f *sqsfake.Fake) Client { return f })
+	older, newer := r.twoDeliveries(t)
+	rec := r.arrives(newer)
+	require.NotNil(t, rec)
+	r.deq.delete(rec)
+	require.NoError(t, r.deq.deletes.Close(context.Background()))
+	assert.EqualValues(t, 1, r.e.fake.Stats(r.e.queue).Deleted)
+	assert.Nil(t, r.arrives(older), "an older delivery, late: dropped")
+
+	r = newStaleRig(t, func(f *sqsfake.Fake) Client { return f })
+	r.e.sendOrders(1)
+	once := r.arrives(r.receive(t))
+	require.NotNil(t, once)
+	r.deq.delete(once)
+	require.NoError(t, r.deq.deletes.Close(context.Background()))
+	assert.EqualValues(t, 1, r.e.fake.Stats(r.e.queue).Deleted)
+	assert.Empty(t, r.d.gone, "received once: nothing remembered")
 }
