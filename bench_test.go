@@ -33,7 +33,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -278,12 +278,12 @@ func BenchmarkCostEmptyQueue(b *testing.B) {
 	for _, workers := range []int{10, 64} {
 		b.Run("workers="+strconv.Itoa(workers), func(b *testing.B) {
 			clk := clock.NewManual(time.Now())
-			f := sqsfake.New(sqsfake.WithClock(clk), sqsfake.WithSeed(1))
+			f := sqsfake.New(clock.Option[sqsfake.Option](clk), sqsfake.WithSeed(1))
 			url := f.MustCreateQueue("empty", map[string]string{"VisibilityTimeout": "60"})
 			c := &benchCountingClient{Fake: f}
 			pool, err := StartPool(context.Background(), &Consumer{Client: c, Queue: url},
 				func(context.Context, *benchBody) error { return nil },
-				WithWorkers(workers), WithClock(clk), WithLogger(benchQuiet))
+				WithWorkers(workers), withClock(clk), WithLogger(benchQuiet))
 			if err != nil {
 				b.Fatal(err)
 			}

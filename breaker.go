@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // BreakerState is the state of a pool's circuit breaker.

@@ -16,8 +16,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
-	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/internal/backoff"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // maxVisibility is SQS's cap on a visibility timeout, and on the total time a

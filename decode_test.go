@@ -59,7 +59,7 @@ func FuzzDecodePath(f *testing.F) {
 			}
 		}
 		var o order
-		if err := DecodeJSON(body, &o); err == nil && !json.Valid([]byte(body)) {
+		if err := decodeJSON(body, &o); err == nil && !json.Valid([]byte(body)) {
 			t.Fatalf("decoded invalid JSON %q", body)
 		}
 	})

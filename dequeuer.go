@@ -17,9 +17,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/internal/backoff"
 	"github.com/sqspool/sqspool/internal/batch"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // maxBatch is SQS's limit on entries in one batch call.

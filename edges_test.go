@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -41,7 +41,7 @@ func TestPanickingDecoderHookAndObserverDoNotCrash(t *testing.T) {
 		s := newSeen()
 		hookCalls := 0
 		p := e.start(s.handler, WithWorkers(1), WithMaxMessages(1), WithDecodeFailure(policy),
-			WithDecoder(func(body string, o *order) error {
+			withDecoder(func(body string, o *order) error {
 				if body == "bad" {
 					panic("decoder: bad body")
 				}
@@ -106,7 +106,7 @@ func TestHeartbeatStopsAtTheHandlerDeadline(t *testing.T) {
 		close(started)
 		<-release // ignores its context
 		return ctx.Err()
-	}, WithClock(clk), WithWorkers(1), WithHandlerTimeout(15*time.Second), WithDeleteLinger(time.Hour), WithRetryBackoff(nil))
+	}, withClock(clk), WithWorkers(1), WithHandlerTimeout(15*time.Second), WithDeleteLinger(time.Hour), WithRetryBackoff(nil))
 	<-started
 	tick := watchTick(30*time.Second, 15*time.Second)
 	ticked := func() {
@@ -319,7 +319,7 @@ func TestDeleteOfAHandlerFinishingAtTheDeadlineGetsFlushTime(t *testing.T) {
 		close(started)
 		<-finish
 		return nil
-	}, WithClock(clk), WithDeleteLinger(time.Hour), WithReceiveFill(0))
+	}, withClock(clk), WithDeleteLinger(time.Hour), withReceiveFill(0))
 	<-started
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -443,7 +443,7 @@ func TestHandlerStartedBeforeTheBreakerOpenedIsNotAProbe(t *testing.T) {
 			return nil
 		}
 		return RetryAfter(time.Hour, errors.New("downstream down"))
-	}, WithWorkers(3), WithReceiveFill(0), WithCircuitBreaker(CircuitBreaker{
+	}, WithWorkers(3), withReceiveFill(0), WithCircuitBreaker(CircuitBreaker{
 		MinRequests: 2, CoolDown: time.Minute, Probes: 1,
 		OnStateChange: func(_, to BreakerState) { changes <- to },
 	}))
@@ -617,7 +617,7 @@ func TestInFlightExtensionDoesNotOverrideTheRetryDelay(t *testing.T) {
 		close(started)
 		<-finish
 		return RetryAfter(2*time.Second, errors.New("busy"))
-	}, e.opts(WithClock(clk), WithWorkers(1), WithErrorHook(func(context.Context, *Message, error) { close(reported) }))...)
+	}, e.opts(withClock(clk), WithWorkers(1), WithErrorHook(func(context.Context, *Message, error) { close(reported) }))...)
 	require.NoError(t, err)
 	<-started
 	for d := range clk.armed { // the watchdog's tick
@@ -737,7 +737,7 @@ func TestShutdownAsWorkersTakeTheLastUnstartedRecords(t *testing.T) {
 		started <- struct{}{}
 		<-release
 		return s.handler(ctx, o)
-	}, WithWorkers(2), WithReceiveFill(0))
+	}, WithWorkers(2), withReceiveFill(0))
 	// A read-ahead of three (the sizer keeps it: on this clock its next turn
 	// never comes), so that three records wait for the two busy workers.
 	p.sizer.mu.Lock()
@@ -894,7 +894,7 @@ func TestEqualReceiveCountsUseBothHandles(t *testing.T) {
 				close(started)
 				<-finish
 				return tc.result
-			}, e.opts(WithClock(clk), WithWorkers(2), WithMaxMessages(1), WithPollers(1), WithObserver(obs), WithErrorHook(errs.hook))...)
+			}, e.opts(withClock(clk), WithWorkers(2), WithMaxMessages(1), WithPollers(1), WithObserver(obs), WithErrorHook(errs.hook))...)
 			require.NoError(t, err)
 			<-started
 			// Duplicates is counted after the record took the other handle.
@@ -1120,7 +1120,7 @@ func TestShutdownFromAHandlerDoesNotReadItsContextLater(t *testing.T) {
 		}
 		close(second)
 		return nil
-	}, e.opts(WithWorkers(1), WithReceiveFill(0))...)
+	}, e.opts(WithWorkers(1), withReceiveFill(0))...)
 	require.NoError(t, err)
 	p.Store(pool)
 	close(started)

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -19,7 +19,7 @@ import (
 func fifoEnv(t *testing.T, maxReceives int) (e *env, dlq string) {
 	t.Helper()
 	clk := clock.NewManual(time.Now())
-	f := sqsfake.New(sqsfake.WithClock(clk), sqsfake.WithSeed(1))
+	f := sqsfake.New(clock.Option[sqsfake.Option](clk), sqsfake.WithSeed(1))
 	attrs := map[string]string{"FifoQueue": "true", "VisibilityTimeout": "30"}
 	if maxReceives > 0 {
 		dlq = f.MustCreateQueue("dead.fifo", map[string]string{"FifoQueue": "true"})

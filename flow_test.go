@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 func newTestBreaker(clk clock.Clock, changes chan BreakerState) *breaker {
@@ -231,7 +231,7 @@ func TestAdaptiveLimitBoundsRunningHandlers(t *testing.T) {
 		<-release
 		running.Add(-1)
 		return s.handler(ctx, o)
-	}, WithAdaptiveConcurrency(AdaptiveConcurrency{Min: 2, Max: 16}), WithReceiveFill(0))
+	}, WithAdaptiveConcurrency(AdaptiveConcurrency{Min: 2, Max: 16}), withReceiveFill(0))
 	// A read-ahead of ten lets more messages in than the limit may run. (The
 	// sizer keeps it: on this clock its next turn never comes.)
 	p.sizer.mu.Lock()

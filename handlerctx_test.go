@@ -62,7 +62,7 @@ func TestWatchdogCancelsAHandlerPastItsDeadline(t *testing.T) {
 		<-ctx.Done()
 		errs <- ctx.Err()
 		return ctx.Err()
-	}, WithClock(clk), WithHandlerTimeout(2*time.Second), WithWorkers(1))
+	}, withClock(clk), WithHandlerTimeout(2*time.Second), WithWorkers(1))
 	<-started
 	tick := watchTick(30*time.Second, 2*time.Second)
 	require.Equal(t, 100*time.Millisecond, tick, "a twentieth of the handler timeout")

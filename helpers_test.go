@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -42,7 +42,7 @@ func newEnv(t *testing.T, attrs map[string]string) *env {
 func newEnvNamed(t *testing.T, name string, attrs map[string]string) *env {
 	t.Helper()
 	clk := clock.NewManual(time.Now())
-	f := sqsfake.New(sqsfake.WithClock(clk), sqsfake.WithSeed(1))
+	f := sqsfake.New(clock.Option[sqsfake.Option](clk), sqsfake.WithSeed(1))
 	if attrs == nil {
 		attrs = map[string]string{}
 	}
@@ -90,7 +90,7 @@ func (e *env) depth(url string) (visible, inFlight int) {
 // opts are the options every test starts from: the test's clock, deletes
 // flushed without linger (so no test waits on the clock for them), quiet logs.
 func (e *env) opts(more ...Option) []Option {
-	return append([]Option{WithClock(e.clk), WithDeleteLinger(0), WithLogger(quietLogger())}, more...)
+	return append([]Option{withClock(e.clk), WithDeleteLinger(0), WithLogger(quietLogger())}, more...)
 }
 
 func (e *env) start(h Handler[order], more ...Option) *Pool {

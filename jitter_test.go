@@ -32,7 +32,7 @@ func TestPoolBackoffsDrawFromItsJitterSource(t *testing.T) {
 	src := fixedJitter{ceilings: make(chan int64, 10)}
 	clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 1000)}
 	s := newSeen()
-	p := e.start(s.handler, WithClock(clk), WithWorkers(1), func(c *config) { c.jitter = src })
+	p := e.start(s.handler, withClock(clk), WithWorkers(1), func(c *config) { c.jitter = src })
 	waitArmed := func() {
 		for d := range clk.armed {
 			if d == 7 {

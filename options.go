@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/internal/backoff"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // Option configures a pool. Every option has a default, given in its comment;
@@ -35,21 +35,28 @@ const (
 type ErrorHook func(ctx context.Context, msg *Message, err error)
 
 type config struct {
-	workers          int
-	pollers          int
-	pollersSet       bool
-	maxMessages      int
-	waitTime         time.Duration
-	visibility       time.Duration // 0: the queue's own
-	handlerTimeout   time.Duration // 0: derived from visibility
-	deleteLinger     time.Duration
+	workers        int
+	pollers        int
+	pollersSet     bool
+	maxMessages    int
+	waitTime       time.Duration
+	visibility     time.Duration // 0: the queue's own
+	handlerTimeout time.Duration // 0: derived from visibility
+	deleteLinger   time.Duration
+	// receiveFill is how long a poller that has some free workers, but fewer
+	// than a full receive's worth, waits for more to free up before it
+	// receives. Under load workers free up far faster and every receive asks
+	// for 10; with slow handlers a free worker idles at most this long. While
+	// received messages still wait for workers, a poller waits longer, up to
+	// as long as they keep the workers busy less one receive latency (at most
+	// 1s). The receive controller owns it; not an option since issue 15.
 	receiveFill      time.Duration
 	batchConcurrency int
 	batchAttempts    int
 	shutdownTimeout  time.Duration
 	flushTimeout     time.Duration
 	attributeNames   []string
-	decoder          any // Decoder[T], checked by StartPool
+	decoder          any // decoder[T] set by tests (withDecoder), checked by StartPool
 	snsEnvelope      bool
 	decodePolicy     DecodeFailurePolicy
 	retryBackoff     Backoff
@@ -58,7 +65,8 @@ type config struct {
 	heartbeat        bool
 	onError          ErrorHook
 	observer         Observer
-	logger           *slog.Logger
+	logger           *slog.Logger // what an operator must act on
+	verbose          *slog.Logger // the rest: only to a logger the user passes
 	clock            clock.Clock
 	jitter           backoff.Source // the backoffs' random part (tests seed it)
 }
@@ -78,6 +86,7 @@ func defaultConfig() config {
 		retryBackoff:     ExponentialBackoff(2*time.Second, 5*time.Minute),
 		heartbeat:        true,
 		logger:           slog.Default(),
+		verbose:          slog.New(slog.DiscardHandler),
 		clock:            clock.Real,
 		jitter:           backoff.Global,
 	}
@@ -96,7 +105,7 @@ func (c *config) validate() error {
 	case c.visibility < 0 || c.visibility > maxVisibility:
 		return fmt.Errorf("sqspool: visibility timeout must be 0..12h (an SQS limit), got %v", c.visibility)
 	case c.receiveFill < 0 || c.deleteLinger < 0:
-		return fmt.Errorf("sqspool: receive fill and delete linger must not be negative")
+		return fmt.Errorf("sqspool: delete linger must not be negative")
 	case c.batchConcurrency < 1:
 		return fmt.Errorf("sqspool: batch concurrency must be at least 1, got %d", c.batchConcurrency)
 	case c.batchAttempts < 1:
@@ -190,20 +199,6 @@ func WithAdaptiveConcurrency(a AdaptiveConcurrency) Option {
 // changes (retry delays, heartbeats) share calls the same way.
 func WithDeleteLinger(d time.Duration) Option { return func(c *config) { c.deleteLinger = d } }
 
-// WithReceiveFill sets how long a poller that has some free workers, but
-// fewer than a full receive's worth, waits for more to free up before it
-// receives (default 10ms). Under load workers free up far faster and every
-// receive asks for 10 messages; with slow handlers a free worker idles at
-// most this long. While received messages still wait for workers, a poller
-// waits longer, up to as long as they keep the workers busy less one receive
-// latency (at most 1s), so that slow handlers too are fed ten at a time.
-// Zero receives as soon as any worker is free.
-func WithReceiveFill(d time.Duration) Option { return func(c *config) { c.receiveFill = d } }
-
-// WithBatchConcurrency caps the concurrent DeleteMessageBatch calls, and
-// separately the ChangeMessageVisibilityBatch calls (default 8).
-func WithBatchConcurrency(n int) Option { return func(c *config) { c.batchConcurrency = n } }
-
 // WithBatchAttempts sets how many times a batch entry that failed transiently
 // is sent (default 5). After that the message is left to its visibility
 // timeout: it is delivered again, never lost.
@@ -227,12 +222,6 @@ func WithMessageAttributeNames(names ...string) Option {
 	return func(c *config) { c.attributeNames = names }
 }
 
-// WithDecoder replaces the body decoder (default: JSON, or the raw body when T
-// is string or []byte). T must be the pool's type; StartPool reports a
-// mismatch. A decoder that panics has rejected the body: the panic is
-// reported as a *DecodeError wrapping a *PanicError.
-func WithDecoder[T any](d Decoder[T]) Option { return func(c *config) { c.decoder = d } }
-
 // WithSNSEnvelope unwraps SNS notifications (topics delivering to the queue
 // without raw message delivery) before decoding.
 func WithSNSEnvelope() Option { return func(c *config) { c.snsEnvelope = true } }
@@ -245,10 +234,20 @@ func WithDecodeFailure(p DecodeFailurePolicy) Option { return func(c *config) { 
 // are logged either way).
 func WithErrorHook(h ErrorHook) Option { return func(c *config) { c.onError = h } }
 
-// WithLogger sets the logger (default slog.Default()). Bodies are logged only
-// at debug level.
-func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+// WithLogger sets the logger for everything the pool logs. Without it the
+// pool is quiet: only what an operator must act on (a panic, an undecodable
+// body, a failed delete, an open circuit breaker, a stop that cut work short)
+// goes to slog.Default(); routine events (start and stop, handler errors,
+// which the ErrorHook also sees) are not logged at all. Bodies are logged
+// only at debug level.
+func WithLogger(l *slog.Logger) Option {
+	return func(c *config) { c.logger, c.verbose = l, l }
+}
 
-// WithClock sets the clock behind lingers, backoffs and deadlines (default
+func init() { clock.Register(withClock) }
+
+// withClock sets the clock behind lingers, backoffs and deadlines (default
 // the wall clock). Tests pass a clock.Manual.
-func WithClock(clk clock.Clock) Option { return func(c *config) { c.clock = clk } }
+// Not part of the API (the repo's tests reach it with clock.Option; a
+// user's tests get fake time from testing/synctest).
+func withClock(clk clock.Clock) Option { return func(c *config) { c.clock = clk } }

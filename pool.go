@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // Handler handles one decoded message. Returning nil means the work is done
@@ -80,9 +79,9 @@ func StartPool[T any](ctx context.Context, c *Consumer, h Handler[T], opts ...Op
 	}
 	decode := decoderFor[T]()
 	if cfg.decoder != nil {
-		d, ok := cfg.decoder.(Decoder[T])
+		d, ok := cfg.decoder.(decoder[T])
 		if !ok {
-			return nil, fmt.Errorf("sqspool: WithDecoder got %T, the pool needs a Decoder[%T]", cfg.decoder, *new(T))
+			return nil, fmt.Errorf("sqspool: withDecoder got %T, the pool needs a decoder[%T]", cfg.decoder, *new(T))
 		}
 		decode = d
 	}
@@ -314,7 +313,7 @@ func (p *Pool) worker() {
 // handleOne decodes rec's body and runs the handler on it. It reports whether
 // the message is done with (succeeded, or dropped for good) and, if not, when
 // it will be delivered again.
-func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
+func handleOne[T any](p *Pool, rec *record, decode decoder[T], h Handler[T]) (ok bool, delay time.Duration) {
 	m := rec.msg
 	if rec.attempts++; rec.attempts > 1 {
 		rec.ctx.reset()
@@ -323,18 +322,9 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 	rec.ctx.values, rec.ctx.msg, rec.ctx.pool = p.handlerCtx, m, p
 	rec.ctx.deadline = time.Now().Add(rec.beginAttempt().Sub(p.cfg.clock.Now()))
 	ctx := context.Context(&rec.ctx)
-	body := m.Body
-	var err error
-	if p.cfg.snsEnvelope {
-		body, err = unwrapSNS(body)
-	}
 	v := new(T)
-	if err == nil {
-		err = callDecoder(decode, body, v)
-	}
+	err := p.cfg.decodeBody(m, func(body string) error { return callDecoder(decode, body, v) })
 	if err != nil {
-		p.cfg.logger.Warn("sqspool: message body does not decode", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
-		p.cfg.logger.Debug("sqspool: undecodable body", "message_id", m.ID, "body", m.Body)
 		// The message's fate is settled before the hook hears of it, so that
 		// its next delivery is never mistaken for a duplicate of this one.
 		if p.cfg.decodePolicy == DeleteMalformed {
@@ -379,12 +369,7 @@ func handleOne[T any](p *Pool, rec *record, decode Decoder[T], h Handler[T]) (ok
 		p.counters.processed.Add(1)
 		return true, 0
 	}
-	perr, panicked := err.(*PanicError) // callHandler returns it unwrapped
-	if panicked {
-		p.cfg.logger.Error("sqspool: handler panicked", "message_id", m.ID, "panic", perr.Value, "stack", string(perr.Stack))
-	} else {
-		p.cfg.logger.Warn("sqspool: handler failed", "message_id", m.ID, "receive_count", m.ReceiveCount, "error", err)
-	}
+	panicked := p.cfg.logFailure(m, err)
 	delay, set, final := retryDelay(err, m.ReceiveCount, p.cfg.retryBackoff)
 	localDelay, local := p.localRetry(rec, err)
 	switch {
@@ -427,11 +412,10 @@ func (p *Pool) localRetry(rec *record, err error) (time.Duration, bool) {
 	if !p.queue.fifo || !p.cfg.heartbeat || rec.attempts >= maxLocalAttempts || p.stopping.Load() {
 		return 0, false
 	}
-	var ra *RetryAfterError
-	switch {
-	case errors.As(err, &ra):
-		return max(ra.Delay, 0), true
-	case rec.attempts == 1 || p.cfg.retryBackoff == nil:
+	if d, ok := RetryDelay(err); ok {
+		return max(d, 0), true
+	}
+	if rec.attempts == 1 || p.cfg.retryBackoff == nil {
 		return 0, true
 	}
 	return p.cfg.retryBackoff(rec.attempts - 1), true
@@ -492,24 +476,14 @@ func (p *Pool) finish(rec *record) {
 }
 
 // callHandler runs h, turning a panic into a *PanicError.
-func callHandler[T any](ctx context.Context, h Handler[T], v *T) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return h(ctx, v)
+func callHandler[T any](ctx context.Context, h Handler[T], v *T) error {
+	return protect(func() error { return h(ctx, v) })
 }
 
 // callDecoder runs decode, turning a panic into a *PanicError: a decoder
 // that panics on a body has rejected it, and the decode policy applies.
-func callDecoder[T any](decode Decoder[T], body string, v *T) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = &PanicError{Value: r, Stack: debug.Stack()}
-		}
-	}()
-	return decode(body, v)
+func callDecoder[T any](decode decoder[T], body string, v *T) error {
+	return protect(func() error { return decode(body, v) })
 }
 
 // admitHandler waits, under an adaptive limit, until fewer handlers run than
@@ -545,11 +519,7 @@ func (p *Pool) observeCall(a api, entries int, began time.Time, err error) {
 	}
 }
 
-func (p *Pool) report(ctx context.Context, m *Message, err error) {
-	if h := p.cfg.onError; h != nil {
-		guard(p.cfg.logger, "ErrorHook", func() { h(ctx, m, err) })
-	}
-}
+func (p *Pool) report(ctx context.Context, m *Message, err error) { p.cfg.report(ctx, m, err) }
 
 // Stats returns the pool's counters now.
 func (p *Pool) Stats() Stats {
@@ -749,7 +719,7 @@ func (p *Pool) stop(ctx context.Context) error {
 	unstarted = append(unstarted, retrying...)
 	p.deq.changes.Flush() // at once, not after a linger
 	close(p.work)
-	log.Info("sqspool: stopping", "queue", p.queue.url, "returned", len(unstarted), "running", p.running.Load())
+	p.cfg.verbose.Info("sqspool: stopping", "queue", p.queue.url, "returned", len(unstarted), "running", p.running.Load())
 
 	var serr ShutdownError
 	select {
@@ -783,7 +753,7 @@ func (p *Pool) stop(ctx context.Context) error {
 	serr.Unflushed = int(p.deq.unflushed.Load())
 	p.handlerCancel()
 	if serr.Cancelled == 0 && serr.Abandoned == 0 && serr.Unflushed == 0 {
-		log.Info("sqspool: stopped", "queue", p.queue.url)
+		p.cfg.verbose.Info("sqspool: stopped", "queue", p.queue.url)
 		return nil
 	}
 	serr.Err = ctx.Err()

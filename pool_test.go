@@ -17,7 +17,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -294,7 +294,7 @@ func TestTransientDeleteFailuresAreRetried(t *testing.T) {
 	s := newSeen()
 	// Backoffs between attempts run on the real clock here.
 	p, err := StartPool(context.Background(), e.consumer(), s.handler,
-		WithClock(clock.Real), WithLogger(quietLogger()), WithBatchAttempts(20))
+		withClock(clock.Real), WithLogger(quietLogger()), WithBatchAttempts(20))
 	require.NoError(t, err)
 	s.wait(t, 50)
 	require.NoError(t, p.Shutdown(context.Background()))
@@ -311,7 +311,7 @@ func TestReceiveErrorsBackOffAndRecover(t *testing.T) {
 	errs := newErrorLog()
 	s := newSeen()
 	clk := &armClock{Clock: e.clk, armed: make(chan time.Duration, 100)}
-	p := e.start(s.handler, WithErrorHook(errs.hook), WithWorkers(1), WithClock(clk), WithHeartbeat(false))
+	p := e.start(s.handler, WithErrorHook(errs.hook), WithWorkers(1), withClock(clk), WithHeartbeat(false))
 	for i := range 2 {
 		var aerr *APIError
 		require.ErrorAs(t, errs.next(t), &aerr)
@@ -446,7 +446,7 @@ func TestShutdownGivesUpOnAHungHandler(t *testing.T) {
 		close(started)
 		<-unblock // ignores its context
 		return nil
-	}, WithClock(clk))
+	}, withClock(clk))
 	<-started
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
@@ -548,9 +548,6 @@ func TestStartPoolResolvesNamesAndReportsBadQueues(t *testing.T) {
 	assert.ErrorContains(t, err, "needs a Queue")
 	_, err = StartPool(context.Background(), e.consumer(), func(context.Context, *order) error { return nil }, WithMaxMessages(11))
 	assert.ErrorContains(t, err, "1..10")
-	_, err = StartPool(context.Background(), e.consumer(), func(context.Context, *order) error { return nil },
-		WithDecoder(func(string, *int) error { return nil }))
-	assert.ErrorContains(t, err, "Decoder")
 }
 
 func TestStringPoolGetsRawBody(t *testing.T) {
@@ -575,16 +572,36 @@ func TestSNSEnvelopeIsUnwrapped(t *testing.T) {
 	e.shutdown(p)
 }
 
-func TestCustomDecoder(t *testing.T) {
+// idLine is a message type with its own body format, "id=N".
+type idLine struct{ ID int }
+
+func (o *idLine) DecodeBody(body string) error {
+	if body == "panic" {
+		panic("idLine: " + body)
+	}
+	_, err := fmt.Sscanf(body, "id=%d", &o.ID)
+	return err
+}
+
+// A type that implements BodyDecoder decodes its own bodies; one it rejects
+// (by an error or a panic) is a decode error under the decode policy.
+func TestBodyDecoder(t *testing.T) {
 	e := newEnv(t, nil)
-	e.send("id=5")
-	s := newSeen()
-	p := e.start(s.handler, WithDecoder(func(body string, o *order) error {
-		_, err := fmt.Sscanf(body, "id=%d", &o.ID)
-		return err
-	}))
-	assert.Equal(t, []int{5}, s.wait(t, 1))
+	e.send("id=5", "not an id", "panic")
+	got := make(chan int, 1)
+	errs := newErrorLog()
+	p, err := StartPool(context.Background(), e.consumer(), func(_ context.Context, o *idLine) error {
+		got <- o.ID
+		return nil
+	}, e.opts(WithErrorHook(errs.hook), WithDecodeFailure(DeleteMalformed))...)
+	require.NoError(t, err)
+	assert.Equal(t, 5, <-got)
+	var derr *DecodeError
+	require.ErrorAs(t, errs.next(t), &derr)
+	require.ErrorAs(t, errs.next(t), &derr)
 	e.shutdown(p)
+	assert.EqualValues(t, 2, p.Stats().DecodeErrors)
+	assert.EqualValues(t, 1, p.Stats().Processed)
 }
 
 // armClock reports each timer armed through it.

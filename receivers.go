@@ -103,7 +103,7 @@ func readAheadFor(rate float64, horizon, visibility time.Duration, batch, ceilin
 const maxFill = time.Second
 
 // fillWait is how long a poller that has some slots free, but not a full
-// batch's, waits for more before it receives what it has: WithReceiveFill,
+// batch's, waits for more before it receives what it has: receiveFill,
 // or, while received messages wait for workers, as long as those keep the
 // workers busy less one receive latency, so that a pool of slow handlers
 // still receives ten at a time without a worker waiting for it.

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -273,7 +273,7 @@ func TestPollersWaitForFullBatchesWhileWorkersHaveWork(t *testing.T) {
 	p.sizer.rate = 1
 	assert.Equal(t, maxFill, p.fillWait())
 	p.cfg.receiveFill = 0
-	assert.Zero(t, p.fillWait(), "WithReceiveFill(0) receives as soon as a slot is free")
+	assert.Zero(t, p.fillWait(), "withReceiveFill(0) receives as soon as a slot is free")
 }
 
 func TestReadAheadFollowsThePollersRunning(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 func TestHeartbeatKeepsASlowHandlersMessageInvisible(t *testing.T) {
@@ -24,7 +24,7 @@ func TestHeartbeatKeepsASlowHandlersMessageInvisible(t *testing.T) {
 		close(started)
 		<-finish
 		return nil
-	}, WithClock(clk), WithWorkers(1))
+	}, withClock(clk), WithWorkers(1))
 	<-started
 	// Run the handler for three visibility timeouts, a heartbeat tick at a time.
 	for i := 1; i <= 9; i++ {
@@ -59,7 +59,7 @@ func TestNoHeartbeatForFinishedMessages(t *testing.T) {
 		}
 	}
 	// Deletes wait for the linger, which this clock never reaches.
-	p := e.start(s.handler, WithClock(clk), WithDeleteLinger(time.Hour))
+	p := e.start(s.handler, withClock(clk), WithDeleteLinger(time.Hour))
 	s.wait(t, 3)
 	require.Eventually(t, func() bool { return p.Stats().Processed == 3 }, 10*time.Second, time.Millisecond)
 	heartbeatArmed()

@@ -21,24 +21,36 @@ func NoRetry(err error) error {
 	return fmt.Errorf("%w: %w", ErrNoRetry, err)
 }
 
-// RetryAfterError asks for the message to be delivered again after Delay,
-// whatever the pool's backoff says. Return it with RetryAfter.
-type RetryAfterError struct {
-	Delay time.Duration
-	Err   error
-}
+// RetryAfter wraps err so that the message comes back after d, whatever the
+// pool's backoff says. RetryDelay reads d back.
+func RetryAfter(d time.Duration, err error) error { return &retryAfterError{delay: d, err: err} }
 
-// RetryAfter wraps err so that the message comes back after d.
-func RetryAfter(d time.Duration, err error) error { return &RetryAfterError{Delay: d, Err: err} }
-
-func (e *RetryAfterError) Error() string {
-	if e.Err == nil {
-		return fmt.Sprintf("sqspool: retry after %v", e.Delay)
+// RetryDelay reports the delay that RetryAfter put in err's chain, and
+// whether there is one: how a test (or a wrapper around a handler) checks what
+// a handler asked for.
+func RetryDelay(err error) (time.Duration, bool) {
+	var ra *retryAfterError
+	if !errors.As(err, &ra) {
+		return 0, false
 	}
-	return fmt.Sprintf("%v (retry after %v)", e.Err, e.Delay)
+	return ra.delay, true
 }
 
-func (e *RetryAfterError) Unwrap() error { return e.Err }
+// retryAfterError is RetryAfter's error; only RetryAfter makes one and only
+// RetryDelay reads it, so there is one way to do each.
+type retryAfterError struct {
+	delay time.Duration
+	err   error
+}
+
+func (e *retryAfterError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("sqspool: retry after %v", e.delay)
+	}
+	return fmt.Sprintf("%v (retry after %v)", e.err, e.delay)
+}
+
+func (e *retryAfterError) Unwrap() error { return e.err }
 
 // Backoff gives the delay before a failed message is delivered again, from
 // the number of times it has been received (1 on the first failure).
@@ -58,9 +70,8 @@ func retryDelay(err error, receiveCount int, b Backoff) (delay time.Duration, se
 	if errors.Is(err, ErrNoRetry) {
 		return 0, false, true
 	}
-	var ra *RetryAfterError
-	if errors.As(err, &ra) {
-		return max(ra.Delay, 0), true, false
+	if d, ok := RetryDelay(err); ok {
+		return max(d, 0), true, false
 	}
 	if b == nil {
 		return 0, false, false

@@ -11,7 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -42,7 +42,7 @@ func abandoningEnv(t *testing.T, h Handler[order]) (*Pool, *graceClock, *clock.M
 	t.Helper()
 	poolClk := &graceClock{Manual: clock.NewManual(time.Now()), armed: make(chan struct{})}
 	fakeClk := clock.NewManual(time.Now())
-	f := sqsfake.New(sqsfake.WithClock(fakeClk), sqsfake.WithAbandonedPolls())
+	f := sqsfake.New(clock.Option[sqsfake.Option](fakeClk), sqsfake.WithAbandonedPolls())
 	url := f.MustCreateQueue("orders", map[string]string{"VisibilityTimeout": "30"})
 	f.SetHook(func(api string, _ any) error {
 		if api == sqsfake.OpReceiveMessage {
@@ -51,7 +51,7 @@ func abandoningEnv(t *testing.T, h Handler[order]) (*Pool, *graceClock, *clock.M
 		return nil
 	})
 	p, err := StartPool(context.Background(), &Consumer{Client: f, Queue: url}, h,
-		WithClock(poolClk), WithDeleteLinger(0), WithLogger(quietLogger()), WithWorkers(1))
+		withClock(poolClk), WithDeleteLinger(0), WithLogger(quietLogger()), WithWorkers(1))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = p.Shutdown(context.Background()) })
 	return p, poolClk, fakeClk, f, url

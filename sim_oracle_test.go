@@ -485,7 +485,7 @@ func (o *simOracle) runEnded(k int, r *simRunRec, err error, panicked bool, rece
 	r.end, r.ended = now, true
 	m.attemptEnd = now
 	o.running--
-	var ra *RetryAfterError
+	delay, asksDelay := RetryDelay(err)
 	switch {
 	case err == nil:
 		r.outcome = "ok"
@@ -498,11 +498,11 @@ func (o *simOracle) runEnded(k int, r *simRunRec, err error, panicked bool, rece
 		o.noRetries++
 		m.lastDone, m.doneEver = now, true
 		o.probeOK[r.probe]++ // not a failure of the downstream
-	case errors.As(err, &ra):
+	case asksDelay:
 		r.outcome = "retry-after"
 		o.handlerFailed++
 		o.retried++
-		r.asksDelay, r.wantDelay = true, max(ra.Delay, 0)
+		r.asksDelay, r.wantDelay = true, max(delay, 0)
 	default:
 		r.outcome = "failed"
 		o.handlerFailed++

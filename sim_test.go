@@ -43,8 +43,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
-	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/internal/backoff"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -388,9 +388,9 @@ func (o *simOracle) monitor(p *Pool, fake *sqsfake.Fake, url string, stop <-chan
 func (sc *simScenario) options(o *simOracle) []Option {
 	opts := []Option{
 		WithWorkers(sc.workers), WithMaxMessages(sc.maxMessages), WithWaitTime(sc.waitTime),
-		WithHeartbeat(sc.heartbeat), WithDecodeFailure(sc.decodePolicy), WithDecoder(o.decode),
+		WithHeartbeat(sc.heartbeat), WithDecodeFailure(sc.decodePolicy), withDecoder(o.decode),
 		WithErrorHook(o.report), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
-		WithBatchAttempts(sc.batchAttempts), WithDeleteLinger(sc.linger), WithReceiveFill(sc.fill),
+		WithBatchAttempts(sc.batchAttempts), WithDeleteLinger(sc.linger), withReceiveFill(sc.fill),
 		WithFlushTimeout(sc.flushTimeout), WithShutdownTimeout(sc.shutdownTO), WithRetryBackoff(nil),
 		func(c *config) { c.jitter = backoff.Seeded(sc.seed) }, // the pool's own backoffs replay too
 	}

@@ -3,11 +3,14 @@ module github.com/sqspool/sqspool/bench
 go 1.26.0
 
 require (
+	github.com/aws/aws-lambda-go v1.55.1
 	github.com/aws/aws-sdk-go-v2 v1.47.7
 	github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue v1.21.19
 	github.com/aws/aws-sdk-go-v2/service/dynamodb v1.73.1
 	github.com/aws/aws-sdk-go-v2/service/sqs v1.52.10
 	github.com/sqspool/sqspool v0.0.0
+	github.com/sqspool/sqspool/lambdasqspool v0.0.0
+	github.com/sqspool/sqspool/sink v0.0.0
 	gocloud.dev v0.47.0
 )
 
@@ -52,4 +55,10 @@ require (
 	google.golang.org/protobuf v1.36.12 // indirect
 )
 
-replace github.com/sqspool/sqspool => ../
+replace (
+	github.com/sqspool/sqspool => ../
+	github.com/sqspool/sqspool/lambdasqspool => ../lambdasqspool
+	github.com/sqspool/sqspool/sink => ../sink
+)
+
+replace github.com/sqspool/sqspool/internal/ddbtest => ../internal/ddbtest

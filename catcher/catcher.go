@@ -18,7 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
-	"github.com/sqspool/sqspool/internal/batch"
+	"github.com/sqspool/sqspool/internal/sendbatch"
 )
 
 // Client is the part of *sqs.Client the handler uses: GetQueueAttributes
@@ -42,12 +42,11 @@ type Handler struct {
 	queue    queueInfo
 	maxBody  int64 // WithMaxBodyBytes, at most the queue's limit
 	cfg      config
-	batcher  *batch.Batcher[*item]
+	sender   *sendbatch.Sender
 	closed   atomic.Bool
 	stats    counters
 	mem      memory
-	waiting  atomic.Int64 // messages admitted and not yet claimed by a call
-	dedup    *dedupTable  // FIFO queues only
+	dedup    *dedupTable // FIFO queues only
 
 	// testHookQueued, when set, runs after a request joined a batch.
 	testHookQueued func()
@@ -61,24 +60,11 @@ type queueInfo struct {
 	groupScope   bool // DeduplicationScope messageGroup
 }
 
-// States of an item: the request and the flush race to move it out of
-// queued, so that exactly one of them decides whether it is sent.
-const (
-	stateQueued    int32 = iota
-	stateSending         // claimed by a flush: the request waits for the result
-	stateAbandoned       // the request gave up first: the flush skips it
-)
-
-// item is one request's message on its way through the batcher.
+// item is one request's message on its way through the sender.
 type item struct {
-	entry  types.SendMessageBatchRequestEntry // Id is set by the flush
-	body   string                             // entry.MessageBody points here
-	first  [1]byte                            // the body's first byte, read before any chunk
-	size   int
-	ctx    context.Context // the request's
-	sendBy time.Time       // the last moment a send can still be answered; zero: none
-	state  atomic.Int32
-	done   chan result // buffered: the flush never blocks on it
+	msg   sendbatch.Message
+	body  string  // msg.Entry.MessageBody points here
+	first [1]byte // the body's first byte, read before any chunk
 }
 
 type result struct {
@@ -124,13 +110,20 @@ func New(ctx context.Context, client Client, queueURL string, opts ...Option) (*
 	} else if h.cfg.namespace != nil {
 		return nil, fmt.Errorf("catcher: WithDedupNamespace: %s is not a FIFO queue", queueURL)
 	}
-	h.batcher = batch.New(context.Background(), batch.Options{
-		MaxItems:    maxBatchEntries,
-		MaxBytes:    MaxMessageBytes,
+	h.sender = sendbatch.New(client, sendbatch.Options{
+		QueueURL:    queueURL,
 		Linger:      h.cfg.linger,
 		MaxInFlight: h.cfg.maxInFlight,
+		SendTimeout: h.cfg.sendTimeout,
+		MaxWaiting:  h.cfg.maxWaiting,
 		Clock:       h.cfg.clock,
-	}, func(it *item) int { return it.size }, h.flush)
+		OnError:     h.log,
+		OnQueued: func() {
+			if h.testHookQueued != nil {
+				h.testHookQueued()
+			}
+		},
+	})
 	return h, nil
 }
 
@@ -164,7 +157,7 @@ func readQueue(ctx context.Context, client Client, queueURL string) (queueInfo, 
 }
 
 // Stats returns the counters since New.
-func (h *Handler) Stats() Stats { return h.stats.snapshot() }
+func (h *Handler) Stats() Stats { return h.stats.snapshot(h.sender.Stats()) }
 
 // Close stops taking requests (they get 503), sends what is pending and
 // waits until every request in progress has its answer. If ctx ends first,
@@ -174,7 +167,7 @@ func (h *Handler) Stats() Stats { return h.stats.snapshot() }
 // arrives after Close. Close may be called more than once.
 func (h *Handler) Close(ctx context.Context) error {
 	h.closed.Store(true)
-	if err := h.batcher.Close(ctx); err != nil {
+	if err := h.sender.Close(ctx); err != nil {
 		return fmt.Errorf("catcher: close: %w", err)
 	}
 	return nil
@@ -193,7 +186,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, errClosed) // before reading a body we would throw away
 		return
 	}
-	if h.waiting.Load() >= int64(h.cfg.maxWaiting) {
+	if h.sender.Full() {
 		closeAfter(w)
 		h.fail(w, errFull) // do not read a body that cannot be sent
 		return
@@ -229,58 +222,16 @@ func (h *Handler) sendBy(r *http.Request, start time.Time) time.Time {
 	return start.Add(srv.WriteTimeout - h.cfg.sendTimeout - answerMargin)
 }
 
-// send admits the item to the waiting room and waits for its result. A
-// request that cannot be sent in time, or whose client has gone, is taken
-// back before it is sent; once a call carries it, the request waits for
-// what SQS said, which the send timeout bounds.
+// send hands the item to the sender and maps its result. A request that
+// cannot be sent in time, or whose client has gone, is taken back before it
+// is sent; once a call carries it, the request waits for what SQS said,
+// which the send timeout bounds.
 func (h *Handler) send(r *http.Request, it *item, sendBy time.Time) result {
-	it.ctx = r.Context()
-	it.sendBy = sendBy
-	var late <-chan time.Time
-	if !sendBy.IsZero() {
-		wait := sendBy.Sub(h.cfg.clock.Now())
-		if wait <= 0 {
-			return result{rej: errLate}
-		}
-		t := h.cfg.clock.NewTimer(wait)
-		defer t.Stop()
-		late = t.C()
+	res := h.sender.Send(r.Context(), &it.msg, sendBy)
+	if res.Err == nil {
+		return result{messageID: res.MessageID}
 	}
-	if h.waiting.Add(1) > int64(h.cfg.maxWaiting) {
-		h.waiting.Add(-1)
-		return result{rej: errFull}
-	}
-	if err := h.batcher.Add(it); err != nil { // only batch.ErrClosed
-		h.waiting.Add(-1)
-		return result{rej: errClosed}
-	}
-	if h.testHookQueued != nil {
-		h.testHookQueued()
-	}
-	select {
-	case res := <-it.done:
-		return res
-	case <-r.Context().Done():
-		if h.leave(it, stateAbandoned) {
-			return result{rej: errCancelled}
-		}
-	case <-late:
-		if h.leave(it, stateAbandoned) {
-			return result{rej: errLate}
-		}
-	}
-	// A flush has it: SQS may store it, so wait for the truth.
-	return <-it.done
-}
-
-// leave moves a queued item to state; only one caller wins, and the winner
-// takes the item out of the waiting room.
-func (h *Handler) leave(it *item, state int32) bool {
-	if it.state.CompareAndSwap(stateQueued, state) {
-		h.waiting.Add(-1)
-		return true
-	}
-	return false
+	return result{rej: rejectionOf(res.Err)}
 }
 
 // prepare reads and checks the request and builds its entry. Everything
@@ -304,7 +255,7 @@ func (h *Handler) entry(r *http.Request, body []byte, it *item) (*dedupClaim, *r
 	// The body is complete and no callback may keep or change it
 	// (ValidateFunc and FIFOFunc must not), so the message shares its bytes.
 	it.body = unsafe.String(unsafe.SliceData(body), len(body))
-	if i := firstInvalidChar(it.body); i >= 0 {
+	if i := sendbatch.FirstInvalidChar(it.body); i >= 0 {
 		return nil, reject(http.StatusBadRequest, ReasonBadRequest, fmt.Sprintf("body holds a character SQS does not accept at byte %d (SQS takes XML 1.0 characters in UTF-8; encode binary data, e.g. as base64)", i), nil)
 	}
 	if h.cfg.json && !json.Valid(body) {
@@ -315,16 +266,16 @@ func (h *Handler) entry(r *http.Request, body []byte, it *item) (*dedupClaim, *r
 			return nil, validationRejection(err)
 		}
 	}
-	it.entry.MessageBody = &it.body
+	it.msg.Entry.MessageBody = &it.body
 	size := len(body)
 	var claim *dedupClaim
 	if h.cfg.fifo != nil {
 		var rej *rejection
-		if claim, rej = h.setFIFO(&it.entry, r, body); rej != nil {
+		if claim, rej = h.setFIFO(&it.msg.Entry, r, body); rej != nil {
 			return nil, rej
 		}
 	}
-	attrSize, rej := h.setAttributes(&it.entry, r)
+	attrSize, rej := h.setAttributes(&it.msg.Entry, r)
 	if rej == nil && size+attrSize > h.queue.maxSize {
 		rej = reject(http.StatusRequestEntityTooLarge, ReasonTooLarge, fmt.Sprintf("body and attributes exceed the queue's limit of %d bytes", h.queue.maxSize), nil)
 	}
@@ -334,8 +285,7 @@ func (h *Handler) entry(r *http.Request, body []byte, it *item) (*dedupClaim, *r
 		}
 		return nil, rej
 	}
-	it.size = size + attrSize
-	it.done = make(chan result, 1)
+	it.msg.Size = size + attrSize
 	return claim, nil
 }
 
@@ -357,7 +307,7 @@ func (h *Handler) setAttributes(e *types.SendMessageBatchRequestEntry, r *http.R
 		if len(v) > h.cfg.maxAttr {
 			return 0, reject(http.StatusBadRequest, ReasonBadRequest, fmt.Sprintf("header %s is longer than %d bytes", a.header, h.cfg.maxAttr), nil)
 		}
-		if firstInvalidChar(v) >= 0 {
+		if sendbatch.FirstInvalidChar(v) >= 0 {
 			return 0, reject(http.StatusBadRequest, ReasonBadRequest, fmt.Sprintf("header %s holds a character SQS does not accept", a.header), nil)
 		}
 		if e.MessageAttributes == nil {
@@ -491,105 +441,11 @@ func writeAnswer(w http.ResponseWriter, status int, body []byte) {
 	_, _ = w.Write(body) // the client may be gone; nothing to do
 }
 
-// entryIDs are the batch entry ids, distinct within a call as SQS demands.
-var entryIDs = func() (ids [maxBatchEntries]string) {
-	for i := range ids {
-		ids[i] = strconv.Itoa(i)
-	}
-	return ids
-}()
-
-// flush sends one batch and hands every item its own result. The batcher
-// calls it exactly once per item, with a cancelled ctx if Close gave up.
-func (h *Handler) flush(ctx context.Context, items []*item) {
-	live := make([]*item, 0, len(items))
-	now := h.cfg.clock.Now()
-	for _, it := range items {
-		switch {
-		case it.ctx.Err() != nil:
-			if h.leave(it, stateAbandoned) {
-				it.done <- result{rej: errCancelled} // the client left; do not send
-			}
-		case !it.sendBy.IsZero() && now.After(it.sendBy):
-			if h.leave(it, stateAbandoned) {
-				it.done <- result{rej: errLate} // its answer could not be written in time
-			}
-		case h.leave(it, stateSending):
-			live = append(live, it)
-		}
-	}
-	if len(live) == 0 {
-		return
-	}
-	if ctx.Err() != nil { // Close gave up before this batch started
-		for _, it := range live {
-			it.done <- result{rej: errClosed}
-		}
-		return
-	}
-	entries := make([]types.SendMessageBatchRequestEntry, len(live))
-	for i, it := range live {
-		entries[i] = it.entry
-		entries[i].Id = aws.String(entryIDs[i])
-	}
-	sendCtx, cancel := context.WithTimeout(ctx, h.cfg.sendTimeout)
-	out, err := h.client.SendMessageBatch(sendCtx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(h.queueURL), Entries: entries})
-	cancel()
-	h.stats.calls.Add(1)
-	h.stats.entries.Add(uint64(len(entries)))
-	h.stats.entriesPerCall[len(entries)].Add(1)
-	if err != nil {
-		h.stats.callErrors.Add(1)
-		rej := callRejection(fmt.Errorf("catcher: SendMessageBatch of %d entries: %w", len(entries), err))
-		h.log("SendMessageBatch failed", rej)
-		for _, it := range live {
-			it.done <- result{rej: rej}
-		}
-		return
-	}
-	h.deliver(live, out)
-}
-
-// deliver hands out the per-entry results of a successful call. An entry
-// SQS reported on neither way may or may not be stored: it gets 503, the
-// at-least-once answer.
-func (h *Handler) deliver(live []*item, out *sqs.SendMessageBatchOutput) {
-	results := make([]result, len(live))
-	seen := make([]bool, len(live))
-	index := func(id *string) (int, bool) {
-		i, err := strconv.Atoi(deref(id))
-		if err != nil || i < 0 || i >= len(live) || seen[i] {
-			return 0, false
-		}
-		seen[i] = true
-		return i, true
-	}
-	for _, s := range out.Successful {
-		if i, ok := index(s.Id); ok && deref(s.MessageId) != "" {
-			results[i].messageID = *s.MessageId
-		}
-	}
-	for _, f := range out.Failed {
-		if i, ok := index(f.Id); ok {
-			results[i].rej = entryRejection(f)
-			h.log("SendMessageBatch entry failed", results[i].rej)
-		}
-	}
-	for i, it := range live {
-		if results[i].messageID == "" && results[i].rej == nil {
-			results[i].rej = reject(http.StatusServiceUnavailable, ReasonUnavailable, "the queue did not confirm the message, retry later",
-				fmt.Errorf("catcher: SendMessageBatch reported nothing for entry %d", i))
-			h.log("SendMessageBatch entry unreported", results[i].rej)
-		}
-		if results[i].rej != nil {
-			h.stats.entryFailures.Add(1)
-		}
-		it.done <- results[i]
-	}
-}
-
-func (h *Handler) log(msg string, rej *rejection) {
+// log reports a failed call or entry to the operator: the rejection it
+// gives and SQS's own error, which clients never see.
+func (h *Handler) log(msg string, err error) {
 	if h.cfg.logger != nil {
+		rej := rejectionOf(err)
 		h.cfg.logger.Warn("catcher: "+msg, "queue", h.queueURL, "status", rej.status, "reason", string(rej.reason), "error", rej.err)
 	}
 }

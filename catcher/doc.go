@@ -87,7 +87,8 @@
 // Retries of whole calls are the SDK's business (its retryer runs inside
 // SendMessageBatch, bounded by WithSendTimeout); the handler does not retry
 // failed entries itself but answers 503 with Retry-After so that the client
-// retries at its own pace.
+// retries at its own pace. The batching is the engine of sqspool.Producer,
+// which does retry transient entry failures: it has no client to hand them to.
 //
 // # FIFO queues
 //

@@ -5,12 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/sqspool/sqspool/internal/backoff"
+	"github.com/sqspool/sqspool/internal/sendbatch"
 )
 
 // rejection is the answer to a request that was not accepted. msg is what
@@ -56,12 +54,6 @@ var contentCodes = map[string]bool{
 	"InvalidAttributeValue":  true,
 }
 
-// normalizeCode strips the prefix of the query-compatible SQS error codes
-// ("AWS.SimpleQueueService.NonExistentQueue"), so one table serves both.
-func normalizeCode(code string) string {
-	return strings.TrimPrefix(code, "AWS.SimpleQueueService.")
-}
-
 // callRejection maps the error of a whole SendMessageBatch call to the
 // answer of every request in it. Unknown errors count as unavailability:
 // a retry is the safer advice when we cannot tell.
@@ -74,7 +66,7 @@ func callRejection(err error) *rejection {
 	case errors.Is(err, context.Canceled):
 		// Only Close giving up cancels the batcher's context.
 		return reject(http.StatusServiceUnavailable, ReasonClosed, "shutting down", err)
-	case isAPI && backoff.Throttle(normalizeCode(apiErr.ErrorCode())):
+	case isAPI && sendbatch.Throttled(apiErr.ErrorCode()):
 		return reject(http.StatusServiceUnavailable, ReasonThrottled, "the queue is throttling, retry later", err)
 	case isAPI && apiErr.ErrorFault() == smithy.FaultClient:
 		// Permissions, a missing queue, KMS: a retry will not help until
@@ -87,41 +79,46 @@ func callRejection(err error) *rejection {
 
 // entryRejection maps a failed entry of a SendMessageBatch answer to the
 // answer of its request.
-func entryRejection(f types.BatchResultErrorEntry) *rejection {
-	code := normalizeCode(deref(f.Code))
-	err := &entryError{Code: code, Message: deref(f.Message), SenderFault: f.SenderFault}
+func entryRejection(err *sendbatch.EntryError) *rejection {
 	switch {
-	case backoff.Throttle(code):
+	case sendbatch.Throttled(err.Code):
 		return reject(http.StatusServiceUnavailable, ReasonThrottled, "the queue is throttling, retry later", err)
-	case !f.SenderFault:
+	case !err.SenderFault:
 		return reject(http.StatusServiceUnavailable, ReasonUnavailable, "the queue failed to store the message, retry later", err)
-	case contentCodes[code]:
+	case contentCodes[err.Code]:
 		// The code is safe to show and tells the client what to fix.
-		return reject(http.StatusBadRequest, ReasonRejected, "the queue refused the message: "+code, err)
+		return reject(http.StatusBadRequest, ReasonRejected, "the queue refused the message: "+err.Code, err)
 	default:
 		return reject(http.StatusBadGateway, ReasonRejected, "the queue refused the message", err)
 	}
 }
 
-// entryError is the failure SQS reported for one entry of a batch.
-type entryError struct {
-	Code        string
-	Message     string
-	SenderFault bool
-}
-
-func (e *entryError) Error() string {
-	return fmt.Sprintf("sqs entry failed: %s (sender fault %t): %s", e.Code, e.SenderFault, e.Message)
+// rejectionOf maps what the sender said about a message to its answer.
+func rejectionOf(err error) *rejection {
+	var entryErr *sendbatch.EntryError
+	var callErr *sendbatch.CallError
+	switch {
+	case errors.Is(err, sendbatch.ErrClosed):
+		return errClosed
+	case errors.Is(err, sendbatch.ErrCancelled):
+		return errCancelled
+	case errors.Is(err, sendbatch.ErrLate):
+		return errLate
+	case errors.Is(err, sendbatch.ErrFull):
+		return errFull
+	case errors.Is(err, sendbatch.ErrUnreported):
+		// It may or may not be stored: 503, the at-least-once answer.
+		return reject(http.StatusServiceUnavailable, ReasonUnavailable, "the queue did not confirm the message, retry later", fmt.Errorf("catcher: %w", err))
+	case errors.As(err, &entryErr):
+		return entryRejection(entryErr)
+	case errors.As(err, &callErr):
+		return callRejection(fmt.Errorf("catcher: %w", callErr))
+	default:
+		return callRejection(err)
+	}
 }
 
 func isTimeout(err error) bool {
 	var t interface{ Timeout() bool }
 	return errors.As(err, &t) && t.Timeout()
-}
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
 }

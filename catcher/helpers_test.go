@@ -18,7 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 const testQueueURL = "https://sqs.us-east-1.amazonaws.com/123456789012/work"
@@ -184,7 +184,7 @@ func queuedSignal(h *Handler) func(n int) {
 func newManual(t testing.TB, c Client, url string, opts ...Option) (*Handler, *clock.Manual) {
 	t.Helper()
 	clk := clock.NewManual(epoch)
-	h, err := New(context.Background(), c, url, append([]Option{WithClock(clk)}, opts...)...)
+	h, err := New(context.Background(), c, url, append([]Option{withClock(clk)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { require.NoError(t, h.Close(context.Background())) })
 	return h, clk

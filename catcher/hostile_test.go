@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sqspool/sqspool/catcher"
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -39,7 +39,7 @@ func TestNoSendPastTheWriteDeadline(t *testing.T) {
 	f, url := newQueue(t, "work", nil)
 	clk := clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	s := serveLoopback(t, f, url, []catcher.Option{
-		catcher.WithMaxInFlight(1), catcher.WithLinger(0), catcher.WithSendTimeout(sendTimeout), catcher.WithClock(clk),
+		catcher.WithMaxInFlight(1), catcher.WithLinger(0), catcher.WithSendTimeout(sendTimeout), clock.Option[catcher.Option](clk),
 	}, catcher.WithServerConfig(func(srv *http.Server) { srv.WriteTimeout = writeTimeout }))
 	g := holdSends(t, f)
 

@@ -9,16 +9,17 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
+	"github.com/sqspool/sqspool/internal/sendbatch"
 )
 
 // SQS limits the handler is built around.
 const (
 	// MaxMessageBytes is the SQS limit for one message, body and attributes
 	// together, and for the payload of one SendMessageBatch call.
-	MaxMessageBytes = 1 << 20
+	MaxMessageBytes = sendbatch.MaxBytes
 	// maxBatchEntries is the SQS limit of entries per SendMessageBatch call.
-	maxBatchEntries = 10
+	maxBatchEntries = sendbatch.MaxEntries
 	// maxAttributes is the SQS limit of message attributes per message.
 	maxAttributes = 10
 )
@@ -170,10 +171,14 @@ func WithRetryAfter(d time.Duration) Option {
 	return option(d > 0, func(c *config) { c.retryAfter = d }, "WithRetryAfter(%v): want > 0", d)
 }
 
-// WithClock sets the clock that drives the linger (default clock.Real).
+func init() { clock.Register(withClock) }
+
+// withClock sets the clock that drives the linger (default clock.Real).
 // Tests use a clock.Manual.
-func WithClock(c clock.Clock) Option {
-	return option(c != nil, func(cfg *config) { cfg.clock = c }, "WithClock(nil)")
+// Not part of the API (the repo's tests reach it with clock.Option; a
+// user's tests get fake time from testing/synctest).
+func withClock(c clock.Clock) Option {
+	return option(c != nil, func(cfg *config) { cfg.clock = c }, "nil clock")
 }
 
 // WithJSON rejects bodies that are not well-formed JSON with 400.

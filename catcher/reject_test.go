@@ -170,7 +170,7 @@ func TestBadOptions(t *testing.T) {
 		{"in flight", WithMaxInFlight(0), "WithMaxInFlight"},
 		{"send timeout", WithSendTimeout(0), "WithSendTimeout"},
 		{"retry after", WithRetryAfter(0), "WithRetryAfter"},
-		{"clock", WithClock(nil), "WithClock"},
+		{"clock", withClock(nil), "nil clock"},
 		{"validate", WithValidate(nil), "WithValidate"},
 		{"fifo", WithFIFOFunc(nil), "WithFIFOFunc"},
 		{"waiting", WithMaxWaiting(0), "WithMaxWaiting"},

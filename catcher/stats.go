@@ -1,6 +1,10 @@
 package catcher
 
-import "sync/atomic"
+import (
+	"sync/atomic"
+
+	"github.com/sqspool/sqspool/internal/sendbatch"
+)
 
 // Reason says why a request was not accepted.
 type Reason string
@@ -57,15 +61,11 @@ func (s Stats) CallsPer1000() float64 {
 	return float64(s.Calls) * 1000 / float64(s.Entries)
 }
 
-// counters is the lock-free side of Stats.
+// counters is the lock-free side of Stats; the call counters are the
+// sender's.
 type counters struct {
-	accepted       atomic.Uint64
-	rejected       [len(reasons)]atomic.Uint64
-	calls          atomic.Uint64
-	callErrors     atomic.Uint64
-	entries        atomic.Uint64
-	entryFailures  atomic.Uint64
-	entriesPerCall [maxBatchEntries + 1]atomic.Uint64
+	accepted atomic.Uint64
+	rejected [len(reasons)]atomic.Uint64
 
 	droppedTraceparents atomic.Uint64
 }
@@ -80,22 +80,20 @@ func (c *counters) reject(r Reason) {
 	panic("catcher: unknown reason " + string(r)) // a bug: every Reason is listed
 }
 
-func (c *counters) snapshot() Stats {
+func (c *counters) snapshot(sent sendbatch.Stats) Stats {
 	s := Stats{
-		Accepted:      c.accepted.Load(),
-		Rejected:      make(map[Reason]uint64, len(reasons)),
-		Calls:         c.calls.Load(),
-		CallErrors:    c.callErrors.Load(),
-		Entries:       c.entries.Load(),
-		EntryFailures: c.entryFailures.Load(),
+		Accepted:       c.accepted.Load(),
+		Rejected:       make(map[Reason]uint64, len(reasons)),
+		Calls:          sent.Calls,
+		CallErrors:     sent.CallErrors,
+		Entries:        sent.Entries,
+		EntryFailures:  sent.EntryFailures,
+		EntriesPerCall: sent.EntriesPerCall,
 
 		DroppedTraceparents: c.droppedTraceparents.Load(),
 	}
 	for i, r := range reasons {
 		s.Rejected[r] = c.rejected[i].Load()
-	}
-	for i := range c.entriesPerCall {
-		s.EntriesPerCall[i] = c.entriesPerCall[i].Load()
 	}
 	return s
 }

@@ -4,74 +4,27 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/sqspool/sqspool/internal/sendbatch"
 )
 
 // ErrBadRequest marks a validation error as the client's malformed input: a
 // ValidateFunc or FIFOFunc error that wraps it gives 400 instead of 422.
 var ErrBadRequest = errors.New("bad request")
 
-// firstInvalidChar returns the byte offset of the first character SQS does
-// not accept in a message body or String attribute value, or -1. SQS takes
-// the XML 1.0 character set: #x9 | #xA | #xD | #x20-#xD7FF | #xE000-#xFFFD |
-// #x10000-#x10FFFF, in UTF-8. Checking here rather than letting SQS refuse
-// the entry keeps a bad body from failing as a whole-call error, which would
-// fail the innocent requests batched with it.
-func firstInvalidChar(s string) int {
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf { // ASCII fast path
-			if c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
-				return i
-			}
-			i++
-			continue
-		}
-		r, n := utf8.DecodeRuneInString(s[i:])
-		// Invalid UTF-8 and surrogates decode as RuneError of width 1.
-		if (r == utf8.RuneError && n == 1) || r == 0xFFFE || r == 0xFFFF {
-			return i
-		}
-		i += n
-	}
-	return -1
-}
-
 // checkAttributeName applies the SQS rules for message attribute names.
-func checkAttributeName(name string) error {
-	switch {
-	case name == "" || len(name) > 256:
-		return fmt.Errorf("attribute name %q: want 1..256 characters", name)
-	case strings.HasPrefix(strings.ToLower(name), "aws.") || strings.HasPrefix(strings.ToLower(name), "amazon."):
-		return fmt.Errorf("attribute name %q: prefixes AWS. and Amazon. are reserved", name)
-	case name[0] == '.' || name[len(name)-1] == '.' || strings.Contains(name, ".."):
-		return fmt.Errorf("attribute name %q: no leading, trailing or doubled period", name)
-	}
-	for _, c := range []byte(name) {
-		if !isAlnum(c) && c != '_' && c != '-' && c != '.' {
-			return fmt.Errorf("attribute name %q: only letters, digits, '_', '-' and '.'", name)
-		}
-	}
-	return nil
-}
+func checkAttributeName(name string) error { return sendbatch.CheckAttributeName(name) }
 
 // checkFIFOID applies the SQS rules for MessageGroupId and
-// MessageDeduplicationId: 1 to 128 characters, letters, digits and ASCII
-// punctuation. Empty means unset and is checked by the caller.
+// MessageDeduplicationId; its error wraps ErrBadRequest.
 func checkFIFOID(what, id string) error {
-	if len(id) > 128 {
-		return fmt.Errorf("%w: %s longer than 128 characters", ErrBadRequest, what)
-	}
-	for _, c := range []byte(id) {
-		if c <= ' ' || c > '~' { // printable ASCII without space
-			return fmt.Errorf("%w: %s may hold only letters, digits and punctuation", ErrBadRequest, what)
-		}
+	if err := sendbatch.CheckFIFOID(what, id); err != nil {
+		return fmt.Errorf("%w: %w", ErrBadRequest, err)
 	}
 	return nil
 }
 
-func isAlnum(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
-}
+func isAlnum(c byte) bool { return sendbatch.IsAlnum(c) }
 
 // validTraceparent reports whether v is a W3C traceparent
 // (https://www.w3.org/TR/trace-context/#traceparent-header): version,

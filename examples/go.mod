@@ -3,6 +3,7 @@ module github.com/sqspool/sqspool/examples
 go 1.26.0
 
 require (
+	github.com/aws/aws-lambda-go v1.55.1
 	github.com/aws/aws-sdk-go-v2 v1.47.7
 	github.com/aws/aws-sdk-go-v2/config v1.33.15
 	github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue v1.21.19
@@ -10,10 +11,16 @@ require (
 	github.com/aws/aws-sdk-go-v2/service/sqs v1.52.10
 	github.com/prometheus/client_golang v1.24.1
 	github.com/sqspool/sqspool v0.0.0
+	github.com/sqspool/sqspool/internal/ddbtest v0.0.0
+	github.com/sqspool/sqspool/lambdasqspool v0.0.0
 	github.com/sqspool/sqspool/otelsqspool v0.0.0
+	github.com/sqspool/sqspool/sink v0.0.0
 	github.com/stretchr/testify v1.12.1
+	go.opentelemetry.io/otel v1.47.0
 	go.opentelemetry.io/otel/exporters/prometheus v0.69.0
+	go.opentelemetry.io/otel/sdk v1.47.0
 	go.opentelemetry.io/otel/sdk/metric v1.47.0
+	go.uber.org/goleak v1.3.0
 )
 
 require (
@@ -42,10 +49,8 @@ require (
 	github.com/prometheus/otlptranslator v1.0.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
-	go.opentelemetry.io/otel v1.47.0 // indirect
 	go.opentelemetry.io/otel/log v1.47.0 // indirect
 	go.opentelemetry.io/otel/metric v1.47.0 // indirect
-	go.opentelemetry.io/otel/sdk v1.47.0 // indirect
 	go.opentelemetry.io/otel/trace v1.47.0 // indirect
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/sys v0.48.0 // indirect
@@ -54,5 +59,8 @@ require (
 
 replace (
 	github.com/sqspool/sqspool => ../
+	github.com/sqspool/sqspool/internal/ddbtest => ../internal/ddbtest
+	github.com/sqspool/sqspool/lambdasqspool => ../lambdasqspool
 	github.com/sqspool/sqspool/otelsqspool => ../otelsqspool
+	github.com/sqspool/sqspool/sink => ../sink
 )

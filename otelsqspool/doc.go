@@ -63,7 +63,7 @@
 // metrics carry no queue name, because the pool reports its calls without
 // one: in a process that consumes several queues they add up.
 //
-// Durations are measured on the wall clock, whatever clock the pool runs on;
-// receive_to_delete starts from Message.ReceivedAt, which is on the pool's
-// clock, so it means nothing under sqspool.WithClock(a manual clock).
+// Durations are measured on the wall clock; receive_to_delete starts from
+// Message.ReceivedAt, which is on the pool's clock (the same, except in
+// sqspool's own tests, which drive the pool from a manual clock).
 package otelsqspool

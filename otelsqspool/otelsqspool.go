@@ -375,6 +375,30 @@ func errorType(err error) string {
 	return semconv.ErrorType(err).Value.AsString()
 }
 
+// ProducerTracing returns the sqspool.ProducerOption that injects the trace
+// context of each Send's ctx into its message's attributes (traceparent,
+// and baggage if the propagator writes it), so that the consumer span New's
+// observer starts continues the producer's trace:
+//
+//	p, err := sqspool.NewProducer[Order](client, queueURL, otelsqspool.ProducerTracing())
+//
+// Only WithPropagator applies (default: otel.GetTextMapPropagator(), read at
+// each Send, so that one set after this call is used). Mind SQS's limit of
+// 10 message attributes per message.
+func ProducerTracing(opts ...Option) sqspool.ProducerOption {
+	cfg := config{}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return sqspool.WithContextAttributes(func(ctx context.Context, attrs map[string]types.MessageAttributeValue) {
+		prop := cfg.prop
+		if prop == nil {
+			prop = otel.GetTextMapPropagator()
+		}
+		prop.Inject(ctx, Carrier(attrs))
+	})
+}
+
 // Carrier adapts SQS message attributes to a propagation.TextMapCarrier.
 // Get reads String attributes; Set writes String attributes, so that a
 // producer can inject its trace context into the attributes of a message

@@ -60,8 +60,8 @@
 // WithIdempotency turns a repeated Put under the same idempotency key, within
 // an expiry window, into a no-op, after AWS Lambda Powertools' idempotency
 // utility, with a lease in the manner of the DynamoDB Lock Client. The key
-// is KeyFrom(ctx), the SQS MessageId, unless IdempotencyConfig.KeyFunc
-// derives one, for example from an id the producer assigned (which also
+// is KeyFrom(ctx), the SQS MessageId, unless the item type implements
+// IdempotencyKeyer, for example with an id the producer assigned (which also
 // covers the producer sending an event twice, and a redrive from the
 // dead-letter queue, which gets a new MessageId). A Put then:
 //
@@ -73,7 +73,7 @@
 //     were written before, and Put returns nil without writing
 //     (DuplicatesSkipped), so the pool deletes the message; an INPROGRESS
 //     record means another Put holds it, and Put returns ErrInProgress
-//     wrapped in a *sqspool.RetryAfterError whose delay lasts until that
+//     wrapped in a sqspool.RetryAfter whose delay lasts until that
 //     lease can have lapsed, so the message comes back then rather than
 //     spending a receive at once; with PayloadHash, a record made from
 //     other items fails with *PayloadMismatchError.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"reflect"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,8 +13,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
-	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/internal/batch"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink/internal/ddbitem"
 )
 
@@ -83,11 +82,7 @@ type dynamoOptions struct {
 	backoffBase    time.Duration
 	backoffMax     time.Duration
 	cleanupTimeout time.Duration
-	// The typed options hold functions of the item type; NewDynamoDB checks
-	// them against its T.
-	marshal     any
-	keyHook     any
-	idempotency any
+	idempotency    *IdempotencyConfig
 }
 
 // WithLinger sets how long a partial batch waits for more items before it is
@@ -131,9 +126,13 @@ func WithTTL(attr string, ttl time.Duration) DynamoDBOption {
 	return func(o *dynamoOptions) { o.ttlAttr, o.ttl = attr, ttl }
 }
 
-// WithClock sets the clock for lingers, backoffs, TTLs and idempotency
+func init() { clock.Register(withClock) }
+
+// withClock sets the clock for lingers, backoffs, TTLs and idempotency
 // expiries (default clock.Real). Tests pass a *clock.Manual.
-func WithClock(c clock.Clock) DynamoDBOption {
+// Not part of the API (the repo's tests reach it with clock.Option; a
+// user's tests get fake time from testing/synctest).
+func withClock(c clock.Clock) DynamoDBOption {
 	return func(o *dynamoOptions) { o.clock = c }
 }
 
@@ -152,22 +151,6 @@ func WithCleanupTimeout(d time.Duration) DynamoDBOption {
 	return func(o *dynamoOptions) { o.cleanupTimeout = d }
 }
 
-// WithMarshal replaces attributevalue.MarshalMap as the way items become
-// DynamoDB items. T must be the sink's item type (NewDynamoDB returns an
-// error otherwise).
-func WithMarshal[T any](marshal func(T) (map[string]types.AttributeValue, error)) DynamoDBOption {
-	return func(o *dynamoOptions) { o.marshal = marshal }
-}
-
-// WithKeyHook sets a function called for every item after marshalling and
-// before sending. It may set or rewrite attributes, typically to derive the
-// primary key ("pk" = "ORDER#"+id, or a sort key from KeyFrom(ctx)). An
-// error fails the Put before anything is sent. T must be the sink's item
-// type.
-func WithKeyHook[T any](hook func(ctx context.Context, item T, av map[string]types.AttributeValue) error) DynamoDBOption {
-	return func(o *dynamoOptions) { o.keyHook = hook }
-}
-
 // DynamoDB is a Sink that writes items to a DynamoDB table, batching the
 // Puts of concurrent callers into BatchWriteItem calls. Create it with
 // NewDynamoDB and Close it when done.
@@ -175,8 +158,6 @@ type DynamoDB[T any] struct {
 	client  DynamoDBAPI
 	table   string
 	o       dynamoOptions
-	marshal func(T) (map[string]types.AttributeValue, error)
-	keyHook func(context.Context, T, map[string]types.AttributeValue) error
 	idem    *idempotency[T]
 	batcher *batch.Batcher[*entry]
 	st      counters
@@ -201,8 +182,11 @@ type DynamoDB[T any] struct {
 var _ Sink[struct{}] = (*DynamoDB[struct{}])(nil)
 
 // NewDynamoDB returns a sink writing to table through client, or an error
-// for invalid options, such as a typed option made for another item type or
-// a batch limit beyond DynamoDB's.
+// for invalid options, such as a batch limit beyond DynamoDB's. Items become
+// DynamoDB items with attributevalue.MarshalMap, which calls the item type's
+// own MarshalDynamoDBAttributeValue when it implements
+// attributevalue.Marshaler: what depends on the item type is a method of it,
+// so the compiler checks it against T.
 //
 // A *dynamodb.Client retries throttled and failed calls itself (3 attempts
 // by default) before the sink sees an error; the sink's own retries, which
@@ -225,31 +209,15 @@ func NewDynamoDB[T any](client DynamoDBAPI, table string, opts ...DynamoDBOption
 	if err := o.validate(client, table); err != nil {
 		return nil, err
 	}
-	marshal, err := typedOption[func(T) (map[string]types.AttributeValue, error)](o.marshal, "WithMarshal")
-	if err != nil {
-		return nil, err
-	}
-	keyHook, err := typedOption[func(context.Context, T, map[string]types.AttributeValue) error](o.keyHook, "WithKeyHook")
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := typedOption[*IdempotencyConfig[T]](o.idempotency, "WithIdempotency")
-	if err != nil {
-		return nil, err
-	}
 	s := &DynamoDB[T]{
-		client:  client,
-		table:   table,
-		o:       o,
-		marshal: marshal,
-		keyHook: keyHook,
-		idle:    make(chan struct{}),
+		client: client,
+		table:  table,
+		o:      o,
+		idle:   make(chan struct{}),
 	}
-	if s.marshal == nil {
-		s.marshal = func(v T) (map[string]types.AttributeValue, error) { return attributevalue.MarshalMap(v) }
-	}
-	if cfg != nil {
-		if s.idem, err = newIdempotency(*cfg, table); err != nil {
+	if o.idempotency != nil {
+		var err error
+		if s.idem, err = newIdempotency[T](*o.idempotency, table); err != nil {
 			return nil, err
 		}
 	}
@@ -289,25 +257,11 @@ func (o *dynamoOptions) validate(client DynamoDBAPI, table string) error {
 	case o.ttlAttr != "" && o.ttl <= 0:
 		return fmt.Errorf("sink: WithTTL(%q, %v): ttl must be positive", o.ttlAttr, o.ttl)
 	case o.clock == nil:
-		return errors.New("sink: WithClock(nil)")
+		return errors.New("sink: nil clock")
 	case o.cleanupTimeout <= 0:
 		return fmt.Errorf("sink: WithCleanupTimeout(%v) must be positive", o.cleanupTimeout)
 	}
 	return nil
-}
-
-// typedOption returns v as an F, nil for nil, and an error when a typed
-// option was made for another item type than the sink's.
-func typedOption[F any](v any, name string) (F, error) {
-	var zero F
-	if v == nil {
-		return zero, nil
-	}
-	f, ok := v.(F)
-	if !ok {
-		return zero, fmt.Errorf("sink: %s: got %T, the sink needs %v", name, v, reflect.TypeFor[F]())
-	}
-	return f, nil
 }
 
 // Put writes the items and returns once each is durable or has failed; see
@@ -414,12 +368,11 @@ func (s *DynamoDB[T]) prepare(ctx context.Context, items []T) ([]*entry, error) 
 	entries := make([]*entry, len(items))
 	var failed []ItemError
 	for i, it := range items {
-		av, err := s.marshal(it)
+		// An item type that implements attributevalue.Marshaler marshals
+		// itself: MarshalMap calls it.
+		av, err := attributevalue.MarshalMap(it)
 		if err == nil && av == nil {
 			av = map[string]types.AttributeValue{}
-		}
-		if err == nil && s.keyHook != nil {
-			err = s.keyHook(ctx, it, av)
 		}
 		if err != nil {
 			failed = append(failed, ItemError{Index: i, Err: fmt.Errorf("sink: marshal: %w", err)})

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 	"github.com/sqspool/sqspool/sink/internal/ddbitem"
@@ -339,41 +340,41 @@ func TestDynamoDBNoGoroutineLeftAfterClose(t *testing.T) {
 	goleak.VerifyNone(t, ignore)
 }
 
-func TestDynamoDBTTLAndKeyHook(t *testing.T) {
-	e := newEnv(t,
-		sink.WithTTL("expires", 24*time.Hour),
-		sink.WithKeyHook(func(ctx context.Context, o order, av map[string]types.AttributeValue) error {
-			if o.PK == "" {
-				return errors.New("no id")
-			}
-			key, _ := sink.KeyFrom(ctx)
-			av["pk"] = &types.AttributeValueMemberS{Value: "ORDER#" + o.PK}
-			av["msg"] = &types.AttributeValueMemberS{Value: key}
-			return nil
-		}),
-	)
-	ctx := sink.WithKey(t.Context(), "m-1")
-	require.NoError(t, e.put(ctx, linger, order{PK: "7"}))
-	av, ok := e.fake.Get(table, keyOf("ORDER#7"))
-	require.True(t, ok)
-	assert.Equal(t, "m-1", stringAttr(av, "msg"))
-	assert.Equal(t, strconv.FormatInt(epoch.Add(24*time.Hour).Unix(), 10), numberAttr(av, "expires"))
+// shouted marshals itself (attributevalue.Marshaler): its key gets a prefix
+// and its body is upper-cased; it has no item without an id.
+type shouted struct{ PK, Body string }
 
-	err := e.sink.Put(ctx, order{PK: ""})
-	assert.ErrorContains(t, err, "no id")
-	assert.ErrorContains(t, err, "marshal")
+func (o shouted) MarshalDynamoDBAttributeValue() (types.AttributeValue, error) {
+	if o.PK == "" {
+		return nil, errors.New("no id")
+	}
+	return &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{
+		"pk":    &types.AttributeValueMemberS{Value: "ORDER#" + o.PK},
+		"upper": &types.AttributeValueMemberS{Value: strings.ToUpper(o.Body)},
+	}}, nil
 }
 
-func TestDynamoDBCustomMarshal(t *testing.T) {
-	e := newEnv(t, sink.WithMarshal(func(o order) (map[string]types.AttributeValue, error) {
-		return map[string]types.AttributeValue{
-			"pk":    &types.AttributeValueMemberS{Value: o.PK},
-			"upper": &types.AttributeValueMemberS{Value: strings.ToUpper(o.Body)},
-		}, nil
-	}))
-	require.NoError(t, e.put(t.Context(), linger, order{PK: "a", Body: "hi"}))
-	av, _ := e.fake.Get(table, keyOf("a"))
+// An item type's own marshaller decides its attributes (the sink adds the
+// TTL), and its error fails the Put before anything is sent.
+func TestDynamoDBItemMarshalsItselfAndGetsTTL(t *testing.T) {
+	clk := clock.NewManual(epoch)
+	fake := dynamofake.New(clock.Option[dynamofake.Option](clk))
+	fake.CreateTable(table, "pk", "")
+	s, err := sink.NewDynamoDB[shouted](fake, table, clock.Option[sink.DynamoDBOption](clk), sink.WithLinger(0),
+		sink.WithTTL("expires", 24*time.Hour))
+	require.NoError(t, err)
+	defer func() { require.NoError(t, s.Close(t.Context())) }()
+
+	require.NoError(t, s.Put(t.Context(), shouted{PK: "7", Body: "hi"}))
+	av, ok := fake.Get(table, keyOf("ORDER#7"))
+	require.True(t, ok)
 	assert.Equal(t, "HI", stringAttr(av, "upper"))
+	assert.Equal(t, strconv.FormatInt(epoch.Add(24*time.Hour).Unix(), 10), numberAttr(av, "expires"))
+
+	err = s.Put(t.Context(), shouted{})
+	assert.ErrorContains(t, err, "no id")
+	assert.ErrorContains(t, err, "marshal")
+	assert.Equal(t, 1, fake.Len(table))
 }
 
 func TestDynamoDBRangeKey(t *testing.T) {
@@ -397,19 +398,17 @@ func TestDynamoDBRangeKey(t *testing.T) {
 func TestNewDynamoDBRejectsBadOptions(t *testing.T) {
 	fake := dynamofake.New()
 	for name, opt := range map[string]sink.DynamoDBOption{
-		"marshal of another type": sink.WithMarshal(func(string) (map[string]types.AttributeValue, error) { return nil, nil }),
-		"batch too big":           sink.WithMaxBatchItems(26),
-		"bytes too big":           sink.WithMaxBatchBytes(sink.MaxRequestBytes + 1),
-		"in flight":               sink.WithMaxInFlight(0),
-		"no hash key":             sink.WithKeyAttributes("", ""),
-		"backoff":                 sink.WithBackoff(time.Second, time.Millisecond),
-		"ttl":                     sink.WithTTL("ttl", 0),
-		"idempotency table":       sink.WithIdempotency(sink.IdempotencyConfig[order]{}),
-		"idempotency of a type":   sink.WithIdempotency(sink.IdempotencyConfig[string]{Table: idemTable}),
-		"lease too short":         sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idemTable, Lease: time.Millisecond}),
-		"expiry within lease":     sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idemTable, Lease: time.Minute, Expiry: time.Minute}),
-		"cleanup timeout":         sink.WithCleanupTimeout(0),
-		"clock":                   sink.WithClock(nil),
+		"batch too big":       sink.WithMaxBatchItems(26),
+		"bytes too big":       sink.WithMaxBatchBytes(sink.MaxRequestBytes + 1),
+		"in flight":           sink.WithMaxInFlight(0),
+		"no hash key":         sink.WithKeyAttributes("", ""),
+		"backoff":             sink.WithBackoff(time.Second, time.Millisecond),
+		"ttl":                 sink.WithTTL("ttl", 0),
+		"idempotency table":   sink.WithIdempotency(sink.IdempotencyConfig{}),
+		"lease too short":     sink.WithIdempotency(sink.IdempotencyConfig{Table: idemTable, Lease: time.Millisecond}),
+		"expiry within lease": sink.WithIdempotency(sink.IdempotencyConfig{Table: idemTable, Lease: time.Minute, Expiry: time.Minute}),
+		"cleanup timeout":     sink.WithCleanupTimeout(0),
+		"clock":               clock.Option[sink.DynamoDBOption](nil),
 	} {
 		t.Run(name, func(t *testing.T) {
 			s, err := sink.NewDynamoDB[order](fake, table, opt)

@@ -58,7 +58,7 @@ func ExampleWithIdempotency() {
 	client.CreateTable("idempotency", "id", "")
 
 	payments, err := sink.NewDynamoDB[Payment](client, "payments",
-		sink.WithIdempotency(sink.IdempotencyConfig[Payment]{
+		sink.WithIdempotency(sink.IdempotencyConfig{
 			Table:       "idempotency",
 			Expiry:      24 * time.Hour,
 			PayloadHash: true,

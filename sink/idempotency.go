@@ -62,12 +62,12 @@ const (
 var (
 	// ErrInProgress is returned by an idempotent Put whose key is held by
 	// another Put that has not finished, or whose writer died less than a
-	// lease ago. It comes wrapped in a *sqspool.RetryAfterError whose delay
+	// lease ago. It comes wrapped in a sqspool.RetryAfter whose delay
 	// is when the holder's lease can have lapsed, so that the pool brings
 	// the message back then instead of spending a receive at once.
 	ErrInProgress = errors.New("sink: idempotency key in progress")
-	// ErrNoKey is returned by an idempotent Put that has no key: no KeyFunc
-	// and no WithKey in the context.
+	// ErrNoKey is returned by an idempotent Put that has no key: an empty
+	// IdempotencyKey, or no key in the context.
 	ErrNoKey = errors.New("sink: no idempotency key")
 	// ErrPayloadMismatch is matched (errors.Is) by *PayloadMismatchError.
 	ErrPayloadMismatch = errors.New("sink: idempotency key reused with a different payload")
@@ -92,7 +92,7 @@ func (e *PayloadMismatchError) Error() string {
 func (e *PayloadMismatchError) Is(target error) bool { return target == ErrPayloadMismatch }
 
 // IdempotencyConfig turns on idempotent mode; see the package documentation.
-type IdempotencyConfig[T any] struct {
+type IdempotencyConfig struct {
 	// Table is the idempotency table. Its partition key is KeyAttribute, a
 	// string; it needs no sort key. Required.
 	Table string
@@ -102,12 +102,6 @@ type IdempotencyConfig[T any] struct {
 	// Prefix goes before every key, separated by "#", so that one table can
 	// serve several sinks (default: the sink's table name).
 	Prefix string
-	// KeyFunc returns the idempotency key of a Put call. The default is
-	// KeyFrom(ctx), which the pool sets to the SQS MessageId; use a KeyFunc
-	// to use an id the producer assigned, which also catches the producer
-	// sending one event twice and a redrive from the dead-letter queue
-	// (which gets a new MessageId).
-	KeyFunc func(ctx context.Context, items []T) (string, error)
 	// Expiry is how long after completion a key suppresses repeats
 	// (DefaultIdempotencyExpiry when zero). Make it longer than the queue
 	// keeps messages if redeliveries must never repeat a write. It must
@@ -123,23 +117,33 @@ type IdempotencyConfig[T any] struct {
 	Lease time.Duration
 	// PayloadHash stores a hash of the items with the record and fails a
 	// later Put with the same key but other items with *PayloadMismatchError.
-	// The hash covers the items as marshalled (after WithKeyHook), without
+	// The hash covers the items as marshalled, without
 	// the WithTTL attribute.
 	PayloadHash bool
 }
 
-// WithIdempotency turns on idempotent mode. T must be the sink's item type.
-func WithIdempotency[T any](cfg IdempotencyConfig[T]) DynamoDBOption {
+// IdempotencyKeyer is implemented by an item type that carries its own
+// idempotency key, such as an id the producer assigned, which also catches the
+// producer sending one event twice and a redrive from the dead-letter queue
+// (which gets a new MessageId). In idempotent mode the key of a Put of such
+// items is its first item's IdempotencyKey; otherwise it is KeyFrom(ctx), the
+// SQS MessageId unless the handler set one with WithKey.
+type IdempotencyKeyer interface {
+	IdempotencyKey() string
+}
+
+// WithIdempotency turns on idempotent mode.
+func WithIdempotency(cfg IdempotencyConfig) DynamoDBOption {
 	return func(o *dynamoOptions) { o.idempotency = &cfg }
 }
 
 type idempotency[T any] struct {
-	cfg IdempotencyConfig[T]
+	cfg IdempotencyConfig
 	// period is the lease; margin how long before its end writes stop.
 	period, margin time.Duration
 }
 
-func newIdempotency[T any](cfg IdempotencyConfig[T], table string) (*idempotency[T], error) {
+func newIdempotency[T any](cfg IdempotencyConfig, table string) (*idempotency[T], error) {
 	if cfg.Table == "" {
 		return nil, errors.New("sink: WithIdempotency: empty Table")
 	}
@@ -167,12 +171,8 @@ func newIdempotency[T any](cfg IdempotencyConfig[T], table string) (*idempotency
 // recordID returns the record id of a Put: prefix#key.
 func (m *idempotency[T]) recordID(ctx context.Context, items []T) (string, error) {
 	var key string
-	if m.cfg.KeyFunc != nil {
-		k, err := m.cfg.KeyFunc(ctx, items)
-		if err != nil {
-			return "", fmt.Errorf("sink: idempotency KeyFunc: %w", err)
-		}
-		key = k
+	if k, ok := any(items[0]).(IdempotencyKeyer); ok {
+		key = k.IdempotencyKey()
 	} else {
 		key, _ = KeyFrom(ctx)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sqspool/sqspool"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 )
@@ -21,7 +22,7 @@ import (
 // newIdemEnv is newEnv in idempotent mode, without linger (a Put needs no
 // clock then, unless it retries), so that tests need not drive the clock
 // while the lease renewer holds a timer.
-func newIdemEnv(t *testing.T, cfg sink.IdempotencyConfig[order], opts ...sink.DynamoDBOption) *env {
+func newIdemEnv(t *testing.T, cfg sink.IdempotencyConfig, opts ...sink.DynamoDBOption) *env {
 	cfg.Table = idemTable
 	return newEnv(t, append([]sink.DynamoDBOption{sink.WithLinger(0), sink.WithIdempotency(cfg)}, opts...)...)
 }
@@ -34,7 +35,7 @@ func (e *env) record(key string) (map[string]types.AttributeValue, bool) {
 func msg(t *testing.T, id string) context.Context { return sink.WithKey(t.Context(), id) }
 
 func TestIdempotentSecondPutSkipped(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	e := newIdemEnv(t, sink.IdempotencyConfig{})
 	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
 
 	rec, ok := e.record("m-1")
@@ -63,7 +64,7 @@ func TestIdempotentSecondPutSkipped(t *testing.T) {
 }
 
 func TestIdempotentInProgress(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{Lease: 8 * time.Second})
+	e := newIdemEnv(t, sink.IdempotencyConfig{Lease: 8 * time.Second})
 	entered, release := make(chan struct{}), make(chan struct{})
 	e.fake.SetFault(func(_ context.Context, op string) error {
 		if op == dynamofake.OpBatchWriteItem {
@@ -80,9 +81,9 @@ func TestIdempotentInProgress(t *testing.T) {
 	assert.ErrorContains(t, err, "orders#m-1")
 	// Not retried at once: the pool holds the message back until the
 	// holder's lease (7 s left) can have lapsed, plus the 2 s margin.
-	var ra *sqspool.RetryAfterError
-	require.ErrorAs(t, err, &ra)
-	assert.Equal(t, 9*time.Second, ra.Delay)
+	delay, ok := sqspool.RetryDelay(err)
+	require.True(t, ok, "a retry delay")
+	assert.Equal(t, 9*time.Second, delay)
 	e.fake.SetFault(nil)
 	close(release)
 	require.NoError(t, <-first)
@@ -95,7 +96,7 @@ func TestIdempotentInProgress(t *testing.T) {
 }
 
 func TestIdempotentConcurrentDuplicatesWriteOnce(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	e := newIdemEnv(t, sink.IdempotencyConfig{})
 	const n = 10
 	errs := make(chan error, n)
 	var wg sync.WaitGroup
@@ -124,7 +125,7 @@ func TestIdempotentConcurrentDuplicatesWriteOnce(t *testing.T) {
 }
 
 func TestIdempotentExpiryEnforcedByLibrary(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{Expiry: 10 * time.Minute})
+	e := newIdemEnv(t, sink.IdempotencyConfig{Expiry: 10 * time.Minute})
 	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
 
 	e.clk.Advance(10 * time.Minute) // at the expiry second: still valid
@@ -143,7 +144,7 @@ func TestIdempotentExpiryEnforcedByLibrary(t *testing.T) {
 }
 
 func TestIdempotentLeaseLapsed(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	e := newIdemEnv(t, sink.IdempotencyConfig{})
 	seed := func(ipExpiry time.Time) {
 		e.fake.Set(idemTable, map[string]types.AttributeValue{
 			"id":                                 &types.AttributeValueMemberS{Value: "orders#m-1"},
@@ -167,7 +168,7 @@ func TestIdempotentLeaseLapsed(t *testing.T) {
 // would write them, and writes nothing (so they are not applied twice);
 // other items it writes.
 func TestIdempotentTakeoverSkipsItemsAlreadyWritten(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{}, sink.WithTTL("ttl", time.Hour))
+	e := newIdemEnv(t, sink.IdempotencyConfig{}, sink.WithTTL("ttl", time.Hour))
 	for _, key := range []string{"m-1", "m-2"} {
 		e.fake.Set(idemTable, map[string]types.AttributeValue{
 			"id":                                 &types.AttributeValueMemberS{Value: "orders#" + key},
@@ -195,7 +196,7 @@ func TestIdempotentTakeoverSkipsItemsAlreadyWritten(t *testing.T) {
 }
 
 func TestIdempotentPayloadHash(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{PayloadHash: true}, sink.WithTTL("ttl", time.Hour))
+	e := newIdemEnv(t, sink.IdempotencyConfig{PayloadHash: true}, sink.WithTTL("ttl", time.Hour))
 	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
 	rec, _ := e.record("m-1")
 	assert.Len(t, stringAttr(rec, sink.RecordValidationAttribute), 64)
@@ -214,7 +215,7 @@ func TestIdempotentPayloadHash(t *testing.T) {
 }
 
 func TestIdempotentWriteFailureDeletesRecord(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	e := newIdemEnv(t, sink.IdempotencyConfig{})
 	e.fake.RejectItems(func(_ string, item dynamofake.Item) bool { return stringAttr(item, "pk") == "a" })
 	err := e.sink.Put(msg(t, "m-1"), order{PK: "a"})
 	var we *sink.WriteError
@@ -230,7 +231,7 @@ func TestIdempotentWriteFailureDeletesRecord(t *testing.T) {
 }
 
 func TestIdempotentCleanupOutlivesCallerContext(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	e := newIdemEnv(t, sink.IdempotencyConfig{})
 	entered := make(chan struct{})
 	e.fake.SetFault(func(ctx context.Context, op string) error {
 		if op == dynamofake.OpBatchWriteItem {
@@ -250,7 +251,7 @@ func TestIdempotentCleanupOutlivesCallerContext(t *testing.T) {
 }
 
 func TestIdempotentCompleteFailureAfterDurableWriteSucceeds(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{Lease: time.Minute})
+	e := newIdemEnv(t, sink.IdempotencyConfig{Lease: time.Minute})
 	// The items go through; the record's COMPLETE (batched, then the
 	// UpdateItem fallback) is refused.
 	e.fake.SetFault(func(_ context.Context, op string) error {
@@ -279,33 +280,34 @@ func TestIdempotentCompleteFailureAfterDurableWriteSucceeds(t *testing.T) {
 	e.assertN("a", 2)
 }
 
+// event is an order whose Body is the id its producer assigned.
+type event order
+
+func (o event) IdempotencyKey() string { return o.Body }
+
 func TestIdempotentKeys(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	e := newIdemEnv(t, sink.IdempotencyConfig{})
 	assert.ErrorIs(t, e.sink.Put(t.Context(), order{PK: "a"}), sink.ErrNoKey)
 	assert.Zero(t, e.fake.TotalCalls())
 
-	// A producer-assigned id: two messages carrying one event write once.
-	byBody := newIdemEnv(t, sink.IdempotencyConfig[order]{
-		Prefix: "events",
-		KeyFunc: func(_ context.Context, items []order) (string, error) {
-			if items[0].Body == "" {
-				return "", errors.New("no event id")
-			}
-			return items[0].Body, nil
-		},
-	})
-	require.NoError(t, byBody.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1, Body: "evt-9"}))
-	require.NoError(t, byBody.sink.Put(msg(t, "m-2"), order{PK: "a", N: 2, Body: "evt-9"}))
-	byBody.assertN("a", 1)
-	_, ok := byBody.fake.Get(idemTable, map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: "events#evt-9"}})
+	// A producer-assigned id (an item type that is an IdempotencyKeyer): two
+	// messages carrying one event write once.
+	byBody, err := sink.NewDynamoDB[event](e.fake, table, clock.Option[sink.DynamoDBOption](e.clk), sink.WithLinger(0),
+		sink.WithIdempotency(sink.IdempotencyConfig{Table: idemTable, Prefix: "events"}))
+	require.NoError(t, err)
+	defer func() { require.NoError(t, byBody.Close(t.Context())) }()
+	require.NoError(t, byBody.Put(msg(t, "m-1"), event{PK: "a", N: 1, Body: "evt-9"}))
+	require.NoError(t, byBody.Put(msg(t, "m-2"), event{PK: "a", N: 2, Body: "evt-9"}))
+	e.assertN("a", 1)
+	_, ok := e.fake.Get(idemTable, map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: "events#evt-9"}})
 	assert.True(t, ok)
-	assert.ErrorContains(t, byBody.sink.Put(msg(t, "m-3"), order{PK: "a"}), "no event id")
+	assert.ErrorIs(t, byBody.Put(msg(t, "m-3"), event{PK: "a"}), sink.ErrNoKey, "an empty key")
 }
 
 func TestIdempotentReadsRecordWhenConditionFailureHasNoItem(t *testing.T) {
 	// dynalite does not return the item on a failed condition.
 	e := newEnvWithFake(t, []dynamofake.Option{dynamofake.WithoutConditionCheckItem()},
-		sink.WithLinger(0), sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idemTable}))
+		sink.WithLinger(0), sink.WithIdempotency(sink.IdempotencyConfig{Table: idemTable}))
 	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 1}))
 	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a", N: 2}))
 	st := e.sink.Stats()
@@ -316,7 +318,7 @@ func TestIdempotentReadsRecordWhenConditionFailureHasNoItem(t *testing.T) {
 func TestIdempotentRetriesThrottledRecordCalls(t *testing.T) {
 	// A lease far longer than the backoffs: driving the clock also fires
 	// the renewer's timer, which must not matter here.
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{Lease: time.Hour, Expiry: 2 * time.Hour})
+	e := newIdemEnv(t, sink.IdempotencyConfig{Lease: time.Hour, Expiry: 2 * time.Hour})
 	e.fake.Throttle(dynamofake.OpPutItem, 2)
 	e.fake.Throttle(dynamofake.OpBatchWriteItem, 2)
 	// Drive the clock from the start, through the backoffs of the record
@@ -328,7 +330,7 @@ func TestIdempotentRetriesThrottledRecordCalls(t *testing.T) {
 }
 
 func TestIdempotentUnknownRecordStatus(t *testing.T) {
-	e := newIdemEnv(t, sink.IdempotencyConfig[order]{})
+	e := newIdemEnv(t, sink.IdempotencyConfig{})
 	e.fake.Set(idemTable, map[string]types.AttributeValue{
 		"id":                       &types.AttributeValueMemberS{Value: "orders#m-1"},
 		sink.RecordStatusAttribute: &types.AttributeValueMemberS{Value: "WEIRD"},

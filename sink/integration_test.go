@@ -10,14 +10,15 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/feature/dynamodb/attributevalue"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/sqspool/sqspool/clock"
-	"github.com/sqspool/sqspool/internal/awstest"
+	"github.com/sqspool/sqspool/internal/clock"
+	"github.com/sqspool/sqspool/internal/ddbtest"
 	"github.com/sqspool/sqspool/sink"
 )
 
@@ -27,7 +28,12 @@ import (
 
 func integrationSink(t *testing.T, ddb sink.DynamoDBAPI, tbl string, opts ...sink.DynamoDBOption) *sink.DynamoDB[order] {
 	t.Helper()
-	s, err := sink.NewDynamoDB[order](ddb, tbl, opts...)
+	return integrationSinkOf[order](t, ddb, tbl, opts...)
+}
+
+func integrationSinkOf[T any](t *testing.T, ddb sink.DynamoDBAPI, tbl string, opts ...sink.DynamoDBOption) *sink.DynamoDB[T] {
+	t.Helper()
+	s, err := sink.NewDynamoDB[T](ddb, tbl, opts...)
 	require.NoError(t, err)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -35,6 +41,18 @@ func integrationSink(t *testing.T, ddb sink.DynamoDBAPI, tbl string, opts ...sin
 		assert.NoError(t, s.Close(ctx))
 	})
 	return s
+}
+
+// keyless is an order that marshals itself without its key when PK is
+// "bad", which DynamoDB rejects.
+type keyless order
+
+func (o keyless) MarshalDynamoDBAttributeValue() (types.AttributeValue, error) {
+	av, err := attributevalue.MarshalMap(order(o))
+	if o.PK == "bad" {
+		delete(av, "pk")
+	}
+	return &types.AttributeValueMemberM{Value: av}, err
 }
 
 func getOrder(t *testing.T, ddb *dynamodb.Client, tbl, pk string) (order, bool) {
@@ -50,8 +68,8 @@ func getOrder(t *testing.T, ddb *dynamodb.Client, tbl, pk string) (order, bool) 
 }
 
 func TestIntegrationDynamoDBBatchedWrites(t *testing.T) {
-	ddb := awstest.DynamoDB(t)
-	tbl := awstest.NewTable(t, ddb, "pk")
+	ddb := ddbtest.DynamoDB(t)
+	tbl := ddbtest.NewTable(t, ddb, "pk")
 	s := integrationSink(t, ddb, tbl, sink.WithLinger(20*time.Millisecond))
 
 	// 8 workers, 15 items each, keys repeating within and across workers.
@@ -83,16 +101,11 @@ func TestIntegrationDynamoDBBatchedWrites(t *testing.T) {
 }
 
 func TestIntegrationDynamoDBValidationFailsOnlyBadItems(t *testing.T) {
-	ddb := awstest.DynamoDB(t)
-	tbl := awstest.NewTable(t, ddb, "pk")
-	// A key hook that leaves one item without its key makes it invalid.
-	s := integrationSink(t, ddb, tbl, sink.WithKeyHook(func(_ context.Context, o order, av map[string]types.AttributeValue) error {
-		if o.PK == "bad" {
-			delete(av, "pk")
-		}
-		return nil
-	}))
-	err := s.Put(t.Context(), order{PK: "good1"}, order{PK: "bad"}, order{PK: "good2"})
+	ddb := ddbtest.DynamoDB(t)
+	tbl := ddbtest.NewTable(t, ddb, "pk")
+	// An item that marshals itself without its key is invalid.
+	s := integrationSinkOf[keyless](t, ddb, tbl)
+	err := s.Put(t.Context(), keyless{PK: "good1"}, keyless{PK: "bad"}, keyless{PK: "good2"})
 	var we *sink.WriteError
 	require.ErrorAs(t, err, &we)
 	require.Len(t, we.Items, 1)
@@ -107,8 +120,8 @@ func TestIntegrationDynamoDBValidationFailsOnlyBadItems(t *testing.T) {
 }
 
 func TestIntegrationDynamoDBItemSizeLimit(t *testing.T) {
-	ddb := awstest.DynamoDB(t)
-	tbl := awstest.NewTable(t, ddb, "pk")
+	ddb := ddbtest.DynamoDB(t)
+	tbl := ddbtest.NewTable(t, ddb, "pk")
 	s := integrationSink(t, ddb, tbl)
 	// The largest item the sink lets through is accepted by the server.
 	fits := order{PK: "fits", Body: strings.Repeat("x", sink.MaxItemSize-len("pkfitsn0body")-2)}
@@ -118,14 +131,14 @@ func TestIntegrationDynamoDBItemSizeLimit(t *testing.T) {
 }
 
 func TestIntegrationDynamoDBIdempotency(t *testing.T) {
-	ddb := awstest.DynamoDB(t)
-	tbl := awstest.NewTable(t, ddb, "pk")
-	idem := awstest.NewTable(t, ddb, "id")
+	ddb := ddbtest.DynamoDB(t)
+	tbl := ddbtest.NewTable(t, ddb, "pk")
+	idem := ddbtest.NewTable(t, ddb, "id")
 	// The manual clock drives the record expiries the sink writes and
 	// compares; with no linger and no throttling nothing waits on it.
 	clk := clock.NewManual(time.Now())
-	s := integrationSink(t, ddb, tbl, sink.WithClock(clk), sink.WithLinger(0),
-		sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idem, Expiry: time.Hour, PayloadHash: true}))
+	s := integrationSink(t, ddb, tbl, clock.Option[sink.DynamoDBOption](clk), sink.WithLinger(0),
+		sink.WithIdempotency(sink.IdempotencyConfig{Table: idem, Expiry: time.Hour, PayloadHash: true}))
 	ctx := sink.WithKey(t.Context(), "m-1")
 
 	require.NoError(t, s.Put(ctx, order{PK: "a", N: 1}))
@@ -154,14 +167,10 @@ func TestIntegrationDynamoDBIdempotency(t *testing.T) {
 	require.NoError(t, s.Put(sink.WithKey(t.Context(), "m-2"), order{PK: "b"}), "the holder's lease ended")
 
 	// A failed write releases the key.
-	bad := integrationSink(t, ddb, tbl, sink.WithClock(clk), sink.WithLinger(0),
-		sink.WithKeyHook(func(_ context.Context, _ order, av map[string]types.AttributeValue) error {
-			delete(av, "pk")
-			return nil
-		}),
-		sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idem}))
+	bad := integrationSinkOf[keyless](t, ddb, tbl, clock.Option[sink.DynamoDBOption](clk), sink.WithLinger(0),
+		sink.WithIdempotency(sink.IdempotencyConfig{Table: idem}))
 	var we *sink.WriteError
-	require.ErrorAs(t, bad.Put(sink.WithKey(t.Context(), "m-3"), order{PK: "c"}), &we)
+	require.ErrorAs(t, bad.Put(sink.WithKey(t.Context(), "m-3"), keyless{PK: "bad"}), &we)
 	out, err := ddb.GetItem(t.Context(), &dynamodb.GetItemInput{TableName: &idem, ConsistentRead: aws.Bool(true),
 		Key: map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: tbl + "#m-3"}}})
 	require.NoError(t, err)
@@ -175,14 +184,14 @@ func TestIntegrationDynamoDBIdempotency(t *testing.T) {
 // deadline, so the SDK never sends it; the duplicate's write is the only
 // one, and the stale Put fails.
 func TestIntegrationDynamoDBStalledPutDoesNotLandAfterItsLease(t *testing.T) {
-	ddb := awstest.DynamoDB(t)
-	tbl := awstest.NewTable(t, ddb, "pk")
-	idem := awstest.NewTable(t, ddb, "id")
+	ddb := ddbtest.DynamoDB(t)
+	tbl := ddbtest.NewTable(t, ddb, "pk")
+	idem := ddbtest.NewTable(t, ddb, "id")
 	clk := clock.NewManual(time.Now())
-	cfg := sink.IdempotencyConfig[order]{Table: idem, Lease: 4 * time.Second}
+	cfg := sink.IdempotencyConfig{Table: idem, Lease: 4 * time.Second}
 	ah := &hooked{DynamoDBAPI: ddb}
-	a := integrationSink(t, ah, tbl, sink.WithClock(clk), sink.WithLinger(0), sink.WithIdempotency(cfg))
-	b := integrationSink(t, ddb, tbl, sink.WithClock(clk), sink.WithLinger(0), sink.WithIdempotency(cfg))
+	a := integrationSink(t, ah, tbl, clock.Option[sink.DynamoDBOption](clk), sink.WithLinger(0), sink.WithIdempotency(cfg))
+	b := integrationSink(t, ddb, tbl, clock.Option[sink.DynamoDBOption](clk), sink.WithLinger(0), sink.WithIdempotency(cfg))
 	stalled := make(chan context.Context, 1)
 	release := make(chan struct{})
 	ah.set(func(ctx context.Context, op string, in any) error {

@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 )
@@ -76,10 +77,10 @@ func writesResults(op string, in any) bool {
 
 // writer is a second idempotent sink on env's fake and clock: another
 // process handling a duplicate delivery. Its client is hooked.
-func (e *env) writer(cfg sink.IdempotencyConfig[order]) (*sink.DynamoDB[order], *hooked) {
+func (e *env) writer(cfg sink.IdempotencyConfig) (*sink.DynamoDB[order], *hooked) {
 	cfg.Table = idemTable
 	h := &hooked{DynamoDBAPI: e.fake}
-	s, err := sink.NewDynamoDB[order](h, table, sink.WithClock(e.clk), sink.WithLinger(0),
+	s, err := sink.NewDynamoDB[order](h, table, clock.Option[sink.DynamoDBOption](e.clk), sink.WithLinger(0),
 		sink.WithBackoff(10*time.Millisecond, maxDelay), sink.WithIdempotency(cfg))
 	require.NoError(e.t, err)
 	e.t.Cleanup(func() { require.NoError(e.t, s.Close(context.Background())) })
@@ -117,7 +118,7 @@ var errPartitioned = &smithy.GenericAPIError{Code: "InternalServerError", Messag
 // item is written once.
 func TestIdempotentPutSendsNothingAfterItsLease(t *testing.T) {
 	e := newEnv(t)
-	lease := sink.IdempotencyConfig[order]{Lease: 4 * time.Second}
+	lease := sink.IdempotencyConfig{Lease: 4 * time.Second}
 	a, ah := e.writer(lease)
 	b, _ := e.writer(lease)
 	var mu sync.Mutex
@@ -169,7 +170,7 @@ func strp(s string) *string { return &s }
 // held, and the slow Put completes.
 func TestIdempotentLeaseRenewedWhileOwnerLives(t *testing.T) {
 	e := newEnv(t)
-	cfg := sink.IdempotencyConfig[order]{Lease: 3 * time.Second}
+	cfg := sink.IdempotencyConfig{Lease: 3 * time.Second}
 	a, ah := e.writer(cfg)
 	b, _ := e.writer(cfg)
 	stalled, release := make(chan struct{}), make(chan struct{})
@@ -217,7 +218,7 @@ func TestIdempotentLeaseRenewedWhileOwnerLives(t *testing.T) {
 // key over, so a third delivery does not write again.
 func TestIdempotentStaleReleaseLeavesOthersRecord(t *testing.T) {
 	e := newEnv(t)
-	cfg := sink.IdempotencyConfig[order]{Lease: 4 * time.Second}
+	cfg := sink.IdempotencyConfig{Lease: 4 * time.Second}
 	a, ah := e.writer(cfg)
 	b, _ := e.writer(cfg)
 	st := newStall()
@@ -251,7 +252,7 @@ func TestIdempotentStaleReleaseLeavesOthersRecord(t *testing.T) {
 // COMPLETE a record another Put has taken over and is still writing.
 func TestIdempotentStaleCompleteLeavesOthersInProgress(t *testing.T) {
 	e := newEnv(t)
-	cfg := sink.IdempotencyConfig[order]{Lease: 4 * time.Second}
+	cfg := sink.IdempotencyConfig{Lease: 4 * time.Second}
 	a, ah := e.writer(cfg)
 	b, bh := e.writer(cfg)
 	as, bs := newStall(), newStall()
@@ -321,7 +322,7 @@ func TestDynamoDBCloseWaitsForRunningPuts(t *testing.T) {
 func TestDynamoDBItemCausedCallErrorIsolated(t *testing.T) {
 	e := newEnv(t)
 	h := &hooked{DynamoDBAPI: e.fake}
-	s, err := sink.NewDynamoDB[order](h, table, sink.WithClock(e.clk), sink.WithLinger(linger))
+	s, err := sink.NewDynamoDB[order](h, table, clock.Option[sink.DynamoDBOption](e.clk), sink.WithLinger(linger))
 	require.NoError(t, err)
 	defer func() { require.NoError(t, s.Close(t.Context())) }()
 	full := &types.ItemCollectionSizeLimitExceededException{Message: strp("Item collection size limit exceeded (test)")}
@@ -405,7 +406,7 @@ func TestDynamoDBUnprocessedMatchedByKey(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
 			s, err := sink.NewDynamoDB[order](&handingBack{DynamoDBAPI: e.fake, rewrite: rewrite}, table,
-				sink.WithClock(e.clk), sink.WithLinger(0), sink.WithBackoff(time.Millisecond, time.Millisecond))
+				clock.Option[sink.DynamoDBOption](e.clk), sink.WithLinger(0), sink.WithBackoff(time.Millisecond, time.Millisecond))
 			require.NoError(t, err)
 			defer func() { require.NoError(t, s.Close(t.Context())) }()
 			done := make(chan error, 1)
@@ -423,7 +424,7 @@ func TestDynamoDBUnprocessedMatchedByKey(t *testing.T) {
 // Puts'): 27 calls for 25 messages, where taking, writing and completing
 // each alone cost 2 per message and more.
 func TestIdempotentCallsPerMessageAtLoad(t *testing.T) {
-	e := newEnv(t, sink.WithIdempotency(sink.IdempotencyConfig[order]{Table: idemTable, Lease: time.Hour, Expiry: 2 * time.Hour}),
+	e := newEnv(t, sink.WithIdempotency(sink.IdempotencyConfig{Table: idemTable, Lease: time.Hour, Expiry: 2 * time.Hour}),
 		sink.WithLinger(time.Hour))
 	const n = 25
 	var wg sync.WaitGroup

@@ -12,7 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 )
@@ -59,12 +59,12 @@ func newEnv(t *testing.T, opts ...sink.DynamoDBOption) *env {
 func newEnvWithFake(t *testing.T, fakeOpts []dynamofake.Option, opts ...sink.DynamoDBOption) *env {
 	t.Helper()
 	clk := clock.NewManual(epoch)
-	fake := dynamofake.New(append([]dynamofake.Option{dynamofake.WithClock(clk)}, fakeOpts...)...)
+	fake := dynamofake.New(append([]dynamofake.Option{clock.Option[dynamofake.Option](clk)}, fakeOpts...)...)
 	fake.CreateTable(table, "pk", "")
 	fake.CreateTable(idemTable, "id", "")
 	rec := &recorder{Fake: fake}
 	base := []sink.DynamoDBOption{
-		sink.WithClock(clk),
+		clock.Option[sink.DynamoDBOption](clk),
 		sink.WithLinger(linger),
 		sink.WithBackoff(10*time.Millisecond, maxDelay),
 	}

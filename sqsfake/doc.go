@@ -21,10 +21,9 @@
 //     nothing (Stats.StaleDeletes counts these); deleting a message that is
 //     already gone succeeds; a malformed handle is ReceiptHandleIsInvalid.
 //   - Visibility timeouts, delays, long-poll waits, the FIFO deduplication
-//     window and the PurgeQueue interval run on the fake's clock. With a
-//     *clock.Manual (WithClock) a test moves time with Advance; a long-poll
-//     receive arms a clock timer, so clock.Manual.BlockUntil tells when a
-//     receiver is waiting.
+//     window and the PurgeQueue interval run on timers. In a test under
+//     testing/synctest they follow the bubble's fake time: time.Sleep moves
+//     them, and synctest.Wait returns once a long-poll receiver is waiting.
 //   - ChangeMessageVisibility works only on an in-flight message with its
 //     newest handle (MessageNotInflight otherwise; InvalidParameterValue for
 //     a message already deleted), cannot take a message past 12 hours from

@@ -12,7 +12,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
-	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -43,15 +42,15 @@ func pollOnce(ctx context.Context, q Queue, url string, handle func(body string)
 }
 
 // A test of a handler: a poison message ends in the dead-letter queue after
-// three receives, and the good one is deleted. The manual clock stands in
-// for 30-second visibility timeouts.
+// three receives, and the good one is deleted. A zero visibility timeout
+// makes a failed message visible again at once; for real timeouts, run the
+// test under testing/synctest, whose fake time the fake's timers follow.
 func Example() {
 	ctx := context.Background()
-	clk := clock.NewManual(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC))
-	fake := sqsfake.New(sqsfake.WithClock(clk))
+	fake := sqsfake.New()
 	fake.MustCreateQueue("orders-dlq", nil)
 	url := fake.MustCreateQueue("orders", map[string]string{
-		"VisibilityTimeout": "30",
+		"VisibilityTimeout": "0",
 		"RedrivePolicy":     sqsfake.RedrivePolicy(fake.QueueARN("orders-dlq"), 3),
 	})
 	fake.MustSendJSON(url, map[string]int{"order": 1})
@@ -65,7 +64,6 @@ func Example() {
 		if err := pollOnce(ctx, fake, url, handle); err != nil {
 			fmt.Println(err)
 		}
-		clk.Advance(30 * time.Second)
 	}
 
 	s := fake.Stats(url)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // Defaults of New.
@@ -71,12 +71,16 @@ type options struct {
 	abandonPolls  bool
 }
 
-// WithClock makes the fake read time and arm timers on c: visibility
+func init() { clock.Register(withClock) }
+
+// withClock makes the fake read time and arm timers on c: visibility
 // timeouts, delays, long-poll waits, deduplication windows and timestamps.
 // Pass a *clock.Manual to drive them from a test. The default is clock.Real.
 // Injected latency is the exception: it models the network and always runs
 // on the wall clock.
-func WithClock(c clock.Clock) Option { return func(o *options) { o.clock = c } }
+// Not part of the API (the repo's tests reach it with clock.Option; a
+// user's tests get fake time from testing/synctest).
+func withClock(c clock.Clock) Option { return func(o *options) { o.clock = c } }
 
 // WithSeed seeds the random source of the fault injection (and of the ids
 // the fake mints), so that a single-goroutine test sees the same faults on

@@ -3,7 +3,6 @@ package sqsfake
 import (
 	"context"
 	"fmt"
-	"sort"
 	"time"
 )
 
@@ -321,11 +320,4 @@ func (f *Fake) ResetCalls() {
 	for i := range f.calls {
 		f.calls[i].Store(0)
 	}
-}
-
-// APIs lists the API names the fake serves, sorted.
-func APIs() []string {
-	names := append([]string(nil), opNames[:]...)
-	sort.Strings(names)
-	return names
 }

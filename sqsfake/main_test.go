@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -26,7 +26,7 @@ var epoch = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 // newFake returns a fake on a manual clock.
 func newFake(opts ...sqsfake.Option) (*sqsfake.Fake, *clock.Manual) {
 	clk := clock.NewManual(epoch)
-	return sqsfake.New(append([]sqsfake.Option{sqsfake.WithClock(clk)}, opts...)...), clk
+	return sqsfake.New(append([]sqsfake.Option{clock.Option[sqsfake.Option](clk)}, opts...)...), clk
 }
 
 // receive short-polls up to max messages.

@@ -13,7 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // sendParams is what SendMessage and one SendMessageBatch entry have in
@@ -25,6 +25,22 @@ type sendParams struct {
 	sysAttrs map[string]types.MessageSystemAttributeValue
 	groupID  *string
 	dedupID  *string
+	// digests, when set, were computed before the queue's lock was taken.
+	digests *digests
+}
+
+// digests are the pure work of storing a message: its MD5s and its own
+// copy of the attributes. A batch computes them before it locks the queue,
+// so that concurrent senders wait on the lock only for the queue's part.
+type digests struct {
+	md5Body, md5Attrs string
+	attrs             map[string]types.MessageAttributeValue
+}
+
+func digestOf(body string, attrs map[string]types.MessageAttributeValue) digests {
+	d := digests{md5Body: md5Hex(body), attrs: copyAttributes(attrs)}
+	d.md5Attrs = md5OfAttributes(d.attrs)
+	return d
 }
 
 type sent struct {
@@ -51,8 +67,12 @@ func (f *Fake) prepare(q *queue, p *sendParams) (*message, time.Duration, error)
 	if p.delay < 0 || p.delay > maxDelaySeconds {
 		return nil, 0, errInvalidParameter("Value %d for parameter DelaySeconds is invalid. Reason: DelaySeconds must be >= 0 and <= %d.", p.delay, maxDelaySeconds)
 	}
-	m := &message{body: *p.body, md5Body: md5Hex(*p.body), attrs: copyAttributes(p.attrs), heapIdx: -1}
-	m.md5Attrs = md5OfAttributes(m.attrs)
+	d := p.digests
+	if d == nil {
+		own := digestOf(*p.body, p.attrs)
+		d = &own
+	}
+	m := &message{body: *p.body, md5Body: d.md5Body, attrs: d.attrs, md5Attrs: d.md5Attrs, heapIdx: -1}
 	if err := m.setSystemAttributes(p.sysAttrs); err != nil {
 		return nil, 0, err
 	}
@@ -167,12 +187,14 @@ func (f *Fake) sendMessageBatch(in *sqs.SendMessageBatchInput, flt *Fault) (*sqs
 		return nil, err
 	}
 	ids := make([]*string, len(in.Entries))
+	pre := make([]digests, len(in.Entries))
 	total := 0
 	for i, e := range in.Entries {
 		if e.MessageBody == nil {
 			return nil, requireParams("SendMessageBatchRequestEntry", required("MessageBody", e.MessageBody))
 		}
 		ids[i] = e.Id
+		pre[i] = digestOf(*e.MessageBody, e.MessageAttributes)
 		total += len(*e.MessageBody)
 		n, _ := checkMessageAttributes(e.MessageAttributes)
 		total += n
@@ -192,7 +214,7 @@ func (f *Fake) sendMessageBatch(in *sqs.SendMessageBatchInput, flt *Fault) (*sqs
 	out.Failed = f.eachEntry(ids, flt, func(i int) error {
 		e := &in.Entries[i]
 		p := sendParams{body: e.MessageBody, delay: e.DelaySeconds, attrs: e.MessageAttributes,
-			sysAttrs: e.MessageSystemAttributes, groupID: e.MessageGroupId, dedupID: e.MessageDeduplicationId}
+			sysAttrs: e.MessageSystemAttributes, groupID: e.MessageGroupId, dedupID: e.MessageDeduplicationId, digests: &pre[i]}
 		m, delay, err := f.prepare(q, &p)
 		if err != nil {
 			return err

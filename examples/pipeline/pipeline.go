@@ -42,6 +42,10 @@ type Result struct {
 	Delivery  int    `dynamodbav:"delivery"`
 }
 
+// IdempotencyKey keys the idempotent sink on the request id: a message
+// delivered again (or a request the client sent twice) is not applied twice.
+func (r Result) IdempotencyKey() string { return r.ID }
+
 // process is the business logic: it turns a request into its result.
 func process(ctx context.Context, r *Request) (Result, error) {
 	m, _ := sqspool.MessageFrom(ctx)
@@ -144,10 +148,9 @@ func run(parent context.Context, cfg Config) (Summary, error) {
 	// Idempotent mode keys each write on the request id: a message delivered
 	// again (or a request the client sent twice) is not applied twice.
 	results, err := sink.NewDynamoDB[Result](cfg.DynamoDB, cfg.Table,
-		sink.WithIdempotency(sink.IdempotencyConfig[Result]{
-			Table:   cfg.IdempotencyTable,
-			KeyFunc: func(_ context.Context, rs []Result) (string, error) { return rs[0].ID, nil },
-			Expiry:  24 * time.Hour,
+		sink.WithIdempotency(sink.IdempotencyConfig{
+			Table:  cfg.IdempotencyTable,
+			Expiry: 24 * time.Hour,
 		}))
 	if err != nil {
 		return Summary{}, errors.Join(err, ln.Close())

@@ -20,6 +20,7 @@ import (
 
 	"github.com/sqspool/sqspool/catcher"
 	"github.com/sqspool/sqspool/internal/awstest"
+	"github.com/sqspool/sqspool/internal/ddbtest"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 	"github.com/sqspool/sqspool/sqsfake"
@@ -141,13 +142,13 @@ func TestPipelineInMemoryWithDuplicates(t *testing.T) {
 // request in the table, nothing left in the queue.
 func TestPipelineE2E(t *testing.T) {
 	t.Parallel()
-	sqsClient, ddb := awstest.SQS(t), awstest.DynamoDB(t)
+	sqsClient, ddb := awstest.SQS(t), ddbtest.DynamoDB(t)
 	const n = 300
 	cfg := Config{
 		SQS: sqsClient, DynamoDB: ddb,
 		Queue:            awstest.NewQueue(t, sqsClient, "pipeline", nil),
-		Table:            awstest.NewTable(t, ddb, "pk"),
-		IdempotencyTable: awstest.NewTable(t, ddb, sink.DefaultIdempotencyKeyAttribute),
+		Table:            ddbtest.NewTable(t, ddb, "pk"),
+		IdempotencyTable: ddbtest.NewTable(t, ddb, sink.DefaultIdempotencyKeyAttribute),
 		Requests:         n,
 		WaitTime:         time.Second, // local-aws-sqs holds long polls open until full
 		Timeout:          90 * time.Second,

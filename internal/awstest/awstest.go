@@ -1,5 +1,7 @@
 // Package awstest gives integration tests real AWS SDK clients and
-// throw-away SQS queues and DynamoDB tables. It is for tests only.
+// throw-away SQS queues (internal/ddbtest, a module of its own so that the
+// root module does not require the DynamoDB SDK, adds DynamoDB tables). It
+// is for tests only.
 //
 // Integration tests run only when SQSPOOL_INTEGRATION is set to a true value
 // (1, true); otherwise every helper here skips the test. ./scripts/test
@@ -28,8 +30,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 )
@@ -44,8 +44,8 @@ const SkipMessage = "integration tests need SQSPOOL_INTEGRATION=1 and AWS endpoi
 // waiting until a new table is ACTIVE. Emulators answer in milliseconds; real
 // AWS creates an on-demand table in a few seconds.
 const (
-	callTimeout  = 15 * time.Second
-	tableTimeout = 2 * time.Minute
+	CallTimeout  = 15 * time.Second
+	TableTimeout = 2 * time.Minute
 )
 
 // Enabled reports whether integration tests should run: SQSPOOL_INTEGRATION
@@ -64,7 +64,7 @@ func Config(t testing.TB) aws.Config {
 	if !Enabled() {
 		t.Skip(SkipMessage)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 	defer cancel()
 	cfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
@@ -83,24 +83,17 @@ func SQS(t testing.TB) *sqs.Client {
 	return sqs.NewFromConfig(Config(t))
 }
 
-// DynamoDB returns a DynamoDB client from Config (skipping the test when
-// integration tests are off).
-func DynamoDB(t testing.TB) *dynamodb.Client {
-	t.Helper()
-	return dynamodb.NewFromConfig(Config(t))
-}
-
 // NewQueue creates a queue named namePrefix plus a random suffix (namePrefix
 // may be empty) with the given attributes (nil for none) and deletes it when
 // the test ends. It is a FIFO queue, with the ".fifo" suffix, when attrs has
 // FifoQueue=true. It returns the queue URL.
 func NewQueue(t testing.TB, client *sqs.Client, namePrefix string, attrs map[string]string) (url string) {
 	t.Helper()
-	name := uniqueName(namePrefix, "sqspool-test", 80-len(".fifo"))
+	name := UniqueName(namePrefix, "sqspool-test", 80-len(".fifo"))
 	if isFIFO(attrs) {
 		name += ".fifo"
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 	defer cancel()
 	out, err := client.CreateQueue(ctx, &sqs.CreateQueueInput{
 		QueueName:  aws.String(name),
@@ -112,7 +105,7 @@ func NewQueue(t testing.TB, client *sqs.Client, namePrefix string, attrs map[str
 	url = aws.ToString(out.QueueUrl)
 	t.Cleanup(func() {
 		// t.Context() is already canceled when cleanups run.
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 		defer cancel()
 		_, err := client.DeleteQueue(ctx, &sqs.DeleteQueueInput{QueueUrl: aws.String(url)})
 		var gone *sqstypes.QueueDoesNotExist
@@ -156,7 +149,7 @@ func NewQueueWithDLQ(t testing.TB, client *sqs.Client, maxReceiveCount int, attr
 // QueueARN returns the ARN of the queue at url.
 func QueueARN(t testing.TB, client *sqs.Client, url string) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), CallTimeout)
 	defer cancel()
 	out, err := client.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
 		QueueUrl:       aws.String(url),
@@ -172,86 +165,15 @@ func QueueARN(t testing.TB, client *sqs.Client, url string) string {
 	return arn
 }
 
-// TableOption changes the table NewTable creates.
-type TableOption func(*dynamodb.CreateTableInput)
-
-// WithRangeKey adds a string range (sort) key to the table's key schema.
-func WithRangeKey(name string) TableOption {
-	return func(in *dynamodb.CreateTableInput) {
-		in.AttributeDefinitions = append(in.AttributeDefinitions, ddbtypes.AttributeDefinition{
-			AttributeName: aws.String(name),
-			AttributeType: ddbtypes.ScalarAttributeTypeS,
-		})
-		in.KeySchema = append(in.KeySchema, ddbtypes.KeySchemaElement{
-			AttributeName: aws.String(name),
-			KeyType:       ddbtypes.KeyTypeRange,
-		})
-	}
-}
-
-// WithTableNamePrefix replaces the default table name prefix.
-func WithTableNamePrefix(prefix string) TableOption {
-	return func(in *dynamodb.CreateTableInput) {
-		in.TableName = aws.String(uniqueName(prefix, "sqspool-test", 255))
-	}
-}
-
-// NewTable creates an on-demand (PAY_PER_REQUEST) table with a string hash
-// key named hashKeyName, waits until it is ACTIVE and deletes it when the test
-// ends. It returns the table name.
-func NewTable(t testing.TB, ddb *dynamodb.Client, hashKeyName string, opts ...TableOption) (name string) {
-	t.Helper()
-	in := &dynamodb.CreateTableInput{
-		TableName:   aws.String(uniqueName("sqspool-test", "sqspool-test", 255)),
-		BillingMode: ddbtypes.BillingModePayPerRequest,
-		AttributeDefinitions: []ddbtypes.AttributeDefinition{{
-			AttributeName: aws.String(hashKeyName),
-			AttributeType: ddbtypes.ScalarAttributeTypeS,
-		}},
-		KeySchema: []ddbtypes.KeySchemaElement{{
-			AttributeName: aws.String(hashKeyName),
-			KeyType:       ddbtypes.KeyTypeHash,
-		}},
-	}
-	for _, opt := range opts {
-		opt(in)
-	}
-	name = aws.ToString(in.TableName)
-
-	ctx, cancel := context.WithTimeout(context.Background(), tableTimeout)
-	defer cancel()
-	if _, err := ddb.CreateTable(ctx, in); err != nil {
-		t.Fatalf("awstest: creating table %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), callTimeout)
-		defer cancel()
-		_, err := ddb.DeleteTable(ctx, &dynamodb.DeleteTableInput{TableName: aws.String(name)})
-		var gone *ddbtypes.ResourceNotFoundException
-		if err != nil && !errors.As(err, &gone) {
-			t.Errorf("awstest: deleting table %s: %v", name, err)
-		}
-	})
-	// The SDK's default waiter polls every 20 s at first; poll faster.
-	waiter := dynamodb.NewTableExistsWaiter(ddb, func(o *dynamodb.TableExistsWaiterOptions) {
-		o.MinDelay = 100 * time.Millisecond
-		o.MaxDelay = 2 * time.Second
-	})
-	if err := waiter.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)}, tableTimeout); err != nil {
-		t.Fatalf("awstest: waiting for table %s to be ACTIVE: %v", name, err)
-	}
-	return name
-}
-
 // isFIFO reports whether queue attributes ask for a FIFO queue.
 func isFIFO(attrs map[string]string) bool {
 	return strings.EqualFold(attrs[string(sqstypes.QueueAttributeNameFifoQueue)], "true")
 }
 
-// uniqueName returns prefix (or def if prefix is empty), reduced to the
+// UniqueName returns prefix (or def if prefix is empty), reduced to the
 // characters both SQS and DynamoDB allow in names, plus "-" and 12 random hex
 // digits, in at most maxLen characters.
-func uniqueName(prefix, def string, maxLen int) string {
+func UniqueName(prefix, def string, maxLen int) string {
 	if prefix == "" {
 		prefix = def
 	}

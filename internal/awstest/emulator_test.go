@@ -1,6 +1,6 @@
 package awstest_test
 
-// These tests drive the SQS and DynamoDB endpoints through the real AWS SDK.
+// These tests drive the SQS endpoint through the real AWS SDK.
 // With ./scripts/test they run against the local emulators
 // (local-aws-sqs 2.0.2 and dynalite 4.0.0) and document, in code, what those
 // emulators do. They hold on real AWS too; where an emulator differs from
@@ -36,12 +36,7 @@ package awstest_test
 //   - Observed, not checked against AWS: in the DLQ, ApproximateReceiveCount
 //     starts again from 0.
 //
-// dynalite 4.0.0:
-//   - No TransactWriteItems and no UpdateTimeToLive: UnknownOperationException.
-//   - ReturnValuesOnConditionCheckFailure is ignored: the
-//     ConditionalCheckFailedException carries no Item.
-//   - Tables stay CREATING for 50 ms (set in test/emulators/serve.js); AWS
-//     takes seconds.
+// dynalite 4.0.0: see internal/ddbtest/emulator_test.go.
 
 import (
 	"context"
@@ -53,8 +48,6 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
@@ -474,122 +467,4 @@ func TestEmulatorSQSFIFOGroupOrder(t *testing.T) {
 		equal(t, aws.ToString(out.Messages[0].Body), "g1-1", "next message of the group")
 		t.Logf("group g1 NOT locked while g1-0 is in flight: got %s (local-aws-sqs quirk)", aws.ToString(out.Messages[0].Body))
 	}
-}
-
-func TestEmulatorDynamoDBConditionalPut(t *testing.T) {
-	t.Parallel()
-	ddb := awstest.DynamoDB(t)
-	ctx := testCtx(t)
-	table := awstest.NewTable(t, ddb, "pk")
-
-	put := func(status string) error {
-		_, err := ddb.PutItem(ctx, &dynamodb.PutItemInput{
-			TableName: aws.String(table),
-			Item: map[string]ddbtypes.AttributeValue{
-				"pk":     &ddbtypes.AttributeValueMemberS{Value: "key-1"},
-				"status": &ddbtypes.AttributeValueMemberS{Value: status},
-			},
-			ConditionExpression:                 aws.String("attribute_not_exists(pk)"),
-			ReturnValuesOnConditionCheckFailure: ddbtypes.ReturnValuesOnConditionCheckFailureAllOld,
-		})
-		return err
-	}
-	check(t, put("INPROGRESS"), "first conditional PutItem")
-
-	err := put("SECOND")
-	var ccf *ddbtypes.ConditionalCheckFailedException
-	if !errors.As(err, &ccf) {
-		t.Fatalf("second conditional PutItem: err = %v, want ConditionalCheckFailedException", err)
-	}
-	if len(ccf.Item) == 0 {
-		t.Logf("ConditionalCheckFailedException without Item: endpoint ignores ReturnValuesOnConditionCheckFailure (dynalite quirk; AWS returns the item)")
-	} else {
-		equal(t, stringAttr(ccf.Item, "status"), "INPROGRESS", "Item in ConditionalCheckFailedException")
-	}
-
-	got, err := ddb.GetItem(ctx, &dynamodb.GetItemInput{
-		TableName:      aws.String(table),
-		Key:            map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: "key-1"}},
-		ConsistentRead: aws.Bool(true),
-	})
-	check(t, err, "GetItem")
-	equal(t, stringAttr(got.Item, "status"), "INPROGRESS", "status after the failed put")
-}
-
-func TestEmulatorDynamoDBBatchWriteItem(t *testing.T) {
-	t.Parallel()
-	ddb := awstest.DynamoDB(t)
-	ctx := testCtx(t)
-	table := awstest.NewTable(t, ddb, "pk", awstest.WithRangeKey("sk"))
-
-	var writes []ddbtypes.WriteRequest
-	for i := range 5 {
-		writes = append(writes, ddbtypes.WriteRequest{PutRequest: &ddbtypes.PutRequest{
-			Item: map[string]ddbtypes.AttributeValue{
-				"pk": &ddbtypes.AttributeValueMemberS{Value: "p"},
-				"sk": &ddbtypes.AttributeValueMemberS{Value: strconv.Itoa(i)},
-			},
-		}})
-	}
-	out, err := ddb.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{
-		RequestItems: map[string][]ddbtypes.WriteRequest{table: writes},
-	})
-	check(t, err, "BatchWriteItem")
-	if len(out.UnprocessedItems) != 0 {
-		t.Errorf("BatchWriteItem left unprocessed items: %v", out.UnprocessedItems)
-	}
-
-	q, err := ddb.Query(ctx, &dynamodb.QueryInput{
-		TableName:                 aws.String(table),
-		KeyConditionExpression:    aws.String("pk = :p"),
-		ExpressionAttributeValues: map[string]ddbtypes.AttributeValue{":p": &ddbtypes.AttributeValueMemberS{Value: "p"}},
-		ConsistentRead:            aws.Bool(true),
-	})
-	check(t, err, "Query")
-	equal(t, q.Count, 5, "items after BatchWriteItem")
-}
-
-// dynalite 4.0.0 lacks TransactWriteItems and UpdateTimeToLive; AWS has both.
-// Code that needs them cannot be tested against dynalite. This test logs what
-// the endpoint answers.
-func TestEmulatorDynamoDBMissingOperations(t *testing.T) {
-	t.Parallel()
-	ddb := awstest.DynamoDB(t)
-	ctx := testCtx(t)
-	table := awstest.NewTable(t, ddb, "pk")
-
-	_, err := ddb.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{
-		TransactItems: []ddbtypes.TransactWriteItem{{Put: &ddbtypes.Put{
-			TableName: aws.String(table),
-			Item:      map[string]ddbtypes.AttributeValue{"pk": &ddbtypes.AttributeValueMemberS{Value: "t"}},
-		}}},
-	})
-	logSupport(t, "TransactWriteItems", err)
-
-	_, err = ddb.UpdateTimeToLive(ctx, &dynamodb.UpdateTimeToLiveInput{
-		TableName: aws.String(table),
-		TimeToLiveSpecification: &ddbtypes.TimeToLiveSpecification{
-			AttributeName: aws.String("expires"), Enabled: aws.Bool(true),
-		},
-	})
-	logSupport(t, "UpdateTimeToLive", err)
-}
-
-func stringAttr(item map[string]ddbtypes.AttributeValue, name string) string {
-	if s, ok := item[name].(*ddbtypes.AttributeValueMemberS); ok {
-		return s.Value
-	}
-	return ""
-}
-
-func logSupport(t *testing.T, op string, err error) {
-	t.Helper()
-	if err == nil {
-		t.Logf("%s: supported", op)
-		return
-	}
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		t.Fatalf("%s: %v", op, err)
-	}
-	t.Logf("%s: not supported by this endpoint: %v", op, err)
 }

@@ -14,21 +14,21 @@ func TestUniqueName(t *testing.T) {
 	for _, prefix := range []string{"", "emu-batch", "Test/With spaces.and.dots", long} {
 		seen := map[string]bool{}
 		for range 100 {
-			name := uniqueName(prefix, "sqspool-test", 80-len(".fifo"))
+			name := UniqueName(prefix, "sqspool-test", 80-len(".fifo"))
 			if !valid.MatchString(name) {
-				t.Fatalf("uniqueName(%q) = %q: not a valid queue name", prefix, name)
+				t.Fatalf("UniqueName(%q) = %q: not a valid queue name", prefix, name)
 			}
 			if len(name+".fifo") > 80 {
-				t.Fatalf("uniqueName(%q) = %q: %d characters, too long for a FIFO queue name", prefix, name, len(name))
+				t.Fatalf("UniqueName(%q) = %q: %d characters, too long for a FIFO queue name", prefix, name, len(name))
 			}
 			if seen[name] {
-				t.Fatalf("uniqueName(%q) repeated %q", prefix, name)
+				t.Fatalf("UniqueName(%q) repeated %q", prefix, name)
 			}
 			seen[name] = true
 		}
 	}
-	if got := uniqueName("", "sqspool-test", 255); !strings.HasPrefix(got, "sqspool-test-") {
-		t.Errorf("uniqueName with empty prefix = %q, want the default prefix", got)
+	if got := UniqueName("", "sqspool-test", 255); !strings.HasPrefix(got, "sqspool-test-") {
+		t.Errorf("UniqueName with empty prefix = %q, want the default prefix", got)
 	}
 }
 

@@ -20,7 +20,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // ErrClosed is returned by Add after Close was called.
@@ -60,6 +60,7 @@ type Batcher[T any] struct {
 	timerGen     uint64 // tells a stale linger callback from the armed one
 	closed       bool
 	idle         chan struct{} // closed once closed and nothing is left to do
+	starting     [][]T         // batches dispatched under mu, started by unlock
 	wg           sync.WaitGroup
 }
 
@@ -87,7 +88,7 @@ func New[T any](ctx context.Context, o Options, size func(T) int, flush func(con
 // Add hands an item to the batcher. It never blocks on a flush.
 func (b *Batcher[T]) Add(item T) error {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	if b.closed {
 		return ErrClosed
 	}
@@ -119,7 +120,7 @@ func (b *Batcher[T]) Add(item T) error {
 // Flush cuts the pending partial batch now instead of waiting for the linger.
 func (b *Batcher[T]) Flush() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	b.cutLocked()
 	b.dispatchLocked()
 }
@@ -130,7 +131,7 @@ func (b *Batcher[T]) Flush() {
 // callers' work), so that they need not wait out a linger.
 func (b *Batcher[T]) Drain() {
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	b.opts.Linger = 0
 	b.cutLocked()
 	b.dispatchLocked()
@@ -160,7 +161,7 @@ func (b *Batcher[T]) Close(ctx context.Context) error {
 		b.dispatchLocked()
 		b.checkIdleLocked()
 	}
-	b.mu.Unlock()
+	b.unlock()
 	var err error
 	select {
 	case <-b.idle:
@@ -177,7 +178,7 @@ func (b *Batcher[T]) Close(ctx context.Context) error {
 func (b *Batcher[T]) onLinger(gen uint64) {
 	defer b.wg.Done()
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	if b.timer == nil || gen != b.timerGen {
 		return // stopped after it had already fired
 	}
@@ -203,7 +204,8 @@ func (b *Batcher[T]) cutLocked() {
 	b.pendingBytes = 0
 }
 
-// dispatchLocked starts flushes for ready batches while slots are free.
+// dispatchLocked claims flush slots for ready batches while slots are free;
+// unlock starts their flushes.
 func (b *Batcher[T]) dispatchLocked() {
 	for len(b.ready) > 0 && b.inFlight < b.opts.MaxInFlight {
 		items := b.ready[0]
@@ -211,6 +213,17 @@ func (b *Batcher[T]) dispatchLocked() {
 		b.ready = b.ready[1:]
 		b.inFlight++
 		b.wg.Add(1)
+		b.starting = append(b.starting, items)
+	}
+}
+
+// unlock releases mu and then starts the flushes dispatchLocked claimed:
+// starting a goroutine under mu would hold up every concurrent Add.
+func (b *Batcher[T]) unlock() {
+	start := b.starting
+	b.starting = nil
+	b.mu.Unlock()
+	for _, items := range start {
 		go b.run(items)
 	}
 }
@@ -219,7 +232,7 @@ func (b *Batcher[T]) run(items []T) {
 	defer b.wg.Done()
 	b.flush(b.ctx, items)
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer b.unlock()
 	b.inFlight--
 	// With no linger, what piled up during this flush goes next.
 	if b.opts.Linger <= 0 || b.closed {

@@ -28,7 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink/internal/ddbitem"
 )
 
@@ -75,9 +75,13 @@ type table struct {
 // Option configures New.
 type Option func(*Fake)
 
-// WithClock sets the clock that injected latency waits on (default
+func init() { clock.Register(withClock) }
+
+// withClock sets the clock that injected latency waits on (default
 // clock.Real).
-func WithClock(c clock.Clock) Option { return func(f *Fake) { f.clock = c } }
+// Not part of the API (the repo's tests reach it with clock.Option; a
+// user's tests get fake time from testing/synctest).
+func withClock(c clock.Clock) Option { return func(f *Fake) { f.clock = c } }
 
 // WithoutConditionCheckItem makes a failed condition never return the old
 // item, whatever ReturnValuesOnConditionCheckFailure asks, as dynalite and

@@ -16,7 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 )
@@ -139,7 +139,7 @@ func TestThrottleRejectAndFault(t *testing.T) {
 
 func TestLatencyOnClock(t *testing.T) {
 	clk := clock.NewManual(time.Unix(0, 0))
-	f := dynamofake.New(dynamofake.WithClock(clk))
+	f := dynamofake.New(clock.Option[dynamofake.Option](clk))
 	f.CreateTable("t", "pk", "")
 	f.SetLatency(time.Second)
 	done := make(chan error, 1)

@@ -18,8 +18,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sqspool/sqspool"
-	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/internal/awstest"
+	"github.com/sqspool/sqspool/internal/clock"
+	"github.com/sqspool/sqspool/internal/ddbtest"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 	"github.com/sqspool/sqspool/sqsfake"
@@ -84,15 +85,15 @@ func rewrites(writes, completes map[string][]int, recordID func(pk string) strin
 // queue is empty, and a key was written twice only where a killed process
 // had written it without marking it COMPLETE.
 func TestCrashEmulator(t *testing.T) {
-	client, ddb := awstest.SQS(t), awstest.DynamoDB(t)
+	client, ddb := awstest.SQS(t), ddbtest.DynamoDB(t)
 	// dynalite does well under a thousand operations a second and the
 	// idempotent sink needs two or three per message: the short run keeps
 	// to 1500 messages.
 	n, kills := pick(1500, 10_000), pick(4, 8)
 	rng := rand.New(rand.NewPCG(seed(t), 3))
 	q := awstest.NewQueue(t, client, "faults-crash", map[string]string{"VisibilityTimeout": "2"})
-	results := awstest.NewTable(t, ddb, "pk")
-	idem := awstest.NewTable(t, ddb, sink.DefaultIdempotencyKeyAttribute)
+	results := ddbtest.NewTable(t, ddb, "pk")
+	idem := ddbtest.NewTable(t, ddb, sink.DefaultIdempotencyKeyAttribute)
 	b := &backend{client: client}
 	b.sendBatch(t, q, jobEntries(n, 0))
 	logPath := filepath.Join(t.TempDir(), "events.log")
@@ -207,7 +208,7 @@ func TestCrashInMemory(t *testing.T) {
 	rng := rand.New(rand.NewPCG(seed(t), 2))
 
 	clk := clock.NewManual(time.Unix(1_700_000_000, 0))
-	f := sqsfake.New(sqsfake.WithClock(clk), sqsfake.WithSeed(int64(rng.Uint64())))
+	f := sqsfake.New(clock.Option[sqsfake.Option](clk), sqsfake.WithSeed(int64(rng.Uint64())))
 	src := f.MustCreateQueue("crash", map[string]string{"VisibilityTimeout": "5"})
 	for pid := range n {
 		f.MustSendJSON(src, job{PID: pid})
@@ -225,9 +226,9 @@ func TestCrashInMemory(t *testing.T) {
 		store, err := sink.NewDynamoDB[jobResult](
 			gatedDynamoDB{gate: p.gate, inner: recordingDynamoDB{DynamoDBAPI: ddbFake, ledger: writes, proc: id, pkAttr: "pk"}},
 			"results",
-			sink.WithClock(clk),
+			clock.Option[sink.DynamoDBOption](clk),
 			sink.WithBackoff(10*time.Millisecond, time.Second),
-			sink.WithIdempotency(sink.IdempotencyConfig[jobResult]{Table: "idem", Lease: 4 * time.Second}),
+			sink.WithIdempotency(sink.IdempotencyConfig{Table: "idem", Lease: 4 * time.Second}),
 		)
 		require.NoError(t, err)
 		p.store = store
@@ -237,7 +238,7 @@ func TestCrashInMemory(t *testing.T) {
 		}
 		pool, err := sqspool.StartPool(context.Background(), &sqspool.Consumer{Client: gatedSQS{gate: p.gate, inner: f}, Queue: src},
 			sink.Pipe(process, p.store),
-			sqspool.WithClock(clk),
+			clock.Option[sqspool.Option](clk),
 			sqspool.WithWorkers(16),
 			sqspool.WithRetryBackoff(sqspool.ExponentialBackoff(time.Second, 8*time.Second)),
 			sqspool.WithLogger(quietLogger()),

@@ -21,6 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sqspool/sqspool/internal/awstest"
+	"github.com/sqspool/sqspool/internal/ddbtest"
 	"github.com/sqspool/sqspool/sink"
 )
 
@@ -71,11 +72,11 @@ func TestCrashSuiteRedrive3(t *testing.T) {
 }
 
 func crashSuite(t *testing.T, maxReceiveCount, n, kills int) {
-	client, ddb := awstest.SQS(t), awstest.DynamoDB(t)
+	client, ddb := awstest.SQS(t), ddbtest.DynamoDB(t)
 	rng := rand.New(rand.NewPCG(seed(t), 12))
 	q, dlq := awstest.NewQueueWithDLQ(t, client, maxReceiveCount, map[string]string{"VisibilityTimeout": "5"})
-	results := awstest.NewTable(t, ddb, "pk")
-	idem := awstest.NewTable(t, ddb, sink.DefaultIdempotencyKeyAttribute)
+	results := ddbtest.NewTable(t, ddb, "pk")
+	idem := ddbtest.NewTable(t, ddb, sink.DefaultIdempotencyKeyAttribute)
 	b := &backend{client: client}
 	jobs := crashJobs(n)
 	logPath := filepath.Join(t.TempDir(), "events.log")

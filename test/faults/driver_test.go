@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/sqspool/sqspool"
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 )
 
 // driver moves a manual clock forward while a test runs, so that visibility

@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sqspool/sqspool"
-	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/internal/awstest"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -130,7 +130,7 @@ func TestFIFO(t *testing.T) {
 	t.Run("fake", func(t *testing.T) {
 		groups, perGroup := pick(20, 100), pick(50, 200)
 		clk := clock.NewManual(time.Unix(1_700_000_000, 0))
-		f := sqsfake.New(sqsfake.WithClock(clk), sqsfake.WithSeed(5))
+		f := sqsfake.New(clock.Option[sqsfake.Option](clk), sqsfake.WithSeed(5))
 		q := f.MustCreateQueue("steps.fifo", map[string]string{"FifoQueue": "true", "VisibilityTimeout": "10"})
 		for seq := range perGroup {
 			for g := range groups {
@@ -154,7 +154,7 @@ func TestFIFO(t *testing.T) {
 		})
 		o := newGroupOrder(groups)
 		pool, err := sqspool.StartPool(context.Background(), &sqspool.Consumer{Client: f, Queue: q}, o.handle,
-			sqspool.WithClock(clk), sqspool.WithWorkers(16), sqspool.WithLogger(quietLogger()),
+			clock.Option[sqspool.Option](clk), sqspool.WithWorkers(16), sqspool.WithLogger(quietLogger()),
 			sqspool.WithRetryBackoff(sqspool.ExponentialBackoff(time.Second, 4*time.Second)))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = pool.Shutdown(context.Background()) })

@@ -15,7 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sqspool/sqspool"
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sink/dynamofake"
 	"github.com/sqspool/sqspool/sqsfake"
@@ -34,6 +34,10 @@ type effect struct {
 	PID    int    `dynamodbav:"pid"`
 	Square int    `dynamodbav:"square"`
 }
+
+// IdempotencyKey keys the idempotent sink on the producer id, not the
+// MessageId.
+func (e effect) IdempotencyKey() string { return e.PK }
 
 func effectKey(pid int) string { return "p" + strconv.Itoa(pid) }
 
@@ -133,7 +137,7 @@ func TestFaultFlood(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 
 	clk := clock.NewManual(time.Unix(1_700_000_000, 0))
-	f := sqsfake.New(sqsfake.WithClock(clk), sqsfake.WithSeed(20260101))
+	f := sqsfake.New(clock.Option[sqsfake.Option](clk), sqsfake.WithSeed(20260101))
 	dlq := f.MustCreateQueue("flood-dlq", nil)
 	src := f.MustCreateQueue("flood", map[string]string{
 		"VisibilityTimeout": "5",
@@ -164,10 +168,7 @@ func TestFaultFlood(t *testing.T) {
 	writes := newLedger()
 	ddb, err := sink.NewDynamoDB[effect](recordingDynamoDB{DynamoDBAPI: ddbFake, ledger: writes, pkAttr: "pk"}, "results",
 		sink.WithBackoff(time.Millisecond, 20*time.Millisecond),
-		sink.WithIdempotency(sink.IdempotencyConfig[effect]{
-			Table:   "idem",
-			KeyFunc: func(_ context.Context, items []effect) (string, error) { return items[0].PK, nil },
-		}))
+		sink.WithIdempotency(sink.IdempotencyConfig{Table: "idem"}))
 	require.NoError(t, err)
 	mem := sink.NewMemoryKeyed(func(e effect) string { return e.PK })
 	store := sink.Func[effect](func(ctx context.Context, items ...effect) error {
@@ -207,7 +208,7 @@ func TestFaultFlood(t *testing.T) {
 	f.SetHook(spikes())
 	began := time.Now()
 	pool, err := sqspool.StartPool(context.Background(), &sqspool.Consumer{Client: f, Queue: src}, handler,
-		sqspool.WithClock(clk),
+		clock.Option[sqspool.Option](clk),
 		sqspool.WithWorkers(32),
 		// Two attempts per batch entry, not five: with these fault rates
 		// about 1% of deletes then fail for good, so that messages already

@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/sqspool/sqspool"
-	"github.com/sqspool/sqspool/clock"
 	"github.com/sqspool/sqspool/internal/awstest"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -50,7 +50,7 @@ func TestHeartbeat(t *testing.T) {
 	t.Run("fake", func(t *testing.T) {
 		const n, vis = 4, 30 * time.Second
 		clk := clock.NewManual(time.Unix(1_700_000_000, 0))
-		f := sqsfake.New(sqsfake.WithClock(clk), sqsfake.WithSeed(4))
+		f := sqsfake.New(clock.Option[sqsfake.Option](clk), sqsfake.WithSeed(4))
 		q := f.MustCreateQueue("heartbeat", map[string]string{"VisibilityTimeout": "30"})
 		for pid := range n {
 			f.MustSendJSON(q, job{PID: pid})
@@ -72,7 +72,7 @@ func TestHeartbeat(t *testing.T) {
 			defer t.Stop()
 			<-t.C()
 			return nil
-		}, sqspool.WithClock(clk), sqspool.WithWorkers(n), sqspool.WithLogger(quietLogger()))
+		}, clock.Option[sqspool.Option](clk), sqspool.WithWorkers(n), sqspool.WithLogger(quietLogger()))
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = pool.Shutdown(context.Background()) })
 		d := startDriver(t, clk, 50*time.Millisecond, 50*time.Millisecond, func() bool { return true })

@@ -26,7 +26,7 @@ import (
 
 func main() {
 	short := flag.Bool("short", false, "CI smoke: every scenario at small sizes (< 30 s); fails only if something is broken")
-	which := flag.String("scenario", "all", "scenarios to run: names or numbers, comma-separated (1 overhead, 2 latency, 3 cost, 4 gocloud, 5 memory, 6 catcher, 7 sink, 8 adaptive, 9 fifo, 10 sweep)")
+	which := flag.String("scenario", "all", "scenarios to run: names or numbers, comma-separated (1 overhead, 2 latency, 3 cost, 4 gocloud, 5 memory, 6 catcher, 7 sink, 8 adaptive, 9 fifo, 10 sweep, 12 lambda, 13 producer)")
 	csvPath := flag.String("csv", "", "also write the sweep's rows (scenario 10) as CSV to this file, for cmd/sweepchart")
 	quiet := flag.Bool("q", false, "no progress lines on stderr")
 	flag.Parse()

@@ -12,7 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/sqspool/sqspool"
-	"github.com/sqspool/sqspool/clock"
+	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -122,12 +122,12 @@ func steadyCost(ctx context.Context, variant string, n int, latency, handler tim
 // minutes of a manual clock on an empty queue.
 func emptyQueueCost(ctx context.Context, workers, minutes int) (Result, error) {
 	clk := clock.NewManual(time.Now())
-	f := sqsfake.New(sqsfake.WithClock(clk), sqsfake.WithSeed(1))
+	f := sqsfake.New(clock.Option[sqsfake.Option](clk), sqsfake.WithSeed(1))
 	url := f.MustCreateQueue("empty", map[string]string{"VisibilityTimeout": "60"})
 	c := &countingClient{Fake: f}
 	pool, err := sqspool.StartPool(ctx, &sqspool.Consumer{Client: c, Queue: url},
 		func(context.Context, *Body) error { return nil },
-		sqspool.WithWorkers(workers), sqspool.WithClock(clk), sqspool.WithLogger(quiet))
+		sqspool.WithWorkers(workers), clock.Option[sqspool.Option](clk), sqspool.WithLogger(quiet))
 	if err != nil {
 		return Result{}, err
 	}

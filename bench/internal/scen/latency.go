@@ -281,7 +281,6 @@ func Latency(ctx context.Context, o Opts) ([]Result, error) {
 		sdk  []func(*sqs.Options)
 		opts []sqspool.Option
 	}{
-		{"diagnostic: WithReceiveFill(0)", nil, []sqspool.Option{sqspool.WithReceiveFill(0)}},
 		{"diagnostic: WithPollers(10)", nil, []sqspool.Option{sqspool.WithPollers(10)}},
 		{"diagnostic: WithPollers(7), the old fixed ceil(workers/10) as the bound", nil, []sqspool.Option{sqspool.WithPollers(7)}},
 		{"diagnostic: SDK HTTP client with MaxIdleConnsPerHost 64 (default 10)", []func(*sqs.Options){idle64}, nil},

@@ -130,6 +130,8 @@ func All() []Scenario {
 		{8, "adaptive", Adaptive},
 		{9, "fifo", FIFO},
 		{10, "sweep", Sweep},
+		{12, "lambda", Lambda},
+		{13, "producer", Producer},
 	}
 }
 

@@ -142,7 +142,7 @@ const sinkIdemTable = "idempotency"
 func SinkIdempotentRun(ctx context.Context, n int) (Result, error) {
 	f := newSinkFake()
 	f.CreateTable(sinkIdemTable, sink.DefaultIdempotencyKeyAttribute, "")
-	s, err := sink.NewDynamoDB[sinkItem](f, sinkTable, sink.WithIdempotency(sink.IdempotencyConfig[sinkItem]{Table: sinkIdemTable}))
+	s, err := sink.NewDynamoDB[sinkItem](f, sinkTable, sink.WithIdempotency(sink.IdempotencyConfig{Table: sinkIdemTable}))
 	if err != nil {
 		return Result{}, err
 	}

@@ -31,6 +31,11 @@ type Result struct {
 	Total int    `dynamodbav:"total"`
 }
 
+// IdempotencyKey keys the idempotency records on the producer's order id,
+// not the MessageId: a resent order, or a message redriven from the DLQ (new
+// MessageId), is not applied again.
+func (r Result) IdempotencyKey() string { return r.PK }
+
 func process(_ context.Context, o *Order) (Result, error) {
 	return Result{PK: "order#" + o.ID, Total: o.Total}, nil
 }
@@ -42,12 +47,9 @@ func Run(ctx context.Context) error {
 		return err
 	}
 	store, err := sink.NewDynamoDB[Result](dynamodb.NewFromConfig(cfg), "results",
-		sink.WithIdempotency(sink.IdempotencyConfig[Result]{
+		sink.WithIdempotency(sink.IdempotencyConfig{
 			Table: "idempotency",
-			// Key on the producer's order id, not the MessageId: a resent order,
-			// or a message redriven from the DLQ (new MessageId), is not applied again.
-			KeyFunc: func(_ context.Context, rs []Result) (string, error) { return rs[0].PK, nil },
-			Lease:   20 * time.Second, // a little under the queue's visibility timeout
+			Lease: 20 * time.Second, // a little under the queue's visibility timeout
 		}))
 	if err != nil {
 		return err

@@ -159,7 +159,7 @@ func run() int {
 	var store *sink.DynamoDB[result]
 	if *table != "" && *idemTable != "" {
 		ddb := loggingDynamoDB{DynamoDBAPI: dynamodb.NewFromConfig(cfg), log: log}
-		if store, err = sink.NewDynamoDB[result](ddb, *table, sink.WithIdempotency(sink.IdempotencyConfig[result]{
+		if store, err = sink.NewDynamoDB[result](ddb, *table, sink.WithIdempotency(sink.IdempotencyConfig{
 			Table: *idemTable, Lease: *lease, Expiry: time.Hour,
 		})); err != nil {
 			fmt.Fprintln(os.Stderr, "consumer:", err)
