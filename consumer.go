@@ -239,7 +239,7 @@ type poller struct {
 	credits  *credits
 	breaker  *breaker   // nil: always admit
 	ctl      *receivers // adds and sheds pollers
-	dispatch func(msgs []types.Message, sent time.Time, probe uint64)
+	dispatch func(msgs []types.Message, sent time.Time, probe uint64, asked int)
 	calls    *apiCounters
 	observe  func(a api, entries int, began time.Time, err error)
 	received func(sent, at time.Time, n int)
@@ -332,9 +332,9 @@ func (p *poller) run(ctx, recv context.Context) {
 		if len(out.Messages) == 0 {
 			p.calls.empty()
 		} else {
-			p.dispatch(out.Messages, began, probe)
+			p.dispatch(out.Messages, began, probe, n)
 		}
-		if p.ctl.after(n, len(out.Messages)) {
+		if p.ctl.after(n, len(out.Messages), p.clock.Now().Sub(began)) {
 			return
 		}
 	}

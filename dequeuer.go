@@ -65,8 +65,12 @@ type dequeuer struct {
 }
 
 func newDequeuer(ctx context.Context, d *dequeuer, cfg *config) *dequeuer {
+	// Workers that finish faster than deletes are made wait while as many
+	// batches wait for a call slot as there are slots: records waiting for
+	// their delete stay in memory, and nothing else would bound them.
 	d.deletes = batch.New(ctx, batch.Options{
-		MaxItems: maxBatch, Linger: cfg.deleteLinger, MaxInFlight: cfg.batchConcurrency, Clock: cfg.clock,
+		MaxItems: maxBatch, Linger: cfg.deleteLinger, MaxInFlight: cfg.batchConcurrency,
+		MaxReady: cfg.batchConcurrency, Clock: cfg.clock,
 	}, nil, d.flushDeletes)
 	// Visibility changes (retry delays, FIFO holds, heartbeats) come one
 	// message at a time; the same linger makes them share calls. Shutdown
@@ -83,6 +87,17 @@ func newDequeuer(ctx context.Context, d *dequeuer, cfg *config) *dequeuer {
 func (d *dequeuer) delete(rec *record) {
 	if err := d.deletes.Add(rec); err != nil {
 		d.unsent(rec, "DeleteMessageBatch", err)
+	}
+}
+
+// deleteAll queues finished messages for deletion in calls of their own,
+// sent as soon as a call may start: nothing else fills them (see
+// dispatcher.keep).
+func (d *dequeuer) deleteAll(recs []*record) {
+	if err := d.deletes.AddBatch(recs); err != nil {
+		for _, rec := range recs {
+			d.unsent(rec, "DeleteMessageBatch", err)
+		}
 	}
 }
 

@@ -28,9 +28,12 @@ type record struct {
 	m        Message
 	ctx      handlerContext
 	state    atomic.Int32
-	attempts int           // handler runs of this delivery; only its worker touches it
-	retryAt  time.Time     // when its retry in place is due; its worker sets it, the stop reads it after takeRetries
-	probe    atomic.Uint64 // the breaker admission it holds, if a probe; see takeProbe
+	attempts int // handler runs of this delivery; only its worker touches it
+	// cut says that the receive that brought rec may have left more of its
+	// FIFO group at SQS: rec was the last message of a full response.
+	cut     bool
+	retryAt time.Time     // when its retry in place is due; its worker sets it, the stop reads it after takeRetries
+	probe   atomic.Uint64 // the breaker admission it holds, if a probe; see takeProbe
 
 	mu           sync.Mutex
 	handles      []string  // the newest delivery's receipt handle; more than one if receive counts tie (see redelivered)
@@ -173,6 +176,9 @@ type group struct {
 	// back (or until its delay ends, in case it never does).
 	heldUntil time.Time
 	heldFor   string // MessageId of the failed message
+	// done are the group's finished messages whose deletes wait for the
+	// end of its run here (see dispatcher.keep).
+	done []*record
 }
 
 // dispatcher turns received SQS messages into records, drops duplicates of
@@ -188,15 +194,19 @@ type dispatcher struct {
 	counters   *counters
 	work       chan *record
 	hold       func(rec *record, d time.Duration) // gives a held FIFO message back
-	observer   Observer                           // nil: none
-	breaker    *breaker                           // nil: none
+	// deleteNow deletes a FIFO group's finished messages in calls of their
+	// own, sent at once (see keep).
+	deleteNow func(recs []*record)
+	observer  Observer // nil: none
+	breaker   *breaker // nil: none
 
 	inflightMu sync.Mutex
 	inflight   map[string]*record // MessageId -> its record
 	gone       map[string]gone    // MessageId -> what its record knew when it was forgotten undeleted
 
-	groupsMu sync.Mutex
-	groups   map[string]*group
+	groupsMu   sync.Mutex
+	groups     map[string]*group
+	doneClosed bool // the stop took the held deletes: keep holds no more
 }
 
 // dispatch is called by pollers with what one receive returned; sent is when
@@ -205,11 +215,12 @@ type dispatcher struct {
 // Handler timeouts count from now, when the messages arrived. It never
 // blocks: the work channel holds as many records as there are slots.
 func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
-	d.dispatchProbes(msgs, sent, 0)
+	d.dispatchProbes(msgs, sent, 0, 0)
 }
 
 // dispatchProbes is dispatch for messages received with the breaker's probe
-// admission probe (see breaker.admit), which each new record holds.
+// admission probe (see breaker.admit), which each new record holds, by a
+// receive that asked for asked messages (0: unknown).
 //
 // Every message of the response takes its place (behind its FIFO group's
 // running message, or among those ready to start) before any reaches a
@@ -217,7 +228,7 @@ func (d *dispatcher) dispatch(msgs []types.Message, sent time.Time) {
 // and given back, before the next one of the same response entered the
 // group: that one would find no group and start as its head, ahead of the
 // message before it.
-func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe uint64) {
+func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe uint64, asked int) {
 	now := d.clock.Now()
 	var buf [maxBatch]*record
 	ready := buf[:0]
@@ -251,6 +262,10 @@ func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe 
 		d.counters.received.Add(1)
 		d.counters.held.Add(1)
 		if d.fifo {
+			// SQS fills a FIFO receive with as many of a group's messages
+			// as it can before it moves on to another group: only the last
+			// group of a full response may have more at SQS.
+			rec.cut = asked > 0 && i == len(msgs)-1 && len(msgs) >= asked
 			start, holdFor := d.enterGroup(rec, now)
 			if !start {
 				if holdFor > 0 {
@@ -300,12 +315,22 @@ func (d *dispatcher) next(rec *record, ok bool, delay time.Duration) (next *reco
 	if !d.fifo {
 		return nil, nil
 	}
+	var done []*record
 	d.groupsMu.Lock()
-	defer d.groupsMu.Unlock()
+	defer func() {
+		d.groupsMu.Unlock()
+		if len(done) > 0 {
+			d.deleteNow(done)
+		}
+	}()
 	gid := rec.msg.GroupID
 	g := d.groups[gid]
 	if g == nil {
 		return nil, nil
+	}
+	if !ok || len(g.waiting) == 0 {
+		// The run ends here: its held deletes go now.
+		done, g.done = g.done, nil
 	}
 	if !ok {
 		released, g.waiting, g.running = g.waiting, nil, false
@@ -324,6 +349,74 @@ func (d *dispatcher) next(rec *record, ok bool, delay time.Duration) (next *reco
 	return nil, released
 }
 
+// keep holds the delete of rec, which is done with, until the end of its
+// FIFO group's run here, if that run ends with a message that may have more
+// of the group behind it at SQS (see record.cut). SQS delivers no more of a
+// group until every message of it in flight is deleted: the run's deletes
+// then go in one call, at once, when its last message finishes, rather
+// than each waiting for a batch to fill with others. A delete is held only
+// while its message has more than half a visibility timeout left; the
+// watchdog lets it go before that runs out (see releaseDone). It reports
+// whether rec is held.
+func (d *dispatcher) keep(rec *record, now time.Time) bool {
+	if !d.fifo || d.deleteNow == nil {
+		return false
+	}
+	d.groupsMu.Lock()
+	defer d.groupsMu.Unlock()
+	g := d.groups[rec.msg.GroupID]
+	switch {
+	case d.doneClosed || g == nil:
+		return false
+	case !rec.cut && (len(g.waiting) == 0 || !g.waiting[len(g.waiting)-1].cut):
+		return false
+	case rec.visibleAt().Sub(now) <= d.visibility/2:
+		return false
+	}
+	g.done = append(g.done, rec)
+	return true
+}
+
+// releaseDone deletes now the held deletes of each group one of whose
+// messages is visible again within soon: a long handler (or a retry's
+// backoff) later in the run must not outlast their visibility.
+func (d *dispatcher) releaseDone(now time.Time, soon time.Duration) {
+	if !d.fifo {
+		return
+	}
+	var due [][]*record
+	d.groupsMu.Lock()
+	for _, g := range d.groups {
+		for _, rec := range g.done {
+			if rec.visibleAt().Sub(now) <= soon {
+				due, g.done = append(due, g.done), nil
+				break
+			}
+		}
+	}
+	d.groupsMu.Unlock()
+	for _, recs := range due {
+		d.deleteNow(recs)
+	}
+}
+
+// takeDone ends the holding of deletes and returns those held, for the
+// stop to send.
+func (d *dispatcher) takeDone() []*record {
+	if !d.fifo {
+		return nil
+	}
+	d.groupsMu.Lock()
+	defer d.groupsMu.Unlock()
+	d.doneClosed = true
+	var out []*record
+	for _, g := range d.groups {
+		out = append(out, g.done...)
+		g.done = nil
+	}
+	return out
+}
+
 // pruneGroups forgets holds that have ended, so that the group map does not
 // grow with every group that ever failed.
 func (d *dispatcher) pruneGroups(now time.Time) {
@@ -333,7 +426,7 @@ func (d *dispatcher) pruneGroups(now time.Time) {
 	d.groupsMu.Lock()
 	defer d.groupsMu.Unlock()
 	for id, g := range d.groups {
-		if !g.running && len(g.waiting) == 0 && !now.Before(g.heldUntil) {
+		if !g.running && len(g.waiting) == 0 && len(g.done) == 0 && !now.Before(g.heldUntil) {
 			delete(d.groups, id)
 		}
 	}

@@ -495,7 +495,7 @@ func TestDuplicateProbeGivesItsAdmissionBack(t *testing.T) {
 	b, clk, probe := halfOpenBreaker(t)
 	d := plainDispatcher(clk)
 	d.breaker = b
-	d.dispatchProbes([]types.Message{plainMsg("m", "h1", 1), plainMsg("m", "h2", 2)}, clk.Now(), probe)
+	d.dispatchProbes([]types.Message{plainMsg("m", "h1", 1), plainMsg("m", "h2", 2)}, clk.Now(), probe, 0)
 	rec := <-d.work
 	n, _, err := b.admit(context.Background(), 10)
 	require.NoError(t, err)

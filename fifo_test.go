@@ -157,11 +157,7 @@ func TestFIFOShutdownGivesBackAWaitingRetryAndItsGroup(t *testing.T) {
 	// The second failure waits for its backoff on the test's clock, which
 	// does not move.
 	h.wait(t, h.tries, 2)
-	require.Eventually(t, func() bool {
-		p.retryMu.Lock()
-		defer p.retryMu.Unlock()
-		return len(p.retries) == 1
-	}, 10*time.Second, time.Millisecond)
+	waitRetries(t, p, 1)
 	e.shutdown(p)
 	visible, inFlight := e.depth(e.queue)
 	assert.Equal(t, 2, visible, "the two behind message 1 are back")
@@ -175,4 +171,87 @@ func TestFIFOShutdownGivesBackAWaitingRetryAndItsGroup(t *testing.T) {
 	assert.Zero(t, inFlight)
 	assert.Equal(t, []int{1, 1}, h.counts[1])
 	assert.Empty(t, h.counts[2])
+}
+
+// SQS delivers no more of a FIFO group until every message of it in flight
+// is deleted. When a receive may have left more of its group at SQS, the
+// group's run here is deleted in one call as its last message finishes,
+// without waiting for the delete linger: the group's next batch comes
+// without the clock moving, and each run costs one DeleteMessageBatch.
+func TestFIFOGroupRunIsDeletedInOneCallAtOnce(t *testing.T) {
+	e, _ := fifoEnv(t, 0)
+	e.sendFIFO("g", 1, 2, 3, 4, 5, 6, 7, 8)
+	h := newHandled()
+	// 4 workers: receives ask for 4, each a full response of group g.
+	p := e.start(func(ctx context.Context, o *order) error {
+		return h.run(ctx, o, func(int, int, int) error { return nil })
+	}, WithWorkers(4), WithDeleteLinger(time.Hour))
+	h.wait(t, h.ok, 8)
+	require.Eventually(t, func() bool {
+		visible, inFlight := e.depth(e.queue)
+		return visible+inFlight == 0
+	}, 10*time.Second, time.Millisecond)
+	e.shutdown(p)
+	assert.Equal(t, []int{1, 2, 3, 4, 5, 6, 7, 8}, h.order)
+	assert.EqualValues(t, 2, p.Stats().Calls["DeleteMessageBatch"], "one call for each run of four")
+}
+
+// Deletes held for the end of a group's run are sent by the stop, even when
+// the run never ends: here its second message waits for a retry's backoff.
+func TestFIFOShutdownDeletesAGroupRunsHeldDeletes(t *testing.T) {
+	e, _ := fifoEnv(t, 0)
+	e.sendFIFO("g", 1, 2, 3)
+	h := newHandled()
+	p := e.start(func(ctx context.Context, o *order) error {
+		return h.run(ctx, o, func(id, _, _ int) error {
+			if id == 2 {
+				return RetryAfter(time.Hour, errors.New("not yet"))
+			}
+			return nil
+		})
+	}, WithWorkers(3), WithDeleteLinger(time.Hour))
+	h.wait(t, h.tries, 2)
+	waitRetries(t, p, 1)
+	assert.Zero(t, p.Stats().Deleted, "message 1's delete waits for its run's end")
+	e.shutdown(p)
+	assert.EqualValues(t, 1, p.Stats().Deleted)
+	msgs := e.fake.Messages(e.queue)
+	require.Len(t, msgs, 2, "messages 2 and 3 are back, message 1 is gone")
+}
+
+// A held delete goes before its message's visibility timeout can run out,
+// however long the rest of its group's run takes.
+func TestFIFOHeldDeleteGoesBeforeItsVisibilityRunsOut(t *testing.T) {
+	e, _ := fifoEnv(t, 0)
+	e.sendFIFO("g", 1, 2, 3)
+	h := newHandled()
+	release := make(chan struct{})
+	p := e.start(func(ctx context.Context, o *order) error {
+		return h.run(ctx, o, func(id, _, _ int) error {
+			if id == 2 {
+				<-release // a long handler
+			}
+			return nil
+		})
+	}, WithWorkers(3), WithPollers(1), WithDeleteLinger(time.Hour))
+	defer close(release)
+	h.wait(t, h.tries, 2)
+	assert.Zero(t, p.Stats().Deleted)
+	// The watchdog ticks every 10 s (a third of the 30 s visibility): the
+	// first tick finds message 1 visible again within its margin.
+	require.True(t, e.clk.BlockUntil(2, nil)) // the watchdog and the long poll
+	e.clk.Advance(10 * time.Second)
+	require.Eventually(t, func() bool { return p.Stats().Deleted == 1 }, 10*time.Second, time.Millisecond)
+	_, inFlight := e.depth(e.queue)
+	assert.Equal(t, 2, inFlight, "message 2 still runs, message 3 waits behind it")
+}
+
+// waitRetries waits until n retries in place wait for their backoff.
+func waitRetries(t *testing.T, p *Pool, n int) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		p.retryMu.Lock()
+		defer p.retryMu.Unlock()
+		return len(p.retries) == n
+	}, 10*time.Second, time.Millisecond)
 }

@@ -43,6 +43,7 @@ func (p *Pool) watch(ctx context.Context) {
 				p.deq.extend(rec, vis)
 			}
 		}
+		p.disp.releaseDone(now, tick+vis/3)
 		p.disp.pruneGroups(now)
 		p.disp.pruneGone(now)
 	}

@@ -141,6 +141,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 		counters:   &p.counters,
 		work:       p.work,
 		hold:       func(rec *record, d time.Duration) { p.giveBack(d, rec) },
+		deleteNow:  func(recs []*record) { p.deq.deleteAll(recs) },
 		observer:   cfg.observer,
 		breaker:    p.brk,
 		groups:     make(map[string]*group),
@@ -177,6 +178,11 @@ func (p *Pool) start(parent context.Context, client Client) {
 		want:  func() int { return min(want, max(int(p.limit.Load()), 1)) },
 		slots: func() int { return p.heldSlots(int(p.limit.Load())) + int(p.readAhead.Load()) },
 		free:  p.credits.unclaimed,
+		fifo:  p.queue.fifo,
+		rate: func() float64 {
+			rate, _ := p.sizer.load()
+			return rate
+		},
 	}
 	p.recv.spawn = func() bool {
 		if pollCtx.Err() != nil {
@@ -472,6 +478,9 @@ func (p *Pool) takeRetries() []*record {
 // finish deletes a message that is done with.
 func (p *Pool) finish(rec *record) {
 	rec.state.Store(recFinished)
+	if p.disp.keep(rec, p.cfg.clock.Now()) {
+		return // deleted with the rest of its FIFO group's run
+	}
 	p.deq.delete(rec)
 }
 
@@ -742,6 +751,9 @@ func (p *Pool) stop(ctx context.Context) error {
 	}
 	p.bgCancel()
 	p.bg.Wait()
+	if done := p.disp.takeDone(); len(done) > 0 {
+		p.deq.deleteAll(done)
+	}
 	// From here on, every delete or visibility change that fails is work
 	// the stop leaves undone.
 	p.deq.closing.Store(true)

@@ -18,14 +18,20 @@ import (
 // backoffs change nothing. The pool owns every poller goroutine (Pool.pollers),
 // whichever poller asked for it to be started.
 type receivers struct {
-	max    int         // WithPollers, or the default bound
-	want   func() int  // messages a full receive asks for now
-	slots  func() int  // the live limit plus the read-ahead
-	free   func() int  // slots no message holds and no poller claims
-	spawn  func() bool // starts one more poller; false once the pool stops
+	max    int            // WithPollers, or the default bound
+	want   func() int     // messages a full receive asks for now
+	slots  func() int     // the live limit plus the read-ahead
+	free   func() int     // slots no message holds and no poller claims
+	spawn  func() bool    // starts one more poller; false once the pool stops
+	rate   func() float64 // messages handled a second lately (0: not known yet)
+	fifo   bool           // a FIFO queue: see after
 	mu     sync.Mutex
 	active int // pollers running
 	peak   int // most pollers running at once
+	// fastest follows the quickest receives that brought messages: what a
+	// receive takes that finds them waiting at SQS (rising slowly, so that
+	// a slower network is learnt).
+	fastest time.Duration
 }
 
 // pollersFor is how many pollers n slots can keep busy: a receive takes want
@@ -47,20 +53,38 @@ func (r *receivers) start() {
 	r.spawn()
 }
 
-// after is told what a receive asked for and got, and reports whether its
-// poller should stop (be shed).
-func (r *receivers) after(asked, got int) (stop bool) {
+// after is told what a receive asked for and got, and how long it took, and
+// reports whether its poller should stop (be shed).
+func (r *receivers) after(asked, got int, took time.Duration) (stop bool) {
 	bound := r.bound()
 	full := got >= asked && asked >= r.want()
 	waiting := full && r.free() >= r.want()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	waited := false
+	if got > 0 {
+		// A full receive that took long waited at SQS for its messages
+		// (on a FIFO queue, for a group to unlock), or was slowed by a
+		// busy CPU, which more pollers load more: either way one more
+		// poller would not bring more. On a FIFO queue the pollers take
+		// groups as fast as they unlock, and this one goes; elsewhere a
+		// slow receive is a busy CPU far more often than a wait (a wait
+		// for a trickle comes back partial), and the pollers stay.
+		if r.fastest == 0 || took < r.fastest {
+			r.fastest = took
+		} else {
+			r.fastest += (took - r.fastest) / 32
+		}
+		waited = took > 2*r.fastest+time.Millisecond
+	}
+	waiting = waiting && !waited
+	bound = min(bound, r.demandLocked())
 	switch {
-	case r.active > 1 && (got < asked || asked < r.want() || r.active > bound):
+	case r.active > 1 && (got < asked || asked < r.want() || r.active > bound || (waited && r.fifo)):
 		// Partial or empty: the queue has less than the pollers can take.
 		// Asked for less than a batch: the handlers, not the receives, are
 		// the limit, and pollers that share the freed slots only make
-		// smaller receives.
+		// smaller receives. Waited (FIFO): see above.
 		r.active--
 		return true
 	case waiting && r.active < bound:
@@ -72,6 +96,23 @@ func (r *receivers) after(asked, got int) (stop bool) {
 		}
 	}
 	return false
+}
+
+// demandLocked bounds the pollers by the rate messages are handled at: the
+// receives in flight that rate needs, each bringing a full batch in the
+// quickest receive time, twice over, so that the pollers can still double
+// while the rate follows them. Past it, pollers outrun the handlers (a CPU
+// that is the limit, or FIFO groups that SQS holds until their deletes land),
+// and each one more only adds load.
+func (r *receivers) demandLocked() int {
+	if r.rate == nil || r.fastest <= 0 {
+		return math.MaxInt
+	}
+	rate := r.rate()
+	if rate <= 0 {
+		return math.MaxInt
+	}
+	return 2*int(math.Ceil(rate*r.fastest.Seconds()/float64(max(r.want(), 1)))) + 2
 }
 
 // running returns the pollers running now and the most seen at once.

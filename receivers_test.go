@@ -228,27 +228,27 @@ func TestReceiversAddShedAndBound(t *testing.T) {
 	}
 	r.start()
 	assert.Equal(t, 1, spawned)
-	assert.False(t, r.after(10, 10), "full, slots unclaimed: keep and add")
+	assert.False(t, r.after(10, 10, 0), "full, slots unclaimed: keep and add")
 	assert.Equal(t, 2, spawned)
 	free = 9
-	assert.False(t, r.after(10, 10), "full, but workers have work: no poller added")
+	assert.False(t, r.after(10, 10, 0), "full, but workers have work: no poller added")
 	assert.Equal(t, 2, spawned)
 	free = 64
-	assert.True(t, r.after(4, 4), "a receive that found less than a batch's slots free: shed")
-	assert.False(t, r.after(4, 4), "but never below one poller")
+	assert.True(t, r.after(4, 4, 0), "a receive that found less than a batch's slots free: shed")
+	assert.False(t, r.after(4, 4, 0), "but never below one poller")
 	for range 10 {
-		r.after(10, 10)
+		r.after(10, 10, 0)
 	}
 	active, peak := r.running()
 	assert.Equal(t, 5, active, "WithPollers is an upper bound")
 	assert.Equal(t, 5, peak)
 	slots = 25 // the adaptive limit shrank: room for 3 receives
-	assert.True(t, r.after(10, 10), "past the slot bound: shed")
-	assert.True(t, r.after(10, 10))
-	assert.False(t, r.after(10, 10))
-	assert.True(t, r.after(10, 3), "partial: shed")
-	assert.True(t, r.after(10, 0), "empty: shed")
-	assert.False(t, r.after(10, 0), "never below one poller")
+	assert.True(t, r.after(10, 10, 0), "past the slot bound: shed")
+	assert.True(t, r.after(10, 10, 0))
+	assert.False(t, r.after(10, 10, 0))
+	assert.True(t, r.after(10, 3, 0), "partial: shed")
+	assert.True(t, r.after(10, 0, 0), "empty: shed")
+	assert.False(t, r.after(10, 0, 0), "never below one poller")
 	active, _ = r.running()
 	assert.Equal(t, 1, active)
 }
@@ -291,4 +291,48 @@ func TestReadAheadFollowsThePollersRunning(t *testing.T) {
 	p.resize(10 * time.Millisecond)
 	assert.EqualValues(t, 60, p.readAhead.Load())
 	assert.Equal(t, 60, p.credits.unclaimed(), "the slots moved with it")
+}
+
+// A full receive that waited at SQS for its messages adds no poller; on a
+// FIFO queue it sheds its own: the pollers take groups as fast as they
+// unlock. Elsewhere a slow receive is most often a busy CPU, and the
+// pollers stay. Pollers never pass
+// twice the receives the handling rate needs (the rate × the quickest
+// receive time / a batch), so that a CPU that is the limit, or FIFO groups
+// that SQS holds, do not draw ever more long polls.
+func TestReceiversFollowWaitsAndTheHandlingRate(t *testing.T) {
+	spawned, rate := 0, 0.0
+	r := &receivers{
+		max:   100,
+		want:  func() int { return 10 },
+		slots: func() int { return 640 },
+		free:  func() int { return 640 },
+		spawn: func() bool { spawned++; return true },
+		rate:  func() float64 { return rate },
+		fifo:  true,
+	}
+	r.start()
+	const quick = 10 * time.Millisecond
+	assert.False(t, r.after(10, 10, quick), "full and quick: add")
+	assert.False(t, r.after(10, 10, quick))
+	assert.Equal(t, 3, spawned)
+	assert.True(t, r.after(10, 10, 3*quick), "full, but waited at SQS: shed")
+	assert.Equal(t, 3, spawned, "and nothing added")
+	assert.True(t, r.after(10, 10, 3*quick))
+	assert.False(t, r.after(10, 10, 3*quick), "never below one poller")
+	for range 20 {
+		r.after(10, 10, quick)
+	}
+	active, _ := r.running()
+	require.Greater(t, active, 8)
+	rate = 2000 // 2 receives in flight at 10 ms: at most 6 pollers
+	for range 20 {
+		r.after(10, 10, quick)
+	}
+	active, _ = r.running()
+	assert.Equal(t, 6, active)
+	r.fifo, rate = false, 0 // no rate bound: only the wait keeps it from adding
+	assert.False(t, r.after(10, 10, 3*quick), "not FIFO: a slow receive keeps its poller")
+	active, _ = r.running()
+	assert.Equal(t, 6, active, "and adds none")
 }

@@ -38,6 +38,11 @@ type Options struct {
 	Linger time.Duration
 	// MaxInFlight is how many flushes may run at once (default 1).
 	MaxInFlight int
+	// MaxReady bounds the cut batches waiting for a flush slot (0: no
+	// bound): while that many wait, Add blocks, so that callers that
+	// produce items faster than the flushes take them slow down instead
+	// of piling them up.
+	MaxReady int
 	// Clock drives the linger timer (default clock.Real).
 	Clock clock.Clock
 }
@@ -59,6 +64,7 @@ type Batcher[T any] struct {
 	timer        clock.Timer
 	timerGen     uint64 // tells a stale linger callback from the armed one
 	closed       bool
+	room         sync.Cond     // signalled when a ready batch leaves, or on Close (see MaxReady)
 	idle         chan struct{} // closed once closed and nothing is left to do
 	starting     [][]T         // batches dispatched under mu, started by unlock
 	wg           sync.WaitGroup
@@ -81,14 +87,19 @@ func New[T any](ctx context.Context, o Options, size func(T) int, flush func(con
 		size = func(T) int { return 0 }
 	}
 	b := &Batcher[T]{opts: o, size: size, flush: flush, idle: make(chan struct{})}
+	b.room.L = &b.mu
 	b.ctx, b.cancel = context.WithCancel(ctx)
 	return b
 }
 
-// Add hands an item to the batcher. It never blocks on a flush.
+// Add hands an item to the batcher. It blocks only while MaxReady batches
+// wait for a flush slot; it returns ErrClosed once Close was called.
 func (b *Batcher[T]) Add(item T) error {
 	b.mu.Lock()
 	defer b.unlock()
+	for b.opts.MaxReady > 0 && len(b.ready) >= b.opts.MaxReady && !b.closed {
+		b.room.Wait()
+	}
 	if b.closed {
 		return ErrClosed
 	}
@@ -112,6 +123,25 @@ func (b *Batcher[T]) Add(item T) error {
 		gen := b.timerGen
 		b.wg.Add(1) // Done by the callback, or by cutLocked when Stop wins
 		b.timer = b.opts.Clock.AfterFunc(b.opts.Linger, func() { b.onLinger(gen) })
+	}
+	b.dispatchLocked()
+	return nil
+}
+
+// AddBatch hands items to the batcher as batches of their own, of MaxItems
+// at most (MaxBytes is not applied), ready to flush at once: for items that
+// must not wait for others to fill a batch. It never blocks, whatever
+// MaxReady: its callers bound what they hand in.
+func (b *Batcher[T]) AddBatch(items []T) error {
+	b.mu.Lock()
+	defer b.unlock()
+	if b.closed {
+		return ErrClosed
+	}
+	for len(items) > 0 {
+		n := min(len(items), b.opts.MaxItems)
+		b.ready = append(b.ready, items[:n:n])
+		items = items[n:]
 	}
 	b.dispatchLocked()
 	return nil
@@ -157,6 +187,7 @@ func (b *Batcher[T]) Close(ctx context.Context) error {
 	b.mu.Lock()
 	if !b.closed {
 		b.closed = true
+		b.room.Broadcast() // blocked Adds return ErrClosed
 		b.cutLocked()
 		b.dispatchLocked()
 		b.checkIdleLocked()
@@ -211,6 +242,7 @@ func (b *Batcher[T]) dispatchLocked() {
 		items := b.ready[0]
 		b.ready[0] = nil
 		b.ready = b.ready[1:]
+		b.room.Broadcast()
 		b.inFlight++
 		b.wg.Add(1)
 		b.starting = append(b.starting, items)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -200,4 +201,56 @@ func TestConcurrentAddsAllArrive(t *testing.T) {
 			t.Fatalf("item %d flushed %d times", k, n)
 		}
 	}
+}
+
+// AddBatch's items go at once, in batches of their own of MaxItems at most,
+// and leave the pending partial batch to its linger.
+func TestAddBatchFlushesItsItemsAtOnceAndAlone(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	r := newRecorder()
+	b := New(context.Background(), Options{MaxItems: 3, Linger: time.Hour, MaxInFlight: 4, Clock: clk}, nil, r.flush)
+	require.NoError(t, b.Add(0))
+	require.NoError(t, b.AddBatch([]int{1, 2, 3, 4}))
+	got := [][]int{<-r.flushed, <-r.flushed}
+	assert.ElementsMatch(t, [][]int{{1, 2, 3}, {4}}, got)
+	assert.Equal(t, 1, b.Pending(), "the pending batch still waits for its linger")
+	require.NoError(t, b.Close(context.Background()))
+	assert.Equal(t, []int{0}, <-r.flushed)
+	assert.ErrorIs(t, b.AddBatch([]int{5}), ErrClosed)
+}
+
+// With MaxReady batches waiting for a flush slot, Add blocks until one
+// starts; Close wakes a blocked Add, which then reports ErrClosed.
+func TestAddBlocksWhileMaxReadyBatchesWait(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		r := newRecorder()
+		r.block = make(chan struct{})
+		b := New(context.Background(), Options{MaxItems: 1, MaxInFlight: 1, MaxReady: 1}, nil, r.flush)
+		require.NoError(t, b.Add(1)) // flushing, blocked
+		require.NoError(t, b.Add(2)) // ready: the bound
+		added := make(chan error)
+		go func() { added <- b.Add(3) }()
+		synctest.Wait()
+		select {
+		case err := <-added:
+			t.Fatalf("Add returned %v with a full ready queue", err)
+		default:
+		}
+		r.block <- struct{}{} // 1 ends; 2 starts, which makes room for 3
+		require.NoError(t, <-added)
+		assert.Equal(t, []int{1}, <-r.flushed)
+		close(r.block)
+		require.NoError(t, b.Close(context.Background()))
+		assert.Equal(t, [][]int{{1}, {2}, {3}}, r.all())
+
+		b = New(context.Background(), Options{MaxItems: 1, MaxInFlight: 1, MaxReady: 1}, nil, func(ctx context.Context, _ []int) { <-ctx.Done() })
+		require.NoError(t, b.Add(1))
+		require.NoError(t, b.Add(2))
+		go func() { added <- b.Add(3) }()
+		synctest.Wait()
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		assert.ErrorIs(t, b.Close(ctx), context.Canceled)
+		assert.ErrorIs(t, <-added, ErrClosed)
+	})
 }

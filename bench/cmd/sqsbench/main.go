@@ -19,6 +19,8 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
+	"strings"
 	"time"
 
 	"github.com/sqspool/sqspool/bench/internal/scen"
@@ -26,10 +28,36 @@ import (
 
 func main() {
 	short := flag.Bool("short", false, "CI smoke: every scenario at small sizes (< 30 s); fails only if something is broken")
-	which := flag.String("scenario", "all", "scenarios to run: names or numbers, comma-separated (1 overhead, 2 latency, 3 cost, 4 gocloud, 5 memory, 6 catcher, 7 sink, 8 adaptive, 9 fifo, 10 sweep, 12 lambda, 13 producer)")
+	which := flag.String("scenario", "all", "scenarios to run: names or numbers, comma-separated (1 overhead, 2 latency, 3 cost, 4 gocloud, 5 memory, 6 catcher, 7 sink, 8 adaptive, 9 fifo, 10 sweep, 11 cpu, 12 lambda, 13 producer)")
 	csvPath := flag.String("csv", "", "also write the sweep's rows (scenario 10) as CSV to this file, for cmd/sweepchart")
 	quiet := flag.Bool("q", false, "no progress lines on stderr")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	var lats, hands durations
+	flag.Var(&lats, "latencies", "the sweep's receive latencies, comma-separated (default: 5ms,20ms,50ms,100ms)")
+	flag.Var(&hands, "handlers", "the sweep's handler times, comma-separated (default: 1ms,10ms,100ms,500ms)")
+	serveFake := flag.Bool(scen.ServeFakeFlag, false, "internal: serve the fake for scenario 11 (the child process)")
+	fakeN := flag.Int("fake-n", 0, "internal: messages the child's fake holds")
+	fakeLatency := flag.Duration("fake-latency", 0, "internal: latency of every call on the child's fake")
 	flag.Parse()
+	if *serveFake {
+		if err := scen.ServeFake(context.Background(), *fakeN, *fakeLatency, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "sqsbench fake:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sqsbench:", err)
+			os.Exit(2)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "sqsbench:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	list, err := scen.Find(*which)
 	if err != nil {
@@ -38,7 +66,10 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	o := scen.Opts{Short: *short}
+	o := scen.Opts{Short: *short, SweepLatencies: lats, SweepHandlers: hands}
+	if self, err := os.Executable(); err == nil {
+		o.Self = self
+	}
 	if !*quiet {
 		o.Log = func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }
 	}
@@ -88,4 +119,26 @@ func writeCSV(path string, rs []scen.Result) error {
 		return err
 	}
 	return f.Close()
+}
+
+// durations is a flag of comma-separated durations.
+type durations []time.Duration
+
+func (d *durations) String() string {
+	var parts []string
+	for _, v := range *d {
+		parts = append(parts, v.String())
+	}
+	return strings.Join(parts, ",")
+}
+
+func (d *durations) Set(s string) error {
+	for _, part := range strings.Split(s, ",") {
+		v, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil {
+			return err
+		}
+		*d = append(*d, v)
+	}
+	return nil
 }

@@ -59,8 +59,8 @@ func FIFO(ctx context.Context, o Opts) ([]Result, error) {
 			Scenario: "9 fifo", Variant: fmt.Sprintf("%s, %d groups, %d workers", c.name, fifoGroups, httpWorkers),
 			Msgs: r.handled, Rate: r.rate, ReqPer1000: r.reqPer1000, CPUPerMsg: r.cpu,
 		}
-		note := fmt.Sprintf("groups running at once %.1f avg; %.0f%% of bound %.0f/s; %.0f%% received >1 before first start; order violations %d",
-			r.groupsAtOnce, 100*r.rate/fifoBound, fifoBound, 100*r.spentBefore, r.violations)
+		note := fmt.Sprintf("groups running at once %.1f avg; %.0f%% of bound %.0f/s; %.0f%% received >1 before first start; order violations %d; pollers %.1f avg",
+			r.groupsAtOnce, 100*r.rate/fifoBound, fifoBound, 100*r.spentBefore, r.violations, r.pollers)
 		if r.timedOut {
 			note += fmt.Sprintf("; did not finish in %v (%d of %d)", limit, r.handled, n)
 		}
@@ -87,6 +87,7 @@ type fifoRun struct {
 	spentBefore  float64 // share of messages with ReceiveCount > 1 at their first start
 	violations   int
 	timedOut     bool
+	pollers      float64 // long polls running, on average
 }
 
 // preloadFIFO sends n messages, message i to group i % groups, in order.
@@ -174,6 +175,26 @@ func runFIFO(ctx context.Context, n int, limit time.Duration, c fifoCase) (fifoR
 		return fifoRun{}, err
 	}
 	var r fifoRun
+	// Sampled while the run lasts: how many long polls the pool keeps.
+	stopSample := make(chan struct{})
+	var sampleWG sync.WaitGroup
+	sampleWG.Go(func() {
+		tk := time.NewTicker(20 * time.Millisecond)
+		defer tk.Stop()
+		var samples, pollers int64
+		for {
+			select {
+			case <-stopSample:
+				if samples > 0 {
+					r.pollers = float64(pollers) / float64(samples)
+				}
+				return
+			case <-tk.C:
+				samples++
+				pollers += pool.Stats().Pollers
+			}
+		}
+	})
 	timer := time.NewTimer(limit)
 	select {
 	case <-t.allDone:
@@ -182,6 +203,8 @@ func runFIFO(ctx context.Context, n int, limit time.Duration, c fifoCase) (fifoR
 	case <-ctx.Done():
 	}
 	timer.Stop()
+	close(stopSample)
+	sampleWG.Wait()
 	elapsed := time.Since(began)
 	req := calls()
 	r.handled = t.done.Load()

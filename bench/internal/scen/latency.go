@@ -145,47 +145,54 @@ func runLatencyPoolSDK(ctx context.Context, n int, c cell, sdkOpts []func(*sqs.O
 // handler (sleep, decode) and Ack.
 func runLatencyGocloud(ctx context.Context, n int, c cell) (latencyRun, error) {
 	return overHTTP(ctx, n, c, "gocloud", func(h *httpFake, p *progress) error {
-		sub := awssnssqs.OpenSubscriptionV2(ctx, h.client, h.url, &awssnssqs.SubscriptionOptions{Raw: true, WaitTime: 20 * time.Second})
-		rctx, cancel := context.WithCancel(ctx)
-		var wg sync.WaitGroup
-		errc := make(chan error, c.workers)
-		for range c.workers {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					m, err := sub.Receive(rctx)
-					if err != nil {
-						if rctx.Err() == nil {
-							errc <- err
-						}
-						return
-					}
-					time.Sleep(c.handler)
-					var b Body
-					if err := json.Unmarshal(m.Body, &b); err != nil {
-						m.Nack()
-						errc <- err
-						return
-					}
-					m.Ack()
-					p.add(1)
-				}
-			}()
-		}
-		werr := p.wait(ctx, 3*time.Minute)
-		select {
-		case err := <-errc:
-			werr = errors.Join(werr, err)
-		default:
-		}
-		cancel()
-		wg.Wait()
-		if serr := sub.Shutdown(context.WithoutCancel(ctx)); serr != nil {
-			werr = errors.Join(werr, fmt.Errorf("gocloud shutdown: %w", serr))
-		}
-		return werr
+		return consumeGocloud(ctx, h.client, h.url, c, p)
 	})
+}
+
+// consumeGocloud consumes from url until p counts every message: a gocloud
+// subscription and c.workers goroutines that each Receive, run the handler
+// (sleep, decode) and Ack.
+func consumeGocloud(ctx context.Context, client *sqs.Client, url string, c cell, p *progress) error {
+	sub := awssnssqs.OpenSubscriptionV2(ctx, client, url, &awssnssqs.SubscriptionOptions{Raw: true, WaitTime: 20 * time.Second})
+	rctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	errc := make(chan error, c.workers)
+	for range c.workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				m, err := sub.Receive(rctx)
+				if err != nil {
+					if rctx.Err() == nil {
+						errc <- err
+					}
+					return
+				}
+				time.Sleep(c.handler)
+				var b Body
+				if err := json.Unmarshal(m.Body, &b); err != nil {
+					m.Nack()
+					errc <- err
+					return
+				}
+				m.Ack()
+				p.add(1)
+			}
+		}()
+	}
+	werr := p.wait(ctx, 3*time.Minute)
+	select {
+	case err := <-errc:
+		werr = errors.Join(werr, err)
+	default:
+	}
+	cancel()
+	wg.Wait()
+	if serr := sub.Shutdown(context.WithoutCancel(ctx)); serr != nil {
+		werr = errors.Join(werr, fmt.Errorf("gocloud shutdown: %w", serr))
+	}
+	return werr
 }
 
 // overHTTP measures consume against the HTTP fake set for c, preloaded with

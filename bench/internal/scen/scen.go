@@ -37,6 +37,12 @@ type Opts struct {
 	Short bool
 	// Log, when set, receives progress lines.
 	Log func(format string, args ...any)
+	// Self is the sqsbench executable, for scenarios that run the fake in a
+	// child process (11); empty: they are skipped.
+	Self string
+	// SweepLatencies and SweepHandlers, when set, pick the sweep's cells
+	// (scenario 10) instead of the whole grid.
+	SweepLatencies, SweepHandlers []time.Duration
 }
 
 func (o Opts) logf(format string, args ...any) {
@@ -130,6 +136,7 @@ func All() []Scenario {
 		{8, "adaptive", Adaptive},
 		{9, "fifo", FIFO},
 		{10, "sweep", Sweep},
+		{11, "cpu", CPU},
 		{12, "lambda", Lambda},
 		{13, "producer", Producer},
 	}
@@ -152,7 +159,7 @@ func Find(list string) ([]Scenario, error) {
 			}
 		}
 		if !found {
-			return nil, fmt.Errorf("no scenario %q (have 1-9 or %s)", name, names())
+			return nil, fmt.Errorf("no scenario %q (have 1-13 or %s)", name, names())
 		}
 	}
 	return out, nil

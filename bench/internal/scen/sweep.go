@@ -51,6 +51,12 @@ func runLatencyHand(ctx context.Context, n int, c cell) (latencyRun, error) {
 // goroutines), one run each per cell, over the HTTP fake.
 func Sweep(ctx context.Context, o Opts) ([]Result, error) {
 	lats, hands := sweepLatencies, sweepHandlers
+	if len(o.SweepLatencies) > 0 {
+		lats = o.SweepLatencies
+	}
+	if len(o.SweepHandlers) > 0 {
+		hands = o.SweepHandlers
+	}
 	if o.Short {
 		lats, hands = []time.Duration{20 * time.Millisecond}, []time.Duration{10 * time.Millisecond}
 	}
@@ -79,7 +85,7 @@ func Sweep(ctx context.Context, o Opts) ([]Result, error) {
 					return out, fmt.Errorf("sweep %v/%v %s: %w", lat, hd, r.consumer, err)
 				}
 				got[r.consumer] = lr
-				o.logf("sweep: recv %v, handler %v, %s: %.0f msgs/s (%.0f%% of %.0f), %.1f req/1000", lat, hd, r.consumer, lr.rate, 100*lr.rate/c.bound(), c.bound(), lr.reqPer1000)
+				o.logf("sweep: recv %v, handler %v, %s: %.0f msgs/s (%.0f%% of %.0f), %.1f req/1000, calls %v", lat, hd, r.consumer, lr.rate, 100*lr.rate/c.bound(), c.bound(), lr.reqPer1000, lr.calls)
 			}
 			g := got[ConsumerGocloud]
 			for _, r := range runs {
