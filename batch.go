@@ -319,7 +319,7 @@ func (b *batcher[T]) run(recs []*record) (carry []*record) {
 func (b *batcher[T]) call(items []batchItem, ran []int, vals []T, msgs []*Message) {
 	p := b.p
 	bc := &batchContext{msgs: msgs}
-	bc.values = p.handlerCtx
+	bc.values, bc.pool = p.handlerCtx, p
 	// The batch ends at its earliest message's deadline, and so does the
 	// heartbeat of every message in it: a batch handler that ignores its
 	// context keeps none of them from everyone else past that.

@@ -568,3 +568,34 @@ func TestBatchFIFOMalformedMessageHoldsItsGroup(t *testing.T) {
 	assert.EqualValues(t, 1, st.DecodeErrors)
 	assert.EqualValues(t, 1, st.Deleted)
 }
+
+// A batch handler may stop its pool with its own context, as a single
+// handler may: the stop waits for the batch, so Shutdown must not wait for
+// the stop, and the batch's messages end by its result.
+func TestBatchShutdownFromInsideTheBatchHandler(t *testing.T) {
+	e := newEnv(t, nil)
+	e.sendOrders(3)
+	var p *Pool
+	shutdownErr := make(chan error, 1)
+	ready := make(chan struct{})
+	p = e.startBatch(func(ctx context.Context, msgs []order) error {
+		<-ready
+		shutdownErr <- p.Shutdown(ctx)
+		return nil
+	}, WithBatchSize(3), lingerForever)
+	close(ready)
+	waited := make(chan error, 1)
+	go func() { waited <- p.Wait() }()
+	hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
+	defer hang.Stop()
+	select {
+	case err := <-waited:
+		require.NoError(t, err)
+	case <-hang.C:
+		t.Fatal("Shutdown from a batch handler deadlocked the pool")
+	}
+	require.NoError(t, <-shutdownErr)
+	assert.EqualValues(t, 3, p.Stats().Deleted, "the batch succeeded: its messages were deleted")
+	visible, inFlight := e.depth(e.queue)
+	assert.Zero(t, visible+inFlight)
+}

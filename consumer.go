@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,6 +16,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/sqspool/sqspool/internal/backoff"
 	"github.com/sqspool/sqspool/internal/clock"
 )
 
@@ -244,6 +244,7 @@ type poller struct {
 	observe  func(a api, entries int, began time.Time, err error)
 	received func(sent, at time.Time, n int)
 	onError  func(error)
+	jitter   backoff.Source
 }
 
 // Receive errors back off between these bounds.
@@ -274,7 +275,8 @@ func newReceiveInput(queueURL string, cfg *config) sqs.ReceiveMessageInput {
 // leave, so a cancelled receive can still take messages, and a response on
 // its way back would be lost with them in flight (see Pool.stop).
 func (p *poller) run(ctx, recv context.Context) {
-	backoff := minReceiveBackoff
+	pause := backoff.Policy{Base: minReceiveBackoff, Max: maxReceiveBackoff, Jitter: p.jitter}
+	failures := 0 // in a row
 	w := &waiter{ch: make(chan struct{}, 1)}
 	for {
 		want := min(p.want, max(int(p.limit.Load()), 1))
@@ -316,13 +318,13 @@ func (p *poller) run(ctx, recv context.Context) {
 			}
 			p.calls.fail(apiReceiveMessage)
 			p.onError(&APIError{API: "ReceiveMessage", Err: err})
-			if sleep(ctx, p.clock, rand.N(backoff)+time.Millisecond) != nil {
+			if sleep(ctx, p.clock, pause.Delay(failures)) != nil {
 				return
 			}
-			backoff = min(2*backoff, maxReceiveBackoff)
+			failures++
 			continue
 		}
-		backoff = minReceiveBackoff
+		failures = 0
 		p.received(began, p.clock.Now(), len(out.Messages))
 		// A negative release takes slots for any message beyond what was asked.
 		p.credits.release(n - len(out.Messages))

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/sqspool/sqspool/internal/backoff"
 	"github.com/sqspool/sqspool/internal/batch"
 	"github.com/sqspool/sqspool/internal/clock"
 )
@@ -51,9 +51,11 @@ type dequeuer struct {
 	counters *counters
 	log      *slog.Logger
 	onError  func(*Message, error)
-	forget   func(*record)
+	forget   func(*record) // the message stays in SQS
+	gone     func(*record) // SQS deleted the message
 	observe  func(a api, entries int, began time.Time, err error)
 	deleted  func(*Message)
+	jitter   backoff.Source
 
 	deletes   *batch.Batcher[*record]
 	changes   *batch.Batcher[change]
@@ -101,21 +103,24 @@ func (d *dequeuer) deleteAll(recs []*record) {
 
 // setVisibility queues the visibility change a message's outcome asks for
 // (a retry delay, a give-back). The record leaves the in-flight set at once:
-// the message is no longer this process's to handle. From now on no
+// the message is no longer this process's to handle (and an older delivery
+// arriving later is not either: see dispatcher.track). From now on no
 // heartbeat extension of it is sent; if one is on its way, SQS could apply it
 // after this change and hide the message for a whole timeout, so the change
 // waits for its answer (see endExtension).
 func (d *dequeuer) setVisibility(rec *record, timeout time.Duration) {
-	d.forget(rec)
 	c := change{rec: rec, timeout: visibilitySeconds(rec, timeout, d.clock.Now())}
 	rec.mu.Lock()
-	rec.outcome = true
-	if rec.extending > 0 {
+	rec.outcome = true // before it is forgotten: see dispatcher.track
+	parked := rec.extending > 0
+	if parked {
 		rec.parked = &c
-		rec.mu.Unlock()
-		return
 	}
 	rec.mu.Unlock()
+	d.forget(rec)
+	if parked {
+		return
+	}
 	if err := d.changes.Add(c); err != nil {
 		d.unsent(rec, "ChangeMessageVisibilityBatch", err)
 	}
@@ -193,6 +198,7 @@ func visibilitySeconds(rec *record, timeout time.Duration, now time.Time) int32 
 
 func (d *dequeuer) unsent(rec *record, api string, err error) {
 	d.unflushed.Add(1)
+	rec.changeAnswered()
 	d.forget(rec)
 	d.onError(rec.msg, &APIError{API: api, Err: err})
 }
@@ -233,13 +239,14 @@ func (d *dequeuer) flushDeletes(ctx context.Context, recs []*record) {
 				return true
 			}
 			if err == nil {
+				d.gone(rec)
 				d.counters.deleted.Add(1)
 				d.deleted(rec.msg)
 			} else {
+				d.forget(rec)
 				d.counters.deleteErrors.Add(1)
 				d.failed(rec, err, d.stopped.Load(), false)
 			}
-			d.forget(rec)
 			return false
 		})
 }
@@ -294,6 +301,8 @@ func (d *dequeuer) flushChanges(ctx context.Context, chs []change) {
 			}
 			if c.extend {
 				defer end(i)
+			} else {
+				c.rec.changeAnswered()
 			}
 			switch {
 			case err == nil && c.extend:
@@ -454,7 +463,7 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 	for i := range idx {
 		idx[i] = i
 	}
-	backoff := 50 * time.Millisecond
+	pause := backoff.Policy{Base: 50 * time.Millisecond, Max: maxBatchBackoff, Jitter: d.jitter}
 	for attempt := 1; ; attempt++ {
 		if prepare != nil {
 			if idx = prepare(idx); len(idx) == 0 {
@@ -518,14 +527,13 @@ func (d *dequeuer) send(ctx context.Context, a api, n int,
 		if len(retry)+len(again) == 0 {
 			return
 		}
-		if ctx.Err() != nil || (len(retry) > 0 && transient && sleep(ctx, d.clock, rand.N(backoff)+time.Millisecond) != nil) {
+		if ctx.Err() != nil || (len(retry) > 0 && transient && sleep(ctx, d.clock, pause.Delay(attempt-1)) != nil) {
 			cut := fmt.Errorf("sqspool: %s not sent after %d attempts: %w", a, attempt, context.Cause(ctx))
 			for _, i := range append(retry, again...) {
 				done(i, cut, true)
 			}
 			return
 		}
-		backoff *= 2
 		idx = append(retry, again...)
 		slices.Sort(idx)
 	}
@@ -536,13 +544,8 @@ func entryIndex(id string, n int) (int, bool) {
 	return i, err == nil && i >= 0 && i < n
 }
 
-// throttleCodes are the error codes with which AWS says "slow down".
-var throttleCodes = map[string]bool{
-	"ThrottlingException": true, "Throttling": true, "RequestThrottled": true,
-	"RequestThrottledException": true, "TooManyRequestsException": true,
-	"RequestLimitExceeded": true, "ProvisionedThroughputExceededException": true,
-	"SlowDown": true, "AWS.SimpleQueueService.RequestThrottled": true,
-}
+// maxBatchBackoff caps the wait between attempts of a batch call.
+const maxBatchBackoff = 10 * time.Second
 
 // retryable reports whether a failed call may succeed if made again: a
 // throttle, a server fault, or a transport error. A client fault (a bad
@@ -553,7 +556,7 @@ func retryable(err error) bool {
 	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
-		return throttleCodes[ae.ErrorCode()] || ae.ErrorFault() != smithy.FaultClient
+		return backoff.Throttle(ae.ErrorCode()) || ae.ErrorFault() != smithy.FaultClient
 	}
 	return true
 }

@@ -53,6 +53,29 @@ type record struct {
 	extending int     // heartbeat extensions sent and not yet answered
 	outcome   bool    // the outcome's change was made: extensions are moot
 	parked    *change // that change, waiting for the extensions on their way
+	answered  bool    // SQS answered the outcome's change (or it will not be sent)
+}
+
+// changing reports whether rec's outcome asked for a visibility change that
+// SQS has not answered yet: until then SQS may still apply it.
+func (r *record) changing() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.outcome && !r.answered
+}
+
+// changeAnswered records that the outcome's change has its answer.
+func (r *record) changeAnswered() {
+	r.mu.Lock()
+	r.answered = true
+	r.mu.Unlock()
+}
+
+// newest returns the receive count of the newest delivery rec knows.
+func (r *record) newest() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.receives
 }
 
 // takeProbe takes the breaker admission rec was received with (0 if none),
@@ -179,6 +202,7 @@ type dispatcher struct {
 
 	inflightMu sync.Mutex
 	inflight   map[string]*record // MessageId -> its record
+	gone       map[string]gone    // MessageId -> what its record knew when it was forgotten undeleted
 
 	groupsMu   sync.Mutex
 	groups     map[string]*group
@@ -219,11 +243,14 @@ func (d *dispatcher) dispatchProbes(msgs []types.Message, sent time.Time, probe 
 		if d.observer != nil {
 			d.observer.Received(m)
 		}
-		if old, loaded := d.track(rec); loaded {
+		if old, loaded := d.track(rec, now); loaded {
 			// A second delivery of a message still in flight here: keep only
 			// its newest receipt handle, which is the one SQS honours (or
-			// both, when nothing tells which is newer).
-			old.redelivered(rec)
+			// both, when nothing tells which is newer). Or an older delivery
+			// of one given back (old is nil; see track): dropped.
+			if old != nil {
+				old.redelivered(rec)
+			}
 			// Counted once the handle is stored: what Stats says has happened has.
 			d.counters.received.Add(1)
 			d.counters.duplicates.Add(1)
@@ -420,25 +447,84 @@ func (d *dispatcher) drainGroups() []*record {
 	return out
 }
 
-// track adds rec to the in-flight set, unless its message is there already.
-func (d *dispatcher) track(rec *record) (old *record, loaded bool) {
+// gone is what a forgotten record knew: an older delivery of its message,
+// from a receive that overlapped the newest, may still arrive.
+type gone struct {
+	receives int       // the newest delivery's receive count
+	rec      *record   // its outcome's visibility change may be on its way
+	until    time.Time // when it is forgotten too
+}
+
+// track adds rec to the in-flight set, unless its message is there already
+// (old is that record), or rec is an older delivery of a message whose
+// record was forgotten (old is nil). SQS applies a visibility change or
+// delete only with the newest delivery's handle: an older delivery that ran
+// would have its message made visible under it by the given-back record's
+// change, or could not delete it, or would run a message deleted already.
+// So it is dropped: an undeleted message comes back when the newest
+// delivery's visibility ends. With equal receive counts nothing tells which
+// is newer; it is dropped only while the forgotten record's change may
+// still be applied.
+func (d *dispatcher) track(rec *record, now time.Time) (old *record, loaded bool) {
 	d.inflightMu.Lock()
 	defer d.inflightMu.Unlock()
-	if old, loaded = d.inflight[rec.msg.ID]; loaded {
+	id := rec.msg.ID
+	if old, loaded = d.inflight[id]; loaded {
 		return old, true
 	}
-	d.inflight[rec.msg.ID] = rec
+	if g, ok := d.gone[id]; ok {
+		if rec.receives < g.receives || rec.receives == g.receives && g.rec.changing() {
+			return nil, true
+		}
+		delete(d.gone, id)
+	}
+	d.inflight[id] = rec
 	return rec, false
 }
 
-// forget ends rec's in-flight life in this process.
+// forget ends rec's in-flight life in this process, its message not
+// deleted: what rec knew is kept for a visibility timeout (see track).
 func (d *dispatcher) forget(rec *record) {
+	d.untrack(rec, false)
+}
+
+// forgetDeleted ends the in-flight life of rec, whose message SQS deleted.
+// What it knew is kept too if an older delivery can exist (the newest was
+// not the first): most messages are received once and leave nothing.
+func (d *dispatcher) forgetDeleted(rec *record) {
+	d.untrack(rec, true)
+}
+
+func (d *dispatcher) untrack(rec *record, deleted bool) {
 	rec.state.Store(recFinished)
+	receives := rec.newest()
+	remember := !deleted || receives > 1
 	d.inflightMu.Lock()
-	if d.inflight[rec.msg.ID] == rec {
-		delete(d.inflight, rec.msg.ID)
+	defer d.inflightMu.Unlock()
+	id := rec.msg.ID
+	if d.inflight[id] != rec {
+		return
 	}
-	d.inflightMu.Unlock()
+	delete(d.inflight, id)
+	if remember {
+		if d.gone == nil {
+			d.gone = make(map[string]gone)
+		}
+		d.gone[id] = gone{receives: receives, rec: rec, until: d.clock.Now().Add(d.visibility)}
+	}
+}
+
+// pruneGone forgets what forgotten records knew once no older delivery of
+// theirs can be on its way any more: a visibility timeout later, and their
+// change answered.
+func (d *dispatcher) pruneGone(now time.Time) {
+	d.inflightMu.Lock()
+	defer d.inflightMu.Unlock()
+	for id, g := range d.gone {
+		if now.After(g.until) && !g.rec.changing() {
+			delete(d.gone, id)
+		}
+	}
 }
 
 // inFlight returns the records in flight now.

@@ -639,35 +639,88 @@ func TestInFlightExtensionDoesNotOverrideTheRetryDelay(t *testing.T) {
 	assert.Equal(t, e.clk.Now().Add(2*time.Second), msgs[0].VisibleAt, "the retry delay is the last change applied")
 }
 
-// Defect 4: a handler may stop its own pool. Shutdown must not wait for the
-// handler that called it, and that handler's message ends by its result.
+// Defect 4: a handler may stop its own pool, passing its context (or one
+// derived from it, also from a goroutine it starts and waits for): the
+// context tells Shutdown that the stop waits for its caller. Shutdown must
+// not wait for the handler that called it, and that handler's message ends
+// by its result.
 func TestShutdownFromInsideAHandler(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		shutdown func(ctx context.Context, p *Pool) error
+	}{
+		{"its own context", func(ctx context.Context, p *Pool) error { return p.Shutdown(ctx) }},
+		{"a derived context", func(ctx context.Context, p *Pool) error {
+			type key struct{}
+			ctx, cancel := context.WithCancel(context.WithValue(ctx, key{}, 1))
+			defer cancel()
+			return p.Shutdown(ctx)
+		}},
+		{"a goroutine the handler waits for", func(ctx context.Context, p *Pool) error {
+			var err error
+			var wg sync.WaitGroup
+			wg.Go(func() { err = p.Shutdown(ctx) })
+			wg.Wait()
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, nil)
+			e.sendOrders(1)
+			var p *Pool
+			shutdownErr := make(chan error, 1)
+			ready := make(chan struct{})
+			p = e.start(func(ctx context.Context, o *order) error {
+				<-ready
+				shutdownErr <- tc.shutdown(ctx, p)
+				return nil
+			})
+			close(ready)
+			waited := make(chan error, 1)
+			go func() { waited <- p.Wait() }()
+			hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
+			defer hang.Stop()
+			select {
+			case err := <-waited:
+				require.NoError(t, err)
+			case <-hang.C:
+				t.Fatal("Shutdown from a handler deadlocked the pool")
+			}
+			require.NoError(t, <-shutdownErr)
+			fs := e.fake.Stats(e.queue)
+			assert.EqualValues(t, 1, fs.Deleted, "the handler succeeded: its message was deleted")
+			assert.Zero(t, fs.Visible+fs.InFlight)
+			assert.EqualValues(t, 1, p.Stats().Processed)
+		})
+	}
+}
+
+// Only a handler of the pool itself is its caller: a context from another
+// pool's handler does not make Shutdown return before the stop has ended.
+func TestShutdownWithAnotherPoolsHandlerContextWaits(t *testing.T) {
 	e := newEnv(t, nil)
 	e.sendOrders(1)
-	var p *Pool
-	shutdownErr := make(chan error, 1)
-	ready := make(chan struct{})
-	p = e.start(func(ctx context.Context, o *order) error {
-		<-ready
-		shutdownErr <- p.Shutdown(context.Background()) // no deadline
+	started, release := make(chan struct{}), make(chan struct{})
+	var returned atomic.Bool
+	p := e.start(func(context.Context, *order) error {
+		close(started)
+		<-release
+		returned.Store(true)
 		return nil
 	})
-	close(ready)
-	waited := make(chan error, 1)
-	go func() { waited <- p.Wait() }()
-	hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
-	defer hang.Stop()
-	select {
-	case err := <-waited:
-		require.NoError(t, err)
-	case <-hang.C:
-		t.Fatal("Shutdown from a handler deadlocked the pool")
-	}
-	require.NoError(t, <-shutdownErr)
-	fs := e.fake.Stats(e.queue)
-	assert.EqualValues(t, 1, fs.Deleted, "the handler succeeded: its message was deleted")
-	assert.Zero(t, fs.Visible+fs.InFlight)
-	assert.EqualValues(t, 1, p.Stats().Processed)
+	<-started
+	other := newEnvNamed(t, "other", nil)
+	other.sendOrders(1)
+	stopped := make(chan bool, 1)
+	o := other.start(func(ctx context.Context, _ *order) error {
+		err := p.Shutdown(ctx)
+		stopped <- returned.Load() // the stop waited for p's handler
+		return err
+	})
+	require.Eventually(t, func() bool { return !p.Health().Polling }, 10*time.Second, time.Millisecond)
+	close(release)
+	assert.True(t, <-stopped, "Shutdown returned before the stop it began had ended")
+	other.shutdown(o)
 }
 
 // Defect 1: the stop and the workers both take unstarted records from the
@@ -945,7 +998,7 @@ func TestTiedHandlesShareBatchesAndAStaleSuccessIsNotEnough(t *testing.T) {
 	deq := &dequeuer{
 		client: client, queueURL: e.queue, attempts: 3, clock: e.clk, counters: &counters{}, log: quietLogger(),
 		onError: func(_ *Message, err error) { t.Errorf("reported: %v", err) },
-		forget:  func(*record) {},
+		forget:  func(*record) {}, gone: func(*record) {},
 		observe: func(api, int, time.Time, error) {},
 		deleted: func(*Message) { deleted.Add(1) },
 	}
@@ -1025,4 +1078,54 @@ func TestTiedHandleResults(t *testing.T) {
 		}
 		assert.Equal(t, tc.want, got, "%v", tc.entries)
 	}
+}
+
+// stuckReceive makes every receive after the first wait, whatever its
+// context, until the test lets it go: a stop cannot get past its receives.
+type stuckReceive struct {
+	*sqsfake.Fake
+	calls   atomic.Int32
+	stuck   chan struct{} // closed as the second receive begins to wait
+	release chan struct{}
+}
+
+func (c *stuckReceive) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, o ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	if n := c.calls.Add(1); n > 1 {
+		if n == 2 {
+			close(c.stuck)
+		}
+		<-c.release
+		return &sqs.ReceiveMessageOutput{}, nil
+	}
+	return c.Fake.ReceiveMessage(ctx, in, o...)
+}
+
+// A handler's context is its record's, made live again for the next
+// attempt of a FIFO retry in place: a stop the handler began must take what
+// it needs from that context (its deadline) before Shutdown returns, never
+// read it later, as the next attempt runs (a data race under -race).
+func TestShutdownFromAHandlerDoesNotReadItsContextLater(t *testing.T) {
+	e := newEnvNamed(t, "orders.fifo", map[string]string{"FifoQueue": "true"})
+	e.sendFIFO("g", 1)
+	client := &stuckReceive{Fake: e.fake, stuck: make(chan struct{}), release: make(chan struct{})}
+	var p atomic.Pointer[Pool]
+	started, second := make(chan struct{}), make(chan struct{})
+	attempts := 0 // one worker
+	pool, err := StartPool(context.Background(), &Consumer{Client: client, Queue: e.queue}, func(ctx context.Context, o *order) error {
+		if attempts++; attempts == 1 {
+			<-started
+			<-client.stuck // so the stop waits for that receive
+			assert.NoError(t, p.Load().Shutdown(ctx))
+			return errors.New("fails once") // retried in place at once: the stop is still ending its receives
+		}
+		close(second)
+		return nil
+	}, e.opts(WithWorkers(1), withReceiveFill(0))...)
+	require.NoError(t, err)
+	p.Store(pool)
+	close(started)
+	<-second
+	close(client.release)
+	require.NoError(t, pool.Wait())
+	assert.EqualValues(t, 1, e.fake.Stats(e.queue).Deleted)
 }

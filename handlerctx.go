@@ -16,6 +16,7 @@ import (
 type handlerContext struct {
 	values   context.Context // the pool's handler context; its values only
 	msg      *Message
+	pool     *Pool     // whose handler runs under it: see Pool.Shutdown
 	deadline time.Time // wall clock
 
 	mu    sync.Mutex
@@ -23,6 +24,10 @@ type handlerContext struct {
 	err   error
 	after []*func() // AfterFunc callbacks, so derived contexts need no goroutine
 }
+
+// handlerKey is the key under which a handler's context, and every context
+// derived from it, names the pool running the handler.
+type handlerKey struct{}
 
 // closedChan is the Done of a context cancelled before anyone asked.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
@@ -49,8 +54,11 @@ func (c *handlerContext) Err() error {
 }
 
 func (c *handlerContext) Value(key any) any {
-	if key == (messageKey{}) {
+	switch key {
+	case messageKey{}:
 		return c.msg
+	case handlerKey{}:
+		return c.pool
 	}
 	return c.values.Value(key)
 }

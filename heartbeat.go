@@ -45,6 +45,7 @@ func (p *Pool) watch(ctx context.Context) {
 		}
 		p.disp.releaseDone(now, tick+vis/3)
 		p.disp.pruneGroups(now)
+		p.disp.pruneGone(now)
 	}
 }
 

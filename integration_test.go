@@ -394,13 +394,26 @@ type recorder struct {
 	received map[string][]string // MessageId -> receipt handles, in receive order
 	owner    map[string]string   // receipt handle -> MessageId
 	deleted  map[string][]string // MessageId -> receipt handles deleted with
+	// redelivered is closed when a receive is made after one that handed
+	// out a message for the second time. With one poller, which dispatches
+	// a response before it makes its next receive, the pool has by then
+	// taken in that delivery.
+	redelivered chan struct{}
+	again       bool // a receive handed out a message again
 }
 
 func newRecorder(c sqspool.Client) *recorder {
-	return &recorder{Client: c, received: map[string][]string{}, owner: map[string]string{}, deleted: map[string][]string{}}
+	return &recorder{Client: c, received: map[string][]string{}, owner: map[string]string{}, deleted: map[string][]string{},
+		redelivered: make(chan struct{})}
 }
 
 func (r *recorder) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, o ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error) {
+	r.mu.Lock()
+	if r.again {
+		r.again = false
+		close(r.redelivered)
+	}
+	r.mu.Unlock()
 	out, err := r.Client.ReceiveMessage(ctx, in, o...)
 	if err == nil {
 		r.mu.Lock()
@@ -408,6 +421,9 @@ func (r *recorder) ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInp
 			id, h := aws.ToString(m.MessageId), aws.ToString(m.ReceiptHandle)
 			r.received[id] = append(r.received[id], h)
 			r.owner[h] = id
+			if len(r.received[id]) == 2 {
+				r.again = true
+			}
 		}
 		r.mu.Unlock()
 	}
@@ -442,18 +458,17 @@ func TestIntegrationDuplicateDeliveryDeletesWithNewestHandle(t *testing.T) {
 	id := itSend(t, c, url, itJobs("", 1)...)[0]
 
 	rec := newRecorder(c)
-	var pool atomic.Pointer[sqspool.Pool]
 	var log itLog
 	p := itStart(t, rec, url, func(ctx context.Context, j *itJob) error {
 		log.add(ctx, j)
 		// Ignore ctx, which ends before the visibility timeout, and return
-		// only once the pool has seen the message delivered again.
-		for pool.Load() == nil || pool.Load().Stats().Duplicates == 0 {
-			time.Sleep(10 * time.Millisecond)
+		// only once the pool has taken in the message's second delivery.
+		select {
+		case <-rec.redelivered:
+		case <-time.After(20 * time.Second): // a hang guard; the assertions below fail
 		}
 		return nil
-	}, sqspool.WithHeartbeat(false), sqspool.WithWorkers(2))
-	pool.Store(p)
+	}, sqspool.WithHeartbeat(false), sqspool.WithWorkers(2), sqspool.WithPollers(1))
 	itEventually(t, 20*time.Second, func() bool { return p.Stats().Deleted == 1 }, "deleted")
 	itShutdown(t, p)
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sqspool/sqspool/internal/backoff"
 	"github.com/sqspool/sqspool/internal/clock"
 )
 
@@ -68,6 +69,7 @@ type config struct {
 	logger           *slog.Logger // what an operator must act on
 	verbose          *slog.Logger // the rest: only to a logger the user passes
 	clock            clock.Clock
+	jitter           backoff.Source // the backoffs' random part (tests seed it)
 }
 
 func defaultConfig() config {
@@ -87,6 +89,7 @@ func defaultConfig() config {
 		logger:           slog.Default(),
 		verbose:          slog.New(slog.DiscardHandler),
 		clock:            clock.Real,
+		jitter:           backoff.Global,
 	}
 }
 

@@ -1,12 +1,9 @@
 package sqspool
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,7 +46,6 @@ type Pool struct {
 
 	recv        *receivers     // sizes the pollers to demand
 	pollers     sync.WaitGroup // every poller, whoever started it
-	workerIDs   sync.Map       // goroutine ids of the workers: who runs a handler
 	workersLeft atomic.Int64
 	workersDone chan struct{} // closed when the last worker returns
 	running     atomic.Int64  // handlers running now
@@ -177,7 +173,9 @@ func (p *Pool) start(parent context.Context, client Client) {
 		counters: &p.counters,
 		log:      cfg.logger,
 		onError:  func(m *Message, err error) { p.report(p.handlerCtx, m, err) },
+		jitter:   cfg.jitter,
 		forget:   p.disp.forget,
+		gone:     p.disp.forgetDeleted,
 		observe:  p.observeCall,
 		deleted: func(m *Message) {
 			if p.cfg.observer != nil {
@@ -227,6 +225,7 @@ func (p *Pool) start(parent context.Context, client Client) {
 				}
 			},
 			onError: func(err error) { p.report(pollCtx, nil, err) },
+			jitter:  cfg.jitter,
 		}
 		p.pollers.Add(1)
 		go func() {
@@ -302,10 +301,7 @@ func minTime(a, b time.Time) time.Time {
 }
 
 func (p *Pool) worker() {
-	id := goroutineID()
-	p.workerIDs.Store(id, struct{}{})
 	defer func() {
-		p.workerIDs.Delete(id)
 		if p.workersLeft.Add(-1) == 0 {
 			close(p.workersDone)
 		}
@@ -396,7 +392,7 @@ func startAttempt[T any](p *Pool, rec *record, decode decoder[T]) (context.Conte
 		rec.ctx.reset()
 	}
 	// The deadline is on the pool's clock; the context's is the wall clock's.
-	rec.ctx.values, rec.ctx.msg = p.handlerCtx, m
+	rec.ctx.values, rec.ctx.msg, rec.ctx.pool = p.handlerCtx, m, p
 	rec.ctx.deadline = time.Now().Add(rec.beginAttempt().Sub(p.cfg.clock.Now()))
 	ctx := context.Context(&rec.ctx)
 	v := new(T)
@@ -618,15 +614,23 @@ func (p *Pool) QueueURL() string { return p.queue.url }
 // Calling it again, or after StartPool's context ended, waits for the same
 // stop.
 //
-// A handler may call Shutdown too. Then the stop begins, bounded by ctx's
-// deadline only (the handler's own context ends with the handler), and
-// Shutdown returns nil at once, since the stop waits for that handler: its
-// message ends by its result, deleted if it returns nil. Wait elsewhere
-// reports how the stop went.
+// A handler may call Shutdown too, with its own context or one derived from
+// it (also from a goroutine it starts and waits for). Then the stop begins,
+// bounded by ctx's deadline only (the handler's own context ends with the
+// handler), and Shutdown returns nil at once, since the stop waits for that
+// handler: its message ends by its result, deleted if it returns nil. Wait
+// elsewhere reports how the stop went. Called from a handler with an
+// unrelated context, Shutdown waits for the stop, which waits for the
+// handler: it returns only when that context ends.
 func (p *Pool) Shutdown(ctx context.Context) error {
-	if _, inHandler := p.workerIDs.Load(goroutineID()); inHandler {
+	if h, _ := ctx.Value(handlerKey{}).(*Pool); h == p {
+		// The handler's context ends with the handler, which the stop
+		// waits for, and lives again for its record's next attempt: the
+		// stop keeps only its deadline, read now.
+		req := shutdownRequest{ctx: context.Background(), fromHandler: true}
+		req.deadline, _ = ctx.Deadline()
 		select {
-		case p.shutdownReq <- shutdownRequest{ctx: ctx, fromHandler: true}:
+		case p.shutdownReq <- req:
 		case <-p.stopBegun:
 		}
 		return nil
@@ -659,22 +663,8 @@ func (p *Pool) Wait() error {
 // shutdownRequest asks supervise to begin the stop, bounded by ctx.
 type shutdownRequest struct {
 	ctx         context.Context
-	fromHandler bool // Shutdown was called by a handler of this pool
-}
-
-// goroutineID is the id of the calling goroutine, from its stack header
-// ("goroutine 42 [running]:"). Go has no API for it; Shutdown needs it to
-// tell a call from one of the pool's own handlers, which the stop waits for
-// and which must therefore not wait for the stop.
-func goroutineID() uint64 {
-	var buf [32]byte
-	b := buf[:runtime.Stack(buf[:], false)]
-	b = bytes.TrimPrefix(b, []byte("goroutine "))
-	if i := bytes.IndexByte(b, ' '); i >= 0 {
-		b = b[:i]
-	}
-	id, _ := strconv.ParseUint(string(b), 10, 64)
-	return id
+	fromHandler bool      // Shutdown was called by a handler of this pool
+	deadline    time.Time // then: its context's deadline, if any
 }
 
 // supervise owns the stop: it begins on the first Shutdown or when the
@@ -685,15 +675,10 @@ func (p *Pool) supervise(parent context.Context) {
 	select {
 	case req := <-p.shutdownReq:
 		ctx = req.ctx
-		if req.fromHandler {
-			// The handler's own context ends with the handler, which
-			// the stop waits for: keep only its deadline.
-			ctx = context.WithoutCancel(req.ctx)
-			if d, ok := req.ctx.Deadline(); ok {
-				var cancel context.CancelFunc
-				ctx, cancel = context.WithDeadline(ctx, d)
-				defer cancel()
-			}
+		if req.fromHandler && !req.deadline.IsZero() {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithDeadline(ctx, req.deadline)
+			defer cancel()
 		}
 	case <-parent.Done():
 		var cancel context.CancelFunc

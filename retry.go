@@ -3,8 +3,9 @@ package sqspool
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
+
+	"github.com/sqspool/sqspool/internal/backoff"
 )
 
 // ErrNoRetry marks a handler error as final: the message will never succeed,
@@ -56,21 +57,11 @@ func (e *retryAfterError) Unwrap() error { return e.err }
 type Backoff func(receiveCount int) time.Duration
 
 // ExponentialBackoff doubles the delay with each receive, from base up to
-// max, with "equal jitter" (half fixed, half random) so that messages that
+// ceiling, with "equal jitter" (half fixed, half random) so that messages that
 // failed together do not return together.
-func ExponentialBackoff(base, max time.Duration) Backoff {
-	return func(receiveCount int) time.Duration {
-		d := base
-		for i := 1; i < receiveCount && d < max; i++ {
-			d *= 2
-		}
-		d = min(d, max)
-		half := d / 2
-		if half <= 0 {
-			return d
-		}
-		return half + rand.N(half+1)
-	}
+func ExponentialBackoff(base, ceiling time.Duration) Backoff {
+	b := backoff.Policy{Base: base, Max: ceiling, Equal: true}
+	return func(receiveCount int) time.Duration { return b.Delay(max(receiveCount, 1) - 1) }
 }
 
 // retryDelay decides when a failed message should come back. ok is false

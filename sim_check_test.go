@@ -45,7 +45,11 @@ func (o *simOracle) check(p *Pool, fake *sqsfake.Fake, url string, final error) 
 			case last == nil:
 				o.violate(invUnreported, key, "message %d finished at %v, is not deleted, and no failure of its delete was reported", m.k, m.lastDone.Sub(o.t0))
 				lostAtStop++
-			case !o.stopBegun.IsZero() && !last.at.Before(o.stopBegun):
+			case !o.stopBegun.IsZero() && last.at.After(o.stopBegun):
+				// A failure in the instant Shutdown was called may have
+				// come before the stop began, and been only reported
+				// (seed 317306): the order within one instant is the
+				// scheduler's.
 				lostAtStop++
 			}
 		}

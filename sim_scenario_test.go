@@ -24,14 +24,9 @@ func simSkipped(kind string) bool {
 }
 
 // simKnownOpen are the kinds of violation the simulator still finds on
-// rare schedules, open in issue 11 and not counted by default so that CI
-// guards everything else: visible-while-running (a record given back at
-// visibility 0 leaves the in-flight set before its change is answered, and
-// an older delivery from another poll can run meanwhile; seeds 6944 and
-// 1141 under -race) and lost-unreported (a record dropped after its delete
-// failed forgets the newest handle it knew; seed 20453).
-// SQSPOOL_SIM_SKIP= (empty) checks them too.
-var simKnownOpen = []string{"visible-while-running", "lost-unreported"}
+// rare schedules, not counted by default so that CI guards everything else
+// while one is being fixed. None is open: CI checks every kind.
+var simKnownOpen []string
 
 // SQSPOOL_SIM_FOCUS=drain or long-haul makes every seed one of that family
 // of runs (see newSimScenario), to hunt one rare defect.

@@ -8,11 +8,11 @@ package sqspool
 // pool is stopped); after each run the invariants in sim_oracle_test.go
 // are checked. Time only moves when every goroutine of the run is blocked,
 // and each choice is keyed by what it decides rather than drawn in call
-// order, so a seed replays its choices exactly. What does not replay is the
-// Go scheduler's order among goroutines that run in the same instant, and
-// the pool's own backoff jitter (math/rand/v2 in consumer.go and
-// dequeuer.go): a replay can take another turn there, hence
-// SQSPOOL_SIM_REPEAT.
+// order, so a seed replays its choices exactly; the pool's own backoff
+// jitter (internal/backoff) is drawn from a source seeded with the seed.
+// What does not replay is the Go scheduler's order among goroutines that
+// run in the same instant (and so the order in which they draw jitter): a
+// replay can take another turn there, hence SQSPOOL_SIM_REPEAT.
 //
 //	go test -run 'TestSimulate$' .                        # the default seeds (fewer with -short)
 //	SQSPOOL_SIM_SEEDS=1000000 go test -run 'TestSimulate$' -timeout 0 .
@@ -43,6 +43,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
+	"github.com/sqspool/sqspool/internal/backoff"
 	"github.com/sqspool/sqspool/internal/clock"
 	"github.com/sqspool/sqspool/sqsfake"
 )
@@ -70,8 +71,7 @@ func envUint(t *testing.T, name string, def uint64) uint64 {
 func TestSimulate(t *testing.T) {
 	if s := os.Getenv("SQSPOOL_SIM_SEED"); s != "" {
 		// The seed's choices replay exactly; where goroutines race within
-		// one instant, or the pool draws its own backoff jitter, a replay
-		// can take another turn. SQSPOOL_SIM_REPEAT replays until a run
+		// one instant, a replay can take another turn. SQSPOOL_SIM_REPEAT replays until a run
 		// breaks an invariant, and logs that run.
 		seed := envUint(t, "SQSPOOL_SIM_SEED", 0)
 		repeat := max(envUint(t, "SQSPOOL_SIM_REPEAT", 1), 1)
@@ -258,11 +258,11 @@ func (o *simOracle) markStop() {
 	o.mu.Unlock()
 }
 
-// shutdown calls p.Shutdown with a context ending after within (none when
-// 0) and records when it returned.
-func (o *simOracle) shutdown(p *Pool, who string, within time.Duration) *simShutdown {
+// shutdown calls p.Shutdown with a context derived from base, ending after
+// within (no sooner than base when 0), and records when it returned.
+func (o *simOracle) shutdown(base context.Context, p *Pool, who string, within time.Duration) *simShutdown {
 	s := &simShutdown{who: who, start: time.Now(), done: make(chan struct{})}
-	ctx := context.Background()
+	ctx := base
 	s.bound = o.runMax() + o.slack()
 	if within > 0 {
 		var cancel context.CancelFunc
@@ -295,7 +295,14 @@ func (o *simOracle) handler(pp *atomic.Pointer[Pool]) Handler[simBody] {
 			if o.sc.d.chance(0.5, "inside-no-deadline") {
 				within = 0
 			}
-			o.shutdown(pp.Load(), "inside handler", within)
+			if o.sc.d.chance(0.5, "inside-goroutine") {
+				// From a goroutine the handler starts and waits for.
+				var wg sync.WaitGroup
+				wg.Go(func() { o.shutdown(ctx, pp.Load(), "goroutine of a handler", within) })
+				wg.Wait()
+			} else {
+				o.shutdown(ctx, pp.Load(), "inside handler", within)
+			}
 		}
 		var err error
 		switch beh {
@@ -385,6 +392,7 @@ func (sc *simScenario) options(o *simOracle) []Option {
 		WithErrorHook(o.report), WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))),
 		WithBatchAttempts(sc.batchAttempts), WithDeleteLinger(sc.linger), withReceiveFill(sc.fill),
 		WithFlushTimeout(sc.flushTimeout), WithShutdownTimeout(sc.shutdownTO), WithRetryBackoff(nil),
+		func(c *config) { c.jitter = backoff.Seeded(sc.seed) }, // the pool's own backoffs replay too
 	}
 	if sc.pHookPanic > 0 {
 		opts = append(opts, WithObserver(simObserver{o}))
@@ -457,7 +465,7 @@ func simRun(sc *simScenario, verbose bool) *simOracle {
 	stopAt := time.Now()
 	waitBound := o.runMax() + o.slack()
 	external := func(who string, within time.Duration) {
-		go o.shutdown(p, who, within)
+		go o.shutdown(context.Background(), p, who, within)
 		waitBound = max(waitBound, within+abandonGrace+sc.flushTimeout+o.slack()+o.runMax())
 	}
 	switch sc.stopKind {

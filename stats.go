@@ -9,7 +9,7 @@ type Stats struct {
 	Failed       int64 // handler returned an error or panicked
 	Panics       int64 // of Failed, how many panicked
 	DecodeErrors int64 // bodies the decoder rejected
-	Duplicates   int64 // deliveries dropped because the message was in flight here
+	Duplicates   int64 // deliveries dropped: the message was in flight here, or the delivery is older than one already handled
 	Deleted      int64 // messages SQS confirmed deleted
 	DeleteErrors int64 // deletes that failed for good (the message comes back)
 	Returned     int64 // messages given back unstarted (shutdown, FIFO holds)

@@ -4,15 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/smithy-go"
 
+	"github.com/sqspool/sqspool/internal/backoff"
 	"github.com/sqspool/sqspool/internal/batch"
 	"github.com/sqspool/sqspool/sink/internal/ddbitem"
 )
@@ -257,7 +256,8 @@ func untilAllDone(parent context.Context, entries []*entry) (context.Context, fu
 
 // writeBatch writes entries, which have distinct keys, with BatchWriteItem,
 // retrying what is unprocessed or throttled until it is written, its caller
-// gives up or its lease ends.
+// gives up or its lease ends (a loop on top of the SDK's retryer: see retry
+// for why).
 func (s *DynamoDB[T]) writeBatch(ctx context.Context, entries []*entry) {
 	pending := entries
 	for attempt := 0; ; attempt++ {
@@ -437,6 +437,13 @@ func (s *DynamoDB[T]) settle(e *entry, err error) {
 // retry calls call until it succeeds, fails in a way not worth retrying, or
 // ctx ends, waiting with backoff between attempts. It counts every attempt
 // in calls.
+//
+// Why a loop on top of the SDK's retryer: the SDK gives up after its
+// attempts (3 by default) or when its retry quota is spent, which a
+// throttled table drains in seconds; the sink's contract is that a Put
+// ends durable or with its caller's context (or its lease), and a
+// BatchWriteItem's unprocessed items are not an error the SDK retries at
+// all. This loop waits only after the SDK has given up.
 func (s *DynamoDB[T]) retry(ctx context.Context, calls *atomic.Int64, call func(context.Context) error) error {
 	for attempt := 0; ; attempt++ {
 		calls.Add(1)
@@ -454,12 +461,7 @@ func (s *DynamoDB[T]) retry(ctx context.Context, calls *atomic.Int64, call func(
 // sleep waits, on the sink's clock, a random time in (0, min(max,
 // base*2^attempt)], or until ctx ends.
 func (s *DynamoDB[T]) sleep(ctx context.Context, attempt int) error {
-	ceiling := s.o.backoffMax
-	if attempt < 62 && s.o.backoffBase <= ceiling>>attempt {
-		ceiling = s.o.backoffBase << attempt
-	}
-	// Never zero: a zero timer would not show on a manual clock.
-	t := s.o.clock.NewTimer(time.Duration(rand.Int64N(int64(ceiling))) + 1)
+	t := s.o.clock.NewTimer(backoff.Policy{Base: s.o.backoffBase, Max: s.o.backoffMax}.Delay(attempt))
 	select {
 	case <-t.C():
 		return nil
@@ -474,10 +476,13 @@ func (s *DynamoDB[T]) sleep(ctx context.Context, attempt int) error {
 func retryable(err error) bool {
 	var apiErr smithy.APIError
 	if errors.As(err, &apiErr) {
-		switch apiErr.ErrorCode() {
-		case "ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
-			"InternalServerError", "ServiceUnavailable", "InternalFailure":
+		switch code := apiErr.ErrorCode(); code {
+		case "InternalServerError", "ServiceUnavailable", "InternalFailure":
 			return true
+		default:
+			if backoff.Throttle(code) {
+				return true
+			}
 		}
 	}
 	var status interface{ HTTPStatusCode() int }

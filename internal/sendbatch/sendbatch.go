@@ -22,10 +22,10 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
+	"github.com/sqspool/sqspool/internal/backoff"
 	"github.com/sqspool/sqspool/internal/batch"
 	"github.com/sqspool/sqspool/internal/clock"
 )
@@ -116,18 +116,8 @@ func (e *EntryError) Error() string {
 // faults and throttling.
 func (e *EntryError) Transient() bool { return !e.SenderFault || Throttled(e.Code) }
 
-// throttleCodes are the error codes that mean "slow down": the SDK's list
-// plus the SQS ones it does not carry.
-var throttleCodes = func() map[string]bool {
-	m := map[string]bool{"KmsThrottled": true, "RequestThrottled": true, "ThrottlingException": true}
-	for c := range retry.DefaultThrottleErrorCodes {
-		m[c] = true
-	}
-	return m
-}()
-
 // Throttled reports whether an SQS error code means "slow down".
-func Throttled(code string) bool { return throttleCodes[NormalizeCode(code)] }
+func Throttled(code string) bool { return backoff.Throttle(NormalizeCode(code)) }
 
 // NormalizeCode strips the prefix of the query-compatible SQS error codes
 // ("AWS.SimpleQueueService.NonExistentQueue"), so one table serves both.
