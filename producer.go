@@ -83,8 +83,9 @@ const (
 	// DefaultSendAttempts is how often a message is sent at most when SQS
 	// fails its entry for a transient reason (its own fault, throttling).
 	DefaultSendAttempts = 3
-	// DefaultSendRetryDelay is the wait before the first such retry,
-	// doubled for each further one.
+	// DefaultSendRetryDelay is the longest wait before the first such
+	// retry, doubled for each further one; each wait is at random between
+	// half and all of it, so that senders failed together spread out.
 	DefaultSendRetryDelay = 100 * time.Millisecond
 )
 
@@ -174,7 +175,7 @@ func WithSendTimeout(d time.Duration) ProducerOption {
 // WithSendAttempts sets how often a message is sent at most when SQS fails
 // its entry for a transient reason (default DefaultSendAttempts, 3; 1: no
 // retry). Retries go in a call of their own after DefaultSendRetryDelay,
-// doubled each time. Whole-call failures are retried by the SDK's retryer.
+// doubled each time, with jitter. Whole-call failures are retried by the SDK's retryer.
 func WithSendAttempts(n int) ProducerOption {
 	return producerOption(n > 0, func(c *producerConfig) { c.attempts = n }, "WithSendAttempts(%d): want > 0", n)
 }

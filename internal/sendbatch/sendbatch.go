@@ -56,9 +56,12 @@ type Options struct {
 	// Attempts is how often an entry is sent at most when SQS fails it for
 	// a transient reason (default 1: no retry).
 	Attempts int
-	// RetryDelay is the wait before the first retry call, doubled for each
-	// further one (default 100 ms).
+	// RetryDelay is the longest wait before the first retry call, doubled
+	// for each further one (default 100 ms), with the module's equal jitter
+	// (backoff.Policy) so that senders failed together do not retry together.
 	RetryDelay time.Duration
+	// Jitter is the source of the retry delays' random part (nil: global).
+	Jitter backoff.Source
 	// MaxWaiting bounds the messages admitted and not yet claimed by a
 	// call; beyond it Send returns ErrFull (0: no bound).
 	MaxWaiting int
@@ -313,20 +316,19 @@ func (s *Sender) flush(ctx context.Context, msgs []*Message) {
 		}
 		return
 	}
-	delay := s.opts.RetryDelay
+	wait := backoff.Policy{Base: s.opts.RetryDelay, Max: s.opts.SendTimeout, Equal: true, Jitter: s.opts.Jitter}
 	for attempt := 1; len(live) > 0; attempt++ {
 		retry := s.call(ctx, live, attempt)
 		if len(retry) == 0 {
 			return
 		}
 		s.retries.Add(uint64(len(retry)))
-		if !s.sleep(ctx, delay) {
+		if !s.sleep(ctx, wait.Delay(attempt-1)) {
 			for _, m := range retry {
 				m.done <- Result{Err: ErrClosed, Attempts: attempt}
 			}
 			return
 		}
-		delay *= 2
 		live = retry
 	}
 }

@@ -62,3 +62,31 @@ func TestSendByInThePastIsLate(t *testing.T) {
 	require.NoError(t, s.Close(context.Background()))
 	assert.Equal(t, int32(0), c.calls.Load())
 }
+
+// lowest draws the smallest jitter: equal jitter then waits half the ceiling.
+type lowest struct{}
+
+func (lowest) Int64N(int64) int64 { return 0 }
+
+// Retry delays come from the module's one backoff (equal jitter on a
+// ceiling that doubles from RetryDelay), drawn from the Jitter source.
+func TestRetryDelaysFollowTheBackoffPolicy(t *testing.T) {
+	c := &failing{}
+	clk := clock.NewManual(time.Unix(0, 0))
+	s := New(c, Options{QueueURL: "q", Attempts: 3, RetryDelay: 100 * time.Millisecond, Jitter: lowest{}, Clock: clk})
+	res := make(chan Result, 1)
+	go func() { res <- s.Send(context.Background(), message("x"), time.Time{}) }()
+	require.True(t, clk.BlockUntil(1, nil), "the first retry waits")
+	clk.Advance(49 * time.Millisecond)
+	assert.Equal(t, int32(1), c.calls.Load(), "half of 100 ms has not passed")
+	clk.Advance(time.Millisecond)
+	require.True(t, clk.BlockUntil(1, nil), "the second retry waits")
+	assert.Equal(t, int32(2), c.calls.Load())
+	clk.Advance(99 * time.Millisecond)
+	assert.Equal(t, int32(2), c.calls.Load(), "half of 200 ms has not passed")
+	clk.Advance(time.Millisecond)
+	r := <-res
+	assert.Equal(t, 3, r.Attempts)
+	assert.Equal(t, int32(3), c.calls.Load())
+	require.NoError(t, s.Close(context.Background()))
+}
