@@ -354,21 +354,8 @@ func (b *batcher[T]) call(items []batchItem, ran []int, vals []T, msgs []*Messag
 	err := callBatch(bc, b.h, vals)
 	p.running.Add(-int64(len(ran)))
 	bc.cancel(context.Canceled)
-	var each BatchErrors
-	if _, panicked := err.(*PanicError); !panicked && errors.As(err, &each) { // callBatch returns a panic unwrapped
-		err = nil
-		for k, e := range each {
-			if e != nil && (k < 0 || k >= len(ran)) {
-				p.cfg.logger.Warn("sqspool: BatchErrors index out of range, ignored", "index", k, "messages", len(ran), "error", e)
-			}
-		}
-	}
-	for k, i := range ran {
-		it := &items[i]
-		it.err = err
-		if each != nil {
-			it.err = each[k]
-		}
+	for k, e := range p.cfg.batchOutcomes(err, len(ran)) {
+		items[ran[k]].err = e
 	}
 }
 

@@ -2,6 +2,7 @@ package sqspool
 
 import (
 	"context"
+	"errors"
 	"runtime/debug"
 
 	"github.com/sqspool/sqspool/internal/share"
@@ -60,7 +61,7 @@ func protect(f func() error) (err error) {
 }
 
 // configureShared is share.Configure: opts is a []Option.
-func configureShared(opts any) (share.Settings, error) {
+func configureShared(opts any, batch bool) (share.Settings, error) {
 	cfg := defaultConfig()
 	for _, o := range opts.([]Option) {
 		o(&cfg)
@@ -68,17 +69,22 @@ func configureShared(opts any) (share.Settings, error) {
 	if err := cfg.validate(); err != nil {
 		return share.Settings{}, err
 	}
+	if err := cfg.validateBatch(batch); err != nil {
+		return share.Settings{}, err
+	}
 	if cfg.observer != nil {
 		cfg.observer = guardedObserver{o: cfg.observer, log: cfg.logger}
 	}
-	return share.Settings{DefaultDecode: decodeDefault, Workers: cfg.workers, Process: cfg.process}, nil
+	return share.Settings{
+		DefaultDecode: decodeDefault, Workers: cfg.workers, BatchSize: cfg.batch.size,
+		Process: cfg.process, ProcessBatch: cfg.processBatch,
+	}, nil
 }
 
 // process is one delivery through the pool's steps, outside a pool: no
 // dedup, heartbeat or backoff (the caller owns the message's fate and
 // deletes nothing itself); a RetryAfter delay is set through
-// d.SetVisibility. A batch form would prepare each delivery, run the batch
-// handler once, and settle each message with its own error.
+// d.SetVisibility.
 func (c *config) process(ctx context.Context, d share.Delivery) share.Outcome {
 	ctx, m, err := c.prepare(ctx, d)
 	if err != nil {
@@ -91,6 +97,81 @@ func (c *config) process(ctx context.Context, d share.Delivery) share.Outcome {
 	err = protect(func() error { return d.Handle(hctx) })
 	done(err)
 	return c.settle(ctx, hctx, m, d, err)
+}
+
+// processBatch is process for a batch handler: it prepares each of ds,
+// calls handle once with the indices of those that decode, under a context
+// that gives their metadata (MessagesFrom), and settles each with its own
+// error. With fifo, a malformed delivery the decode policy keeps ends the
+// batch before it (the later ones do not run before its fate is known), and
+// after the first failure the later messages are not settled: they come
+// back with it, as a FIFO group's do in a batch pool.
+func (c *config) processBatch(ctx context.Context, ds []share.Delivery, fifo bool, handle func(ctx context.Context, ran []int) error) []share.Outcome {
+	out := make([]share.Outcome, len(ds))
+	ctxs := make([]context.Context, len(ds))
+	ran := make([]int, 0, len(ds))
+	msgs := make([]*Message, 0, len(ds))
+	for i, d := range ds {
+		mctx, m, err := c.prepare(ctx, d)
+		if err != nil {
+			out[i] = share.Outcome{Done: c.decodePolicy == DeleteMalformed, Err: err}
+			if fifo && !out[i].Done {
+				break
+			}
+			continue
+		}
+		ctxs[i] = mctx
+		ran = append(ran, i)
+		msgs = append(msgs, m)
+	}
+	if len(ran) == 0 {
+		return out
+	}
+	dones := make([]func(error), len(ran))
+	for k, i := range ran {
+		dones[k] = func(error) {}
+		if c.observer != nil {
+			_, dones[k] = c.observer.Start(ctxs[i], msgs[k])
+		}
+	}
+	err := protect(func() error { return handle(context.WithValue(ctx, batchKey{}, msgs), ran) })
+	failed := false
+	for k, e := range c.batchOutcomes(err, len(ran)) {
+		i := ran[k]
+		if failed {
+			dones[k](errGroupFailed)
+			out[i] = share.Outcome{Err: errGroupFailed}
+			continue
+		}
+		dones[k](e)
+		out[i] = c.settle(ctxs[i], ctxs[i], msgs[k], ds[i], e)
+		failed = fifo && !out[i].Done
+	}
+	return out
+}
+
+// batchOutcomes is the outcome of each of the n messages of a batch whose
+// handler returned err: their own under a BatchErrors (entries out of range
+// are logged and ignored), err for all under any other error or a panic.
+func (c *config) batchOutcomes(err error, n int) []error {
+	errs := make([]error, n)
+	var each BatchErrors
+	if _, panicked := err.(*PanicError); panicked || !errors.As(err, &each) { // protect returns a panic unwrapped
+		for k := range errs {
+			errs[k] = err
+		}
+		return errs
+	}
+	for k, e := range each {
+		switch {
+		case e == nil:
+		case k < 0 || k >= n:
+			c.logger.Warn("sqspool: BatchErrors index out of range, ignored", "index", k, "messages", n, "error", e)
+		default:
+			errs[k] = e
+		}
+	}
+	return errs
 }
 
 // prepare makes d's Message, hands it to the observer and decodes its body.

@@ -56,7 +56,7 @@ func TestSharedProcessOutcomes(t *testing.T) {
 					hooked = append(hooked, err)
 				}),
 			}, tc.opts...)
-			s, err := share.Configure(opts)
+			s, err := share.Configure(opts, false)
 			require.NoError(t, err)
 			assert.Equal(t, 10, s.Workers)
 			var v int
@@ -110,6 +110,57 @@ func TestSharedProcessOutcomes(t *testing.T) {
 }
 
 func TestSharedConfigureRejectsInvalidOptions(t *testing.T) {
-	_, err := share.Configure([]Option{WithWorkers(0)})
+	_, err := share.Configure([]Option{WithWorkers(0)}, false)
 	assert.ErrorContains(t, err, "workers must be at least 1")
+}
+
+// The batch form of the steps: each delivery prepared, the handler called
+// once with those that decode, each settled with its own outcome; on a FIFO
+// queue none settled after the first failure.
+func TestSharedProcessBatchOutcomes(t *testing.T) {
+	errFailed := errors.New("failed")
+	for _, tc := range []struct {
+		name        string
+		fifo        bool
+		wantDone    []bool
+		wantResults []error // what the observer heard, message by message of the batch
+	}{
+		// The malformed second is done (DeleteMalformed) either way: the
+		// FIFO rule across records is the caller's (lambdasqspool).
+		{"standard", false, []bool{false, true, true, true}, []error{errFailed, nil, nil}},
+		{"fifo", true, []bool{false, true, false, false}, []error{errFailed, errGroupFailed, errGroupFailed}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			obs := &recordingObserver{calls: map[string]int{}, entries: map[string]int{}}
+			s, err := share.Configure([]Option{WithObserver(obs), WithBatchSize(4), WithDecodeFailure(DeleteMalformed),
+				WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, true)
+			require.NoError(t, err)
+			assert.Equal(t, 4, s.BatchSize)
+			bodies := []string{`1`, `{`, `3`, `4`} // the second is malformed, and deleted
+			vals := make([]int, len(bodies))
+			ds := make([]share.Delivery, len(bodies))
+			for i, b := range bodies {
+				ds[i] = share.Delivery{
+					Message: types.Message{MessageId: aws.String(b), Body: aws.String(b)},
+					Decode:  func(body string) error { return s.DefaultDecode(body, &vals[i]) },
+				}
+			}
+			var ran []int
+			out := s.ProcessBatch(context.Background(), ds, tc.fifo, func(ctx context.Context, r []int) error {
+				ms, ok := MessagesFrom(ctx)
+				require.True(t, ok)
+				assert.Len(t, ms, len(r))
+				ran = r
+				return BatchErrors{0: errFailed}
+			})
+			assert.Equal(t, []int{0, 2, 3}, ran)
+			done := make([]bool, len(out))
+			for i, o := range out {
+				done[i] = o.Done
+			}
+			assert.Equal(t, tc.wantDone, done)
+			assert.Equal(t, tc.wantResults, obs.results)
+			assert.Equal(t, 4, obs.received)
+		})
+	}
 }

@@ -41,6 +41,13 @@
 // retries the whole batch, successes included. Records not started by then
 // are reported without running.
 //
+// NewBatch does the same for a sqspool.BatchHandler: the event's records go
+// to it in batches of up to WithBatchSize, each record through the same
+// steps (a malformed one never enters a batch), and its BatchErrors
+// reports each message's outcome. The FIFO rule holds across batches: they
+// run one at a time, and the first failure reports every later record,
+// also those of its batch that succeeded.
+//
 // Not done here, since the event source mapping does it or Lambda cannot:
 // dedup of duplicate deliveries, the visibility heartbeat (set the queue's
 // visibility timeout to at least six times the function's timeout, as

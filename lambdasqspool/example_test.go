@@ -60,3 +60,36 @@ func ExampleNew() {
 	// order o-1, delivery 1
 	// [{m-2}]
 }
+
+// A batch handler behind the event source mapping: only the orders it
+// names in BatchErrors come back.
+func ExampleNewBatch() {
+	saveOrders := func(ctx context.Context, orders []Order) error {
+		ms, _ := sqspool.MessagesFrom(ctx)
+		failed := sqspool.BatchErrors{}
+		for i, o := range orders {
+			if o.Total < 0 {
+				failed[i] = fmt.Errorf("order %s (message %s): negative total", o.ID, ms[i].ID)
+				continue
+			}
+			fmt.Printf("saved order %s\n", o.ID)
+		}
+		return failed
+	}
+	h, err := lambdasqspool.NewBatch(saveOrders, nil, sqspool.WithBatchSize(25))
+	if err != nil {
+		log.Fatal(err)
+	}
+	arn := "arn:aws:sqs:us-east-1:123456789012:orders"
+	resp, _ := h(context.Background(), events.SQSEvent{Records: []events.SQSMessage{
+		{MessageId: "m-1", Body: `{"id":"o-1","total":12}`, EventSourceARN: arn},
+		{MessageId: "m-2", Body: `{"id":"o-2",`, EventSourceARN: arn},
+		{MessageId: "m-3", Body: `{"id":"o-3","total":-1}`, EventSourceARN: arn},
+		{MessageId: "m-4", Body: `{"id":"o-4","total":7}`, EventSourceARN: arn},
+	}})
+	fmt.Println(resp.BatchItemFailures)
+	// Output:
+	// saved order o-1
+	// saved order o-4
+	// [{m-2} {m-3}]
+}

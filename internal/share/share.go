@@ -14,8 +14,8 @@ import (
 )
 
 // Configure applies sqspool options (a []sqspool.Option) and checks them as
-// StartPool does. Set by package sqspool.
-var Configure func(opts any) (Settings, error)
+// StartPool does, or StartBatchPool if batch. Set by package sqspool.
+var Configure func(opts any, batch bool) (Settings, error)
 
 // Settings is what the options say about handling one message.
 type Settings struct {
@@ -25,8 +25,18 @@ type Settings struct {
 	DefaultDecode func(body string, v any) error
 	// Workers is how many handlers may run at once (WithWorkers).
 	Workers int
+	// BatchSize is the most messages a batch handler gets at once
+	// (WithBatchSize); batch settings only.
+	BatchSize int
 	// Process runs the pool's steps on one delivery.
 	Process func(ctx context.Context, d Delivery) Outcome
+	// ProcessBatch runs the pool's steps on a batch: it prepares each
+	// delivery (Handle is not used), calls handle once with the indices in
+	// ds of those that decode, and returns each delivery's outcome. With
+	// fifo, no message runs after a malformed one kept by the decode
+	// policy, and none after the first failure is settled (their Err is
+	// then a sentinel of sqspool's, and Done false).
+	ProcessBatch func(ctx context.Context, ds []Delivery, fifo bool, handle func(ctx context.Context, ran []int) error) []Outcome
 }
 
 // Delivery is one message to process, with the type-specific steps bound by
@@ -52,6 +62,7 @@ type Outcome struct {
 	// did not decode under sqspool.DeleteMalformed.
 	Done bool
 	// Err is the failure, nil on success: the handler's error, a
-	// *sqspool.PanicError, or a *sqspool.DecodeError.
+	// *sqspool.PanicError, a *sqspool.DecodeError, or, in a FIFO batch,
+	// that an earlier message failed.
 	Err error
 }
