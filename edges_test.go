@@ -678,14 +678,7 @@ func TestShutdownFromInsideAHandler(t *testing.T) {
 			close(ready)
 			waited := make(chan error, 1)
 			go func() { waited <- p.Wait() }()
-			hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
-			defer hang.Stop()
-			select {
-			case err := <-waited:
-				require.NoError(t, err)
-			case <-hang.C:
-				t.Fatal("Shutdown from a handler deadlocked the pool")
-			}
+			require.NoError(t, within(t, waited, "Shutdown from a handler deadlocked the pool"))
 			require.NoError(t, <-shutdownErr)
 			fs := e.fake.Stats(e.queue)
 			assert.EqualValues(t, 1, fs.Deleted, "the handler succeeded: its message was deleted")
@@ -753,14 +746,7 @@ func TestShutdownAsWorkersTakeTheLastUnstartedRecords(t *testing.T) {
 	require.Eventually(t, func() bool { return !p.Health().Polling }, 10*time.Second, time.Millisecond)
 	// The workers finish and race the stop for the waiting records.
 	close(release)
-	hang := time.NewTimer(30 * time.Second) // a hang guard, not synchronisation
-	defer hang.Stop()
-	select {
-	case err := <-errc:
-		require.NoError(t, err)
-	case <-hang.C:
-		t.Fatal("Shutdown hung")
-	}
+	require.NoError(t, within(t, errc, "Shutdown hung"))
 	assert.Len(t, s.snapshot(), 2, "only the two started messages ran")
 	st := p.Stats()
 	assert.EqualValues(t, 3, st.Returned, "each unstarted message was given back once: %+v %+v", st, e.fake.Stats(e.queue))

@@ -183,3 +183,18 @@ func inflightLen(p *Pool) int {
 }
 
 var _ = types.Message{}
+
+// within returns what errc delivers, failing the test with what (a hang)
+// if nothing comes within 30 s: a hang guard, not synchronisation.
+func within(t *testing.T, errc <-chan error, what string) error {
+	t.Helper()
+	hang := time.NewTimer(30 * time.Second)
+	defer hang.Stop()
+	select {
+	case err := <-errc:
+		return err
+	case <-hang.C:
+		t.Fatal(what)
+		return nil
+	}
+}
