@@ -37,6 +37,7 @@ import (
 
 	"github.com/sqspool/sqspool"
 	"github.com/sqspool/sqspool/internal/awstest"
+	"github.com/sqspool/sqspool/internal/sdkhttp"
 )
 
 // itJob is the message body of the integration tests.
@@ -54,7 +55,7 @@ func itSQS(t *testing.T) *sqs.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 32
 	t.Cleanup(tr.CloseIdleConnections)
-	return sqs.NewFromConfig(cfg, func(o *sqs.Options) { o.HTTPClient = &http.Client{Transport: tr} })
+	return sqs.NewFromConfig(cfg, func(o *sqs.Options) { o.HTTPClient = sdkhttp.Client(tr) })
 }
 
 var itQuiet = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/sqspool/sqspool/internal/sdkhttp"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -251,7 +252,7 @@ func TestRealSDKClient(t *testing.T) {
 	defer tr.CloseIdleConnections()
 	client := f.NewSDKClient(srv.URL, func(o *sqs.Options) {
 		o.RetryMaxAttempts = 1
-		o.HTTPClient = &http.Client{Transport: tr}
+		o.HTTPClient = sdkhttp.Client(tr)
 	})
 	h, _ := newManual(t, client, url, WithLinger(0))
 

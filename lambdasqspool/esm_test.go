@@ -18,6 +18,7 @@ import (
 
 	"github.com/sqspool/sqspool"
 	"github.com/sqspool/sqspool/internal/clock"
+	"github.com/sqspool/sqspool/internal/sdkhttp"
 	"github.com/sqspool/sqspool/lambdasqspool"
 	"github.com/sqspool/sqspool/sqsfake"
 )
@@ -43,7 +44,7 @@ func newMapping(t *testing.T) *mapping {
 		srv.Close()
 	})
 	client := fake.NewSDKClient(srv.URL, func(o *sqs.Options) {
-		o.HTTPClient = &http.Client{Transport: transport}
+		o.HTTPClient = sdkhttp.Client(transport)
 		o.RetryMaxAttempts = 1
 	})
 	return &mapping{t: t, fake: fake, clk: clk, client: client}

@@ -15,6 +15,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/aws/smithy-go"
 	"github.com/aws/smithy-go/middleware"
+
+	"github.com/sqspool/sqspool/internal/sdkhttp"
 )
 
 // maxRequestBytes bounds a request body: a 1 MiB batch grows by a third
@@ -59,7 +61,10 @@ func (f *Fake) Handler() http.Handler {
 // NewSDKClient returns a real *sqs.Client that talks to endpoint, the URL of
 // a server running f.Handler(), with static credentials and f's region.
 // optFns adjust the client, for example to set RetryMaxAttempts or an
-// HTTPClient.
+// HTTPClient. The default HTTP client hands request bodies to the transport
+// from memory: the fake answers within microseconds, quick enough to meet
+// an SDK race that otherwise cuts a response now and then and retries the
+// call (see internal/sdkhttp).
 func (f *Fake) NewSDKClient(endpoint string, optFns ...func(*sqs.Options)) *sqs.Client {
 	cfg := aws.Config{
 		Region: f.region,
@@ -67,7 +72,10 @@ func (f *Fake) NewSDKClient(endpoint string, optFns ...func(*sqs.Options)) *sqs.
 			return aws.Credentials{AccessKeyID: "sqsfake", SecretAccessKey: "sqsfake", Source: "sqsfake"}, nil
 		}),
 	}
-	base := func(o *sqs.Options) { o.BaseEndpoint = aws.String(endpoint) }
+	base := func(o *sqs.Options) {
+		o.BaseEndpoint = aws.String(endpoint)
+		o.HTTPClient = sdkhttp.Client(nil)
+	}
 	return sqs.NewFromConfig(cfg, append([]func(*sqs.Options){base}, optFns...)...)
 }
 

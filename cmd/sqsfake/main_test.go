@@ -19,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
+	"github.com/sqspool/sqspool/internal/sdkhttp"
 	"github.com/sqspool/sqspool/sqsfake"
 )
 
@@ -60,7 +61,7 @@ func start(t *testing.T, fake *sqsfake.Fake, queues int, args ...string) *server
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	t.Cleanup(tr.CloseIdleConnections)
 	s.client = fake.NewSDKClient(s.endpoint, func(o *sqs.Options) {
-		o.HTTPClient = &http.Client{Transport: tr}
+		o.HTTPClient = sdkhttp.Client(tr)
 		o.RetryMaxAttempts = 1
 	})
 	t.Cleanup(func() { _ = s.shutdown() })

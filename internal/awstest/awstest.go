@@ -32,6 +32,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/sqspool/sqspool/internal/sdkhttp"
 )
 
 // EnvIntegration is the variable that turns integration tests on.
@@ -73,6 +75,10 @@ func Config(t testing.TB) aws.Config {
 	if cfg.Region == "" {
 		t.Fatalf("awstest: %s is set but no AWS region is configured (set AWS_REGION)", EnvIntegration)
 	}
+	// Emulators answer quickly enough to meet the SDK race that cuts a
+	// response and retries the call (see internal/sdkhttp): a ReceiveMessage
+	// retried so leaves its messages in flight for a visibility timeout.
+	cfg.HTTPClient = sdkhttp.Client(nil)
 	return cfg
 }
 

@@ -47,6 +47,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/sqspool/sqspool"
+	"github.com/sqspool/sqspool/internal/sdkhttp"
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/test/faults"
 )
@@ -154,7 +155,10 @@ func run() int {
 
 	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
-	cfg, err := config.LoadDefaultConfig(context.Background())
+	// The proxy in front of SQS answers quickly enough to meet the SDK race
+	// that cuts a response and retries the call (see internal/sdkhttp); a
+	// receive lost so would be an outcome-less receive the oracle rejects.
+	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithHTTPClient(sdkhttp.Client(nil)))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer:", err)
 		return 2

@@ -1,0 +1,62 @@
+// Package sdkhttp gives AWS SDK clients in tests and tools an HTTP client
+// that does not lose responses from a fast server.
+//
+// The SDK (smithy-go) closes a request's body as soon as the response
+// headers arrive. net/http streams a body it does not know to be in memory
+// straight to the socket and then reads it once more to check its length;
+// when the server has answered before that read, the read fails on the
+// closed body, the transport closes the connection under the response, and
+// the SDK retries (aws/aws-sdk-go-v2#2737, whose fix made the error
+// retryable). For ReceiveMessage the first attempt's messages then stay in
+// flight until their visibility timeout, and their receive count grows; for
+// SendMessageBatch the retry sends the messages twice. Against real SQS
+// the server is rarely that quick; against an in-process fake or a local
+// emulator it happens within hundreds of calls. Handing the transport a
+// bytes.Reader closes the window: net/http then copies the whole body,
+// length check included, before anything reaches the server.
+package sdkhttp
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+)
+
+// Client returns an HTTP client that sends through base (a clone of
+// http.DefaultTransport when nil) with every request body read into memory
+// first.
+func Client(base http.RoundTripper) *http.Client {
+	if base == nil {
+		base = http.DefaultTransport.(*http.Transport).Clone()
+	}
+	return &http.Client{Transport: inMemory{base}}
+}
+
+// inMemory is the RoundTripper behind Client.
+type inMemory struct{ base http.RoundTripper }
+
+func (t inMemory) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body == nil || req.Body == http.NoBody {
+		return t.base.RoundTrip(req)
+	}
+	body, err := io.ReadAll(req.Body)
+	if cerr := req.Body.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("sdkhttp: reading the request body: %w", err)
+	}
+	out := req.Clone(req.Context())
+	out.Body = io.NopCloser(bytes.NewReader(body))
+	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	out.ContentLength = int64(len(body))
+	return t.base.RoundTrip(out)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach base.
+func (t inMemory) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
