@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -21,6 +24,28 @@ import (
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// inBubble runs f in a testing/synctest bubble. It skips the test on Go
+// 1.25, whose runtime now and then ties a pool's new WaitGroup to a bubble
+// that has ended and kills the whole test binary with "sync: WaitGroup.Add
+// called from multiple synctest bubbles" (golang/go#74386, #75285; about
+// one run in 50 of this package's -short tests on go1.25.0, none in
+// 1,000,000 simulator seeds on go1.26). The library does not use synctest:
+// users on Go 1.25 are not affected, and the minimum-Go step of
+// ./scripts/test still builds these tests and runs all the others.
+func inBubble(t *testing.T, f func(*testing.T)) {
+	t.Helper()
+	needBubbles(t)
+	synctest.Test(t, f)
+}
+
+// needBubbles skips t where inBubble would.
+func needBubbles(t *testing.T) {
+	t.Helper()
+	if strings.HasPrefix(runtime.Version(), "go1.25") {
+		t.Skipf("testing/synctest on %s loses track of WaitGroups (golang/go#74386); run with Go 1.26 or later", runtime.Version())
+	}
+}
 
 type order struct {
 	ID    int    `json:"id"`

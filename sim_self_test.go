@@ -2,7 +2,6 @@ package sqspool
 
 import (
 	"testing"
-	"testing/synctest"
 	"time"
 
 	"github.com/stretchr/testify/assert"
@@ -25,7 +24,7 @@ func TestSimDiceAnswersByKeyNotByOrder(t *testing.T) {
 
 func TestSimOracleFlagsADeleteBeforeSuccess(t *testing.T) {
 	t.Setenv("SQSPOOL_SIM_SKIP", "") // every invariant
-	synctest.Test(t, func(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
 		o := newSimOracle(&simScenario{sends: []simSend{{k: 0}}, visibility: 30 * time.Second, heartbeat: true}, false)
 		o.delivered("m0", "h1", map[string]string{"ApproximateReceiveCount": "1"}, `{"k":0}`)
 		o.returned("h1", 1)
@@ -48,7 +47,7 @@ func TestSimOracleTellsWhatThePoolCouldKnow(t *testing.T) {
 		{"newer arrives first, the older after it with an equal count", 2, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			synctest.Test(t, func(t *testing.T) {
+			inBubble(t, func(t *testing.T) {
 				o := newSimOracle(&simScenario{sends: []simSend{{k: 0}}, visibility: 30 * time.Second}, false)
 				o.delivered("m0", "h1", map[string]string{"ApproximateReceiveCount": "1"}, `{"k":0}`)
 				o.delivered("m0", "h2", map[string]string{"ApproximateReceiveCount": "2"}, `{"k":0}`)
@@ -73,7 +72,7 @@ func TestSimOracleTellsWhatThePoolCouldKnow(t *testing.T) {
 
 func TestSimOracleExcusesASecondRunOnlyForAFailureThePoolReported(t *testing.T) {
 	t.Setenv("SQSPOOL_SIM_SKIP", "") // every invariant
-	synctest.Test(t, func(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
 		o := newSimOracle(&simScenario{sends: []simSend{{k: 0}, {k: 1}}, visibility: 30 * time.Second}, false)
 		for k := range 2 {
 			m := o.byK[k]

@@ -69,6 +69,7 @@ func envUint(t *testing.T, name string, def uint64) uint64 {
 }
 
 func TestSimulate(t *testing.T) {
+	needBubbles(t)
 	if s := os.Getenv("SQSPOOL_SIM_SEED"); s != "" {
 		// The seed's choices replay exactly; where goroutines race within
 		// one instant, a replay can take another turn. SQSPOOL_SIM_REPEAT replays until a run
