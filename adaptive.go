@@ -179,7 +179,6 @@ func (s *sizer) load() (rate float64, latency time.Duration) {
 func (p *Pool) resize(latency time.Duration) {
 	s := &p.sizer
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.latency == 0 {
 		s.latency = latency
 	} else {
@@ -195,6 +194,7 @@ func (p *Pool) resize(latency time.Duration) {
 	now := p.cfg.clock.Now()
 	elapsed := now.Sub(s.lastAt)
 	if elapsed < resizeEvery {
+		s.mu.Unlock()
 		return
 	}
 	c := &p.counters
@@ -202,12 +202,17 @@ func (p *Pool) resize(latency time.Duration) {
 	rate := float64(done-s.lastDone) / elapsed.Seconds()
 	s.lastAt, s.lastDone, s.rate = now, done, rate
 	horizon := max(s.latency, readAheadHorizon)
+	// The receivers read the rate under their own lock (a poller deciding
+	// whether to go), so theirs is taken only after this one is let go.
+	s.mu.Unlock()
 	// At most one receive for each poller running and one more, so that the
 	// read-ahead follows the receive concurrency (and through it the live
 	// limit) while leaving the controller room to add a poller.
 	active, _ := p.recv.running()
 	ceiling := min(active+1, p.cfg.pollers) * p.cfg.maxMessages
 	ahead := readAheadFor(rate, horizon, p.queue.visibility, p.cfg.maxMessages, ceiling)
+	// Concurrent resizes may swap in either order: each releases the
+	// difference its own swap made, so the credits stay exact.
 	if old := p.readAhead.Swap(ahead); old != ahead {
 		p.credits.release(int(ahead - old))
 	}

@@ -336,3 +336,43 @@ func TestReceiversFollowWaitsAndTheHandlingRate(t *testing.T) {
 	active, _ = r.running()
 	assert.Equal(t, 6, active, "and adds none")
 }
+
+// A poller sizing the read-ahead (resize) and one deciding whether to go
+// (after, which reads the handling rate under the receivers' lock) each
+// need the sizer's and the receivers' locks; taken in opposite orders they
+// deadlocked the pool (simulator seed 1529, under -race).
+func TestResizeAndThePollerControllerShareLocksSafely(t *testing.T) {
+	clk := clock.NewManual(time.Now())
+	p := &Pool{cfg: config{pollers: 100, maxMessages: 10, clock: clk}, credits: newCredits(0)}
+	p.queue.visibility = 30 * time.Second
+	p.recv = &receivers{active: 2, fastest: time.Millisecond, want: func() int { return 10 }, rate: func() float64 {
+		rate, _ := p.sizer.load()
+		return rate
+	}}
+	const rounds = 20_000
+	errc := make(chan error, 2)
+	go func() {
+		for range rounds {
+			p.sizer.mu.Lock()
+			p.sizer.lastAt = clk.Now().Add(-time.Second) // so that each resize reads the pollers running
+			p.sizer.mu.Unlock()
+			p.counters.processed.Add(1)
+			p.resize(time.Millisecond)
+		}
+		errc <- nil
+	}()
+	var bound atomic.Int64
+	go func() {
+		for range rounds {
+			p.recv.mu.Lock()
+			bound.Store(int64(p.recv.demandLocked()))
+			p.recv.mu.Unlock()
+		}
+		errc <- nil
+	}()
+	for range 2 {
+		require.NoError(t, within(t, errc, "resize and the poller controller deadlocked"))
+	}
+	assert.Positive(t, bound.Load())
+	assert.Positive(t, p.readAhead.Load(), "the resizes ran to the end")
+}
