@@ -21,14 +21,17 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 )
 
-// Client returns an HTTP client that sends through base (a clone of
-// http.DefaultTransport when nil) with every request body read into memory
+// Client returns an HTTP client that sends through base (when nil, a
+// transport with the SDK's own defaults, among them 10 idle connections per
+// host where net/http keeps 2) with every request body read into memory
 // first.
 func Client(base http.RoundTripper) *http.Client {
 	if base == nil {
-		base = http.DefaultTransport.(*http.Transport).Clone()
+		base = awshttp.NewBuildableClient().GetTransport()
 	}
 	return &http.Client{Transport: inMemory{base}}
 }

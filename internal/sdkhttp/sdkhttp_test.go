@@ -131,3 +131,12 @@ func TestClientReportsABodyThatCannotBeRead(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// TestClientKeepsTheSDKsConnectionDefaults: without a base transport the
+// client pools connections as the SDK's own does (net/http alone keeps 2
+// idle connections per host, which makes a busy pool dial anew).
+func TestClientKeepsTheSDKsConnectionDefaults(t *testing.T) {
+	tr, ok := Client(nil).Transport.(inMemory).base.(*http.Transport)
+	require.True(t, ok)
+	assert.GreaterOrEqual(t, tr.MaxIdleConnsPerHost, 10)
+}
