@@ -306,19 +306,27 @@ func (b *backend) empty(t *testing.T, url string) bool {
 // sendBatch sends the entries in batches of ten.
 func (b *backend) sendBatch(t *testing.T, url string, entries []sqstypes.SendMessageBatchRequestEntry) {
 	t.Helper()
+	if err := b.trySendBatch(url, entries); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// trySendBatch is sendBatch for goroutines other than the test's.
+func (b *backend) trySendBatch(url string, entries []sqstypes.SendMessageBatchRequestEntry) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	for len(entries) > 0 {
 		k := min(10, len(entries))
 		out, err := b.client.SendMessageBatch(ctx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(url), Entries: entries[:k]})
 		if err != nil {
-			t.Fatalf("SendMessageBatch: %v", err)
+			return fmt.Errorf("SendMessageBatch: %w", err)
 		}
 		if len(out.Failed) > 0 {
-			t.Fatalf("SendMessageBatch failed entries: %+v", out.Failed)
+			return fmt.Errorf("SendMessageBatch failed entries: %+v", out.Failed)
 		}
 		entries = entries[k:]
 	}
+	return nil
 }
 
 // jobEntries are n messages {"pid": i}; with groups > 0 they are FIFO

@@ -116,7 +116,7 @@ func TestCrashEmulator(t *testing.T) {
 			return ok >= at
 		})
 		c.signal(t, syscall.SIGKILL)
-		assert.Equal(t, -1, c.wait(t, 10*time.Second), "killed by the signal")
+		assert.Equal(t, -1, c.wait(t, 10*time.Second), "killed by the signal, not exited by itself; stderr: %s", c.stderr.String())
 		killedProcs[c.pid()] = true
 		ok, _ := count(readEvents(t, logPath), c.pid(), "OK")
 		killed = append(killed, fmt.Sprintf("%s after %d handled", c.pid(), ok))

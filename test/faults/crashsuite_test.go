@@ -99,7 +99,12 @@ func crashSuite(t *testing.T, maxReceiveCount, n, kills int) {
 	// over the kill phase (its expected length: 3.5 s a kill).
 	began := time.Now()
 	sendPhase := time.Duration(kills) * 3500 * time.Millisecond
+	// The sender stops, and is waited for, when the test ends early: a
+	// failure must not leave it sending to a backend that is going away.
 	var wg sync.WaitGroup
+	defer wg.Wait()
+	stop := make(chan struct{})
+	defer close(stop)
 	wg.Go(func() {
 		tick := time.NewTicker(sendPhase / time.Duration(n/10)) // pacing the load, not synchronisation
 		defer tick.Stop()
@@ -109,8 +114,15 @@ func crashSuite(t *testing.T, maxReceiveCount, n, kills int) {
 				body, _ := json.Marshal(j)
 				entries = append(entries, sqstypes.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(j.PID)), MessageBody: aws.String(string(body))})
 			}
-			b.sendBatch(t, q, entries)
-			<-tick.C
+			if err := b.trySendBatch(q, entries); err != nil {
+				t.Error(err) // not Fatal: this is not the test's goroutine
+				return
+			}
+			select {
+			case <-tick.C:
+			case <-stop:
+				return
+			}
 		}
 	})
 
@@ -128,7 +140,7 @@ func crashSuite(t *testing.T, maxReceiveCount, n, kills int) {
 			victim, extra = extra, nil
 		}
 		victim.signal(t, syscall.SIGKILL)
-		require.Equal(t, -1, victim.wait(t, 10*time.Second), "killed by the signal")
+		require.Equal(t, -1, victim.wait(t, 10*time.Second), "killed by the signal, not exited by itself; stderr: %s", victim.stderr.String())
 		killed[victim.pid()] = true
 		ok, _ := count(readEvents(t, logPath), victim.pid(), "OK")
 		killedAt = append(killedAt, fmt.Sprintf("%.0fs:%d", time.Since(began).Seconds(), ok))
