@@ -90,3 +90,45 @@ func TestSimOracleExcusesASecondRunOnlyForAFailureThePoolReported(t *testing.T) 
 		assert.Contains(t, o.violations[0].detail, "message 0 ")
 	})
 }
+
+// A give-back applied under an older handle is not a running message made
+// visible when the run is of a newer delivery: SQS refuses a change under a
+// handle that is no longer the newest, so the change came first, even when
+// its answer reaches the oracle after the newer run has started (seed
+// 1529). Under the handle the run has, it is one.
+func TestSimOracleTiesAGiveBackToItsDelivery(t *testing.T) {
+	t.Setenv("SQSPOOL_SIM_SKIP", "") // every invariant
+	for _, tc := range []struct {
+		name      string
+		redeliver bool
+		violation bool
+	}{
+		{"the run is of a newer delivery", true, false},
+		{"the run is of the delivery given back", false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inBubble(t, func(t *testing.T) {
+				o := newSimOracle(&simScenario{sends: []simSend{{k: 0}}, visibility: 30 * time.Second}, false)
+				o.delivered("m0", "h1", map[string]string{"ApproximateReceiveCount": "1"}, `{"k":0}`)
+				o.returned("h1", 1)
+				time.Sleep(time.Millisecond)
+				if tc.redeliver {
+					o.delivered("m0", "h2", map[string]string{"ApproximateReceiveCount": "2"}, `{"k":0}`)
+					o.returned("h2", 2)
+				}
+				m := o.byK[0]
+				m.runs = append(m.runs, &simRunRec{start: time.Now(), deadline: time.Now().Add(time.Minute)})
+				o.changeApplied("h1", 0, time.Now())
+				kinds := make([]string, 0, len(o.violations))
+				for _, v := range o.violations {
+					kinds = append(kinds, v.kind)
+				}
+				if tc.violation {
+					assert.Equal(t, []string{invVisibleRunning}, kinds)
+				} else {
+					assert.Empty(t, kinds)
+				}
+			})
+		})
+	}
+}
