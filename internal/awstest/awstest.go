@@ -78,7 +78,7 @@ func Config(t testing.TB) aws.Config {
 	// Emulators answer quickly enough to meet the SDK race that cuts a
 	// response and retries the call (see internal/sdkhttp): a ReceiveMessage
 	// retried so leaves its messages in flight for a visibility timeout.
-	cfg.HTTPClient = sdkhttp.Client(nil)
+	cfg.HTTPClient = sdkhttp.Wrap(cfg.HTTPClient)
 	return cfg
 }
 

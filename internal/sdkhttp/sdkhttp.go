@@ -22,13 +22,15 @@ import (
 	"io"
 	"net/http"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 )
 
 // Client returns an HTTP client that sends through base (when nil, a
 // transport with the SDK's own defaults, among them 10 idle connections per
 // host where net/http keeps 2) with every request body read into memory
-// first.
+// first. Use it where an SDK client's options take a client of the test's
+// own; for the client the SDK's configuration resolved, use Wrap.
 func Client(base http.RoundTripper) *http.Client {
 	if base == nil {
 		base = awshttp.NewBuildableClient().GetTransport()
@@ -36,12 +38,50 @@ func Client(base http.RoundTripper) *http.Client {
 	return &http.Client{Transport: inMemory{base}}
 }
 
+// Wrap returns c (the SDK's default client when nil) with every request
+// body read into memory before c sends it. It keeps what the configuration
+// put into c, such as a custom CA bundle (AWS_CA_BUNDLE), which
+// config.LoadDefaultConfig cannot add to a client that is not the SDK's own.
+func Wrap(c aws.HTTPClient) aws.HTTPClient {
+	if c == nil {
+		c = awshttp.NewBuildableClient()
+	}
+	return wrapped{c}
+}
+
+type wrapped struct{ c aws.HTTPClient }
+
+func (w wrapped) Do(req *http.Request) (*http.Response, error) {
+	out, err := fromMemory(req)
+	if err != nil {
+		return nil, err
+	}
+	return w.c.Do(out)
+}
+
 // inMemory is the RoundTripper behind Client.
 type inMemory struct{ base http.RoundTripper }
 
 func (t inMemory) RoundTrip(req *http.Request) (*http.Response, error) {
+	out, err := fromMemory(req)
+	if err != nil {
+		return nil, err
+	}
+	return t.base.RoundTrip(out)
+}
+
+// CloseIdleConnections lets http.Client.CloseIdleConnections reach base.
+func (t inMemory) CloseIdleConnections() {
+	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
+}
+
+// fromMemory returns req with its body read into memory (and req's body
+// closed), or req itself when it has none.
+func fromMemory(req *http.Request) (*http.Request, error) {
 	if req.Body == nil || req.Body == http.NoBody {
-		return t.base.RoundTrip(req)
+		return req, nil
 	}
 	body, err := io.ReadAll(req.Body)
 	if cerr := req.Body.Close(); err == nil {
@@ -54,12 +94,5 @@ func (t inMemory) RoundTrip(req *http.Request) (*http.Response, error) {
 	out.Body = io.NopCloser(bytes.NewReader(body))
 	out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	out.ContentLength = int64(len(body))
-	return t.base.RoundTrip(out)
-}
-
-// CloseIdleConnections lets http.Client.CloseIdleConnections reach base.
-func (t inMemory) CloseIdleConnections() {
-	if c, ok := t.base.(interface{ CloseIdleConnections() }); ok {
-		c.CloseIdleConnections()
-	}
+	return out, nil
 }

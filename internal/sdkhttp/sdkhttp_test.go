@@ -140,3 +140,28 @@ func TestClientKeepsTheSDKsConnectionDefaults(t *testing.T) {
 	require.True(t, ok)
 	assert.GreaterOrEqual(t, tr.MaxIdleConnsPerHost, 10)
 }
+
+// TestWrapSendsThroughTheGivenClient: the configuration's client (with what
+// it carries, such as a CA bundle) sends, and gets the body from memory.
+func TestWrapSendsThroughTheGivenClient(t *testing.T) {
+	var got *http.Request
+	inner := doFunc(func(r *http.Request) (*http.Response, error) {
+		got = r
+		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody}, nil
+	})
+	body := &smithyBody{r: bytes.NewReader([]byte("hello"))}
+	req, err := http.NewRequest(http.MethodPost, "http://example.invalid/", body)
+	require.NoError(t, err)
+	_, err = Wrap(inner).Do(req)
+	require.NoError(t, err)
+	require.NotNil(t, got)
+	assert.True(t, body.closed)
+	b, err := io.ReadAll(got.Body)
+	require.NoError(t, err)
+	assert.Equal(t, "hello", string(b))
+	assert.NotNil(t, Wrap(nil), "the SDK's default client when none is given")
+}
+
+type doFunc func(*http.Request) (*http.Response, error)
+
+func (f doFunc) Do(r *http.Request) (*http.Response, error) { return f(r) }

@@ -158,11 +158,12 @@ func run() int {
 	// The proxy in front of SQS answers quickly enough to meet the SDK race
 	// that cuts a response and retries the call (see internal/sdkhttp); a
 	// receive lost so would be an outcome-less receive the oracle rejects.
-	cfg, err := config.LoadDefaultConfig(context.Background(), config.WithHTTPClient(sdkhttp.Client(nil)))
+	cfg, err := config.LoadDefaultConfig(context.Background())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer:", err)
 		return 2
 	}
+	cfg.HTTPClient = sdkhttp.Wrap(cfg.HTTPClient)
 
 	var store *sink.DynamoDB[result]
 	if *table != "" && *idemTable != "" {
