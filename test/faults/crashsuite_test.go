@@ -51,7 +51,9 @@ func crashJobs(n int) []crashJob {
 // MessageId, lease 4 s) is SIGKILLed every 2–5 s and restarted, with two
 // consumers running at once for a while, and stopped with SIGTERM at the
 // end. Every healthy message must have exactly one result and none may be
-// in the DLQ; every poison message must be in the DLQ; no result is written
+// in the DLQ unless its own failures (at most two) and deliveries cut short
+// by a kill spent its five receives (rare: at most two such messages pass);
+// every poison message must be in the DLQ; no result is written
 // twice; no record is left INPROGRESS. The short run (the default) sends
 // 10,000 messages over 10 kills; SQSPOOL_LONG=1 sends 50,000 over 40.
 func TestCrashSuite(t *testing.T) { crashSuite(t, 5, pick(10_000, 50_000), pick(10, 40)) }
@@ -206,10 +208,15 @@ func crashSuite(t *testing.T, maxReceiveCount, n, kills int) {
 	slices.Sort(dlqHealthy)
 	assert.Len(t, dlqPoison, poison, "every poison message in the DLQ")
 	explained, unexplained := explainDLQ(receipts, evs, killed, maxReceiveCount, dlqHealthy)
+	// With 5 receives a healthy message fails at most twice, so only three
+	// deliveries cut by kills on top can spend its receives: rare (1 in
+	// 10,000 messages once, with three CI runs sharing two cores at 87
+	// msgs/s), and no consumer can prevent it, since SQS counts a receive
+	// whose process dies. What the suite rules out is a receive spent for
+	// any other reason, ErrInProgress above all, and more than a handful.
+	assert.Empty(t, unexplained, "healthy messages in the DLQ for another reason than their own failures and kills")
 	if maxReceiveCount >= 5 {
-		assert.Empty(t, dlqHealthy, "healthy messages in the DLQ")
-	} else {
-		assert.Empty(t, unexplained, "healthy messages in the DLQ for another reason than their own failures and kills")
+		assert.LessOrEqual(t, len(dlqHealthy), 2, "healthy messages in the DLQ (each cut by a kill three times or more)")
 	}
 	// A healthy message in the DLQ may have no result: it is not missing.
 	missing = slices.DeleteFunc(missing, func(pid int) bool { return slices.Contains(dlqHealthy, pid) })
