@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -125,6 +127,45 @@ func TestSimOracleTiesAGiveBackToItsDelivery(t *testing.T) {
 				}
 				if tc.violation {
 					assert.Equal(t, []string{invVisibleRunning}, kinds)
+				} else {
+					assert.Empty(t, kinds)
+				}
+			})
+		})
+	}
+}
+
+// TestSimOracleJudgesAnExtensionQueuedBeforeARunByItsStart: an extension
+// that reaches SQS just after a run began, when the run's deadline (a
+// batch's earliest) was already past, was queued before the run and is not
+// a heartbeat past the deadline; one sent later than the slack after the
+// start is.
+func TestSimOracleJudgesAnExtensionQueuedBeforeARunByItsStart(t *testing.T) {
+	t.Setenv("SQSPOOL_SIM_SKIP", "") // every invariant
+	for _, tc := range []struct {
+		name      string
+		sentAfter time.Duration // after the run's start
+		violation bool
+	}{
+		{"sent just after the run began", time.Millisecond, false},
+		{"sent long after the run began", time.Hour, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inBubble(t, func(t *testing.T) {
+				o := newSimOracle(&simScenario{sends: []simSend{{k: 0}}, visibility: 30 * time.Second, heartbeat: true, handlerTimeout: 5 * time.Second}, false)
+				o.delivered("m0", "h1", map[string]string{"ApproximateReceiveCount": "1"}, `{"k":0}`)
+				o.returned("h1", 1)
+				time.Sleep(time.Minute)
+				m := o.byK[0]
+				m.runs = append(m.runs, &simRunRec{start: time.Now(), deadline: time.Now().Add(-50 * time.Second)})
+				time.Sleep(tc.sentAfter)
+				o.changesSent([]types.ChangeMessageVisibilityBatchRequestEntry{{ReceiptHandle: aws.String("h1"), VisibilityTimeout: 30}}, time.Now())
+				kinds := make([]string, 0, len(o.violations))
+				for _, v := range o.violations {
+					kinds = append(kinds, v.kind)
+				}
+				if tc.violation {
+					assert.Equal(t, []string{invHeartbeatPast}, kinds)
 				} else {
 					assert.Empty(t, kinds)
 				}
