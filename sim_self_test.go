@@ -121,15 +121,7 @@ func TestSimOracleTiesAGiveBackToItsDelivery(t *testing.T) {
 				m := o.byK[0]
 				m.runs = append(m.runs, &simRunRec{start: time.Now(), deadline: time.Now().Add(time.Minute)})
 				o.changeApplied("h1", 0, time.Now())
-				kinds := make([]string, 0, len(o.violations))
-				for _, v := range o.violations {
-					kinds = append(kinds, v.kind)
-				}
-				if tc.violation {
-					assert.Equal(t, []string{invVisibleRunning}, kinds)
-				} else {
-					assert.Empty(t, kinds)
-				}
+				assertViolations(t, o, tc.violation, invVisibleRunning)
 			})
 		})
 	}
@@ -160,16 +152,23 @@ func TestSimOracleJudgesAnExtensionQueuedBeforeARunByItsStart(t *testing.T) {
 				m.runs = append(m.runs, &simRunRec{start: time.Now(), deadline: time.Now().Add(-50 * time.Second)})
 				time.Sleep(tc.sentAfter)
 				o.changesSent([]types.ChangeMessageVisibilityBatchRequestEntry{{ReceiptHandle: aws.String("h1"), VisibilityTimeout: 30}}, time.Now())
-				kinds := make([]string, 0, len(o.violations))
-				for _, v := range o.violations {
-					kinds = append(kinds, v.kind)
-				}
-				if tc.violation {
-					assert.Equal(t, []string{invHeartbeatPast}, kinds)
-				} else {
-					assert.Empty(t, kinds)
-				}
+				assertViolations(t, o, tc.violation, invHeartbeatPast)
 			})
 		})
+	}
+}
+
+// assertViolations checks that o found exactly one violation, of kind, when
+// want, and none otherwise.
+func assertViolations(t *testing.T, o *simOracle, want bool, kind string) {
+	t.Helper()
+	kinds := make([]string, 0, len(o.violations))
+	for _, v := range o.violations {
+		kinds = append(kinds, v.kind)
+	}
+	if want {
+		assert.Equal(t, []string{kind}, kinds)
+	} else {
+		assert.Empty(t, kinds)
 	}
 }
