@@ -238,8 +238,8 @@ func crashSuite(t *testing.T, maxReceiveCount, n, kills int) {
 	assert.Zero(t, twice, "results written twice")
 
 	// One COMPLETE record per healthy message outside the DLQ, and no
-	// record left INPROGRESS for it. A healthy message in the DLQ (possible
-	// only with maxReceiveCount 3) may have a record in either state (and
+	// record left INPROGRESS for it. A healthy message in the DLQ (its own
+	// failures and kills spent its receives) may have a record in either state (and
 	// a result): a kill may have cut its last delivery after the write or
 	// mid-Put, and nobody lives to release the record; its lease lapses, so
 	// a redrive takes the key over. Record ids are prefix#key, the key the
