@@ -509,35 +509,47 @@ func TestBatchErrorsMessage(t *testing.T) {
 	assert.Equal(t, "sqspool: 2 messages of the batch failed: [1] a; [3] c", err.Error())
 }
 
-// A batch ends at its earliest message's deadline, and so does the
-// heartbeat of each of its messages: the later one's own deadline does not
-// keep it invisible while a batch that ignores its context runs on.
+// A batch ends at its earliest message's deadline, and so does each of its
+// messages' own (which the heartbeat follows): the later one's deadline
+// does not keep it while a batch that ignores its context runs on. Without
+// the heartbeat a deadline counts from arrival, so two messages gathered
+// 10 s apart have different ones; with it, a message that waited here has
+// its whole timeout from the batch's start (see
+// TestHeldFIFOMessageHasItsWholeHandlerTimeout), and both share that.
 func TestBatchMessagesShareTheEarliestDeadline(t *testing.T) {
-	e := newEnv(t, nil)
-	e.sendOrders(1)
-	holding := make(chan int, 100)
-	started := make(chan struct{})
-	finish := make(chan struct{})
-	p := e.startBatch(func(ctx context.Context, _ []order) error {
-		close(started)
-		<-finish
-		return nil
-	}, WithBatchSize(2), lingerForever, WithHandlerTimeout(20*time.Second), WithWorkers(1),
-		// The second receive must not wait for a fill timer on this clock.
-		func(c *config) { c.receiveFill, c.batch.waiting = 0, func(n int) { holding <- n } })
-	<-holding // the first message waits for a second
-	first := e.clk.Now()
-	e.clk.Advance(10 * time.Second)
-	e.send(`{"id":1}`)
-	<-started
-	recs := p.disp.inFlight()
-	require.Len(t, recs, 2)
-	for _, rec := range recs {
-		assert.Equal(t, first.Add(20*time.Second), rec.deadlineAt(true), "message %s", rec.msg.Body)
+	for _, heartbeat := range []bool{false, true} {
+		t.Run(fmt.Sprintf("heartbeat %v", heartbeat), func(t *testing.T) {
+			e := newEnv(t, nil)
+			e.sendOrders(1)
+			holding := make(chan int, 100)
+			started := make(chan struct{})
+			finish := make(chan struct{})
+			p := e.startBatch(func(ctx context.Context, _ []order) error {
+				close(started)
+				<-finish
+				return nil
+			}, WithBatchSize(2), lingerForever, WithHandlerTimeout(20*time.Second), WithWorkers(1), WithHeartbeat(heartbeat),
+				// The second receive must not wait for a fill timer on this clock.
+				func(c *config) { c.receiveFill, c.batch.waiting = 0, func(n int) { holding <- n } })
+			<-holding // the first message waits for a second
+			first := e.clk.Now()
+			e.clk.Advance(10 * time.Second)
+			e.send(`{"id":1}`)
+			<-started
+			want := first.Add(20 * time.Second) // the first message's, from its arrival
+			if heartbeat {
+				want = first.Add(30 * time.Second) // from the batch's start, 10 s later
+			}
+			recs := p.disp.inFlight()
+			require.Len(t, recs, 2)
+			for _, rec := range recs {
+				assert.Equal(t, want, rec.deadlineAt(true), "message %s", rec.msg.Body)
+			}
+			close(finish)
+			e.shutdown(p)
+			assert.EqualValues(t, 2, p.Stats().Deleted)
+		})
 	}
-	close(finish)
-	e.shutdown(p)
-	assert.EqualValues(t, 2, p.Stats().Deleted)
 }
 
 // On a FIFO queue a malformed message never enters a batch, and the

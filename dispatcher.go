@@ -131,13 +131,25 @@ func (r *record) capAt() time.Time {
 	return r.receivedAt.Add(maxVisibility - visibilityMargin)
 }
 
-// beginAttempt returns the deadline of an attempt starting now: the newest
-// delivery's, if one came since the record was made.
-func (r *record) beginAttempt() time.Time {
+// beginAttempt returns the deadline of an attempt starting at now: the
+// newest delivery's, if one came since the record was made. With fresh set
+// (the heartbeat is on) a message that waited here for its turn (behind its
+// FIFO group, read ahead, or for a retry in place) gets its whole handler
+// timeout from now, as fresh gives it for the newest delivery's poll sent
+// at sent: the timeout bounds a handler's run, not the wait before it. That
+// holds only while SQS keeps the message invisible for keep more, time for
+// the heartbeat to take it on; past that SQS may have handed it to another
+// consumer, and the attempt keeps the deadline it had.
+func (r *record) beginAttempt(now time.Time, fresh func(sent, now time.Time) time.Time, keep time.Duration) time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.nextDeadline.After(r.deadline) {
 		r.deadline = r.nextDeadline
+	}
+	if fresh != nil && r.visibleUntil.Sub(now) >= keep {
+		if d := fresh(r.receivedAt, now); d.After(r.deadline) {
+			r.deadline = d
+		}
 	}
 	return r.deadline
 }

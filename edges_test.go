@@ -3,6 +3,7 @@ package sqspool
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -163,15 +164,15 @@ func TestRetryInPlaceAfterANewerDeliveryHasAFreshDeadline(t *testing.T) {
 	first := clk.Now()
 	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, first)
 	rec := <-d.work
-	assert.Equal(t, first.Add(time.Minute), rec.beginAttempt(), "the first attempt")
+	assert.Equal(t, first.Add(time.Minute), rec.beginAttempt(clk.Now(), nil, 0), "the first attempt")
 	clk.Advance(2 * time.Minute) // the attempt failed; the group waited
 	again := clk.Now()
 	d.dispatch([]types.Message{plainMsg("m", "h2", 2)}, again)
 	assert.Equal(t, again.Add(time.Minute), rec.deadlineAt(false), "the heartbeat keeps the waiting record for the next attempt")
-	assert.Equal(t, again.Add(time.Minute), rec.beginAttempt(), "the next attempt has the newer delivery's timeout")
+	assert.Equal(t, again.Add(time.Minute), rec.beginAttempt(clk.Now(), nil, 0), "the next attempt has the newer delivery's timeout")
 	clk.Advance(time.Second)
 	d.dispatch([]types.Message{plainMsg("m", "h1", 1)}, clk.Now()) // an older delivery, late
-	assert.Equal(t, again.Add(time.Minute), rec.beginAttempt(), "an older delivery changes nothing")
+	assert.Equal(t, again.Add(time.Minute), rec.beginAttempt(clk.Now(), nil, 0), "an older delivery changes nothing")
 }
 
 // Suspicion: the cap's margin must hold after rounding to whole seconds.
@@ -1114,4 +1115,74 @@ func TestShutdownFromAHandlerDoesNotReadItsContextLater(t *testing.T) {
 	close(client.release)
 	require.NoError(t, pool.Wait())
 	assert.EqualValues(t, 1, e.fake.Stats(e.queue).Deleted)
+}
+
+// A FIFO message that waited here behind its group has its whole handler
+// timeout when its turn comes, as long as SQS still keeps it invisible: it
+// used to count from its arrival, so that with ten messages of a group in
+// one receive, 1 s handlers and a 3 s timeout, every fourth message started
+// with no time left, failed its local attempts at once, and sent its group
+// back to the queue, spending a receive (found by the simulator, seed
+// 738445).
+func TestHeldFIFOMessageHasItsWholeHandlerTimeout(t *testing.T) {
+	inBubble(t, func(t *testing.T) {
+		f := sqsfake.New(sqsfake.WithSeed(1))
+		url := f.MustCreateQueue("held.fifo", map[string]string{"FifoQueue": "true", "VisibilityTimeout": "30"})
+		entries := make([]types.SendMessageBatchRequestEntry, 10)
+		for i := range entries {
+			id := strconv.Itoa(i)
+			entries[i] = types.SendMessageBatchRequestEntry{
+				Id: aws.String(id), MessageBody: aws.String(`{"id":` + id + `}`),
+				MessageGroupId: aws.String("g"), MessageDeduplicationId: aws.String(id),
+			}
+		}
+		_, err := f.SendMessageBatch(context.Background(), &sqs.SendMessageBatchInput{QueueUrl: &url, Entries: entries})
+		require.NoError(t, err)
+		const timeout = 3 * time.Second
+		var mu sync.Mutex
+		var short []string // runs that began with less than the timeout left, or a second receive
+		done := make(chan struct{})
+		ran := 0
+		p, err := StartPool(context.Background(), &Consumer{Client: f, Queue: url},
+			func(ctx context.Context, o *order) error {
+				dl, _ := ctx.Deadline()
+				m, _ := MessageFrom(ctx)
+				mu.Lock()
+				if left := time.Until(dl); left < timeout-time.Second/10 || ctx.Err() != nil || m.ReceiveCount != 1 {
+					short = append(short, fmt.Sprintf("%d: %v left, err %v, receive %d", o.ID, left, ctx.Err(), m.ReceiveCount))
+				}
+				mu.Unlock()
+				select {
+				case <-time.After(time.Second):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				mu.Lock()
+				if ran++; ran == len(entries) {
+					close(done)
+				}
+				mu.Unlock()
+				return nil
+			}, WithWorkers(4), WithHandlerTimeout(timeout), WithLogger(quietLogger()))
+		require.NoError(t, err)
+		<-done
+		require.NoError(t, p.Shutdown(context.Background()))
+		mu.Lock()
+		defer mu.Unlock()
+		assert.Empty(t, short)
+		assert.Zero(t, p.Stats().Failed)
+	})
+}
+
+// The fresh timeout of a message that waited needs SQS to keep it
+// invisible long enough for the heartbeat to take it on; otherwise the
+// attempt keeps the deadline it had.
+func TestWaitingMessageGetsAFreshDeadlineOnlyWhileInvisible(t *testing.T) {
+	now := time.Now()
+	fresh := func(_, at time.Time) time.Time { return at.Add(time.Minute) }
+	rec := &record{deadline: now.Add(-time.Second), visibleUntil: now.Add(20 * time.Second)}
+	assert.Equal(t, now.Add(time.Minute), rec.beginAttempt(now, fresh, 10*time.Second), "invisible for 20 s more")
+	rec = &record{deadline: now.Add(-time.Second), visibleUntil: now.Add(5 * time.Second)}
+	assert.Equal(t, now.Add(-time.Second), rec.beginAttempt(now, fresh, 10*time.Second), "visible again too soon")
+	assert.Equal(t, now.Add(-time.Second), rec.beginAttempt(now, nil, 0), "no heartbeat")
 }

@@ -18,7 +18,7 @@ import (
 //     cancelled context does not keep its message from everyone else.
 func (p *Pool) watch(ctx context.Context) {
 	vis := p.queue.visibility
-	tick := watchTick(vis, p.deadline(time.Time{}, time.Time{}).Sub(time.Time{}))
+	tick := p.watchTick()
 	for {
 		t := p.cfg.clock.NewTimer(tick)
 		select {
@@ -47,6 +47,12 @@ func (p *Pool) watch(ctx context.Context) {
 		p.disp.pruneGroups(now)
 		p.disp.pruneGone(now)
 	}
+}
+
+// watchTick is the watchdog's tick for the pool's visibility and handler
+// timeouts.
+func (p *Pool) watchTick() time.Duration {
+	return watchTick(p.queue.visibility, p.deadline(time.Time{}, time.Time{}).Sub(time.Time{}))
 }
 
 // watchTick is a third of the visibility timeout, so that extensions stay

@@ -172,10 +172,13 @@ func WithWaitTime(d time.Duration) Option { return func(c *config) { c.waitTime 
 func WithVisibilityTimeout(d time.Duration) Option { return func(c *config) { c.visibility = d } }
 
 // WithHandlerTimeout bounds each handler's context, counted from when its
-// message arrived (default: ten visibility timeouts while the heartbeat keeps
-// the message invisible; without the heartbeat, the visibility timeout less a
-// margin, so that a handler is cancelled before SQS would give its message to
-// another consumer). The pool's watchdog cancels the context within a
+// message arrived, or, with the heartbeat, from when its attempt starts if
+// the message waited here for its turn (behind its FIFO group, read ahead,
+// or for a retry in place) while the heartbeat kept it invisible (default:
+// ten visibility timeouts while the heartbeat keeps the message invisible;
+// without the heartbeat, the visibility timeout less a margin, so that a
+// handler is cancelled before SQS would give its message to another
+// consumer). The pool's watchdog cancels the context within a
 // twentieth of the timeout after its deadline; no timer is armed per message.
 // The heartbeat stops at the deadline: a handler that ignores its cancelled
 // context does not keep its message from everyone else.

@@ -393,7 +393,12 @@ func startAttempt[T any](p *Pool, rec *record, decode decoder[T]) (context.Conte
 	}
 	// The deadline is on the pool's clock; the context's is the wall clock's.
 	rec.ctx.values, rec.ctx.msg, rec.ctx.pool = p.handlerCtx, m, p
-	rec.ctx.deadline = time.Now().Add(rec.beginAttempt().Sub(p.cfg.clock.Now()))
+	now := p.cfg.clock.Now()
+	var fresh func(sent, now time.Time) time.Time
+	if p.cfg.heartbeat {
+		fresh = p.deadline
+	}
+	rec.ctx.deadline = time.Now().Add(rec.beginAttempt(now, fresh, p.watchTick()+p.queue.visibility/3).Sub(now))
 	ctx := context.Context(&rec.ctx)
 	v := new(T)
 	err := p.cfg.decodeBody(m, func(body string) error { return callDecoder(decode, body, v) })
