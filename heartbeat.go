@@ -18,7 +18,7 @@ import (
 //     cancelled context does not keep its message from everyone else.
 func (p *Pool) watch(ctx context.Context) {
 	vis := p.queue.visibility
-	tick := p.watchTick()
+	tick := p.tick
 	for {
 		t := p.cfg.clock.NewTimer(tick)
 		select {
@@ -39,20 +39,14 @@ func (p *Pool) watch(ctx context.Context) {
 				}
 				continue
 			}
-			if p.cfg.heartbeat && rec.visibleAt().Sub(now) <= tick+vis/3 {
+			if p.cfg.heartbeat && rec.visibleAt().Sub(now) <= p.ahead {
 				p.deq.extend(rec, vis)
 			}
 		}
-		p.disp.releaseDone(now, tick+vis/3)
+		p.disp.releaseDone(now, p.ahead)
 		p.disp.pruneGroups(now)
 		p.disp.pruneGone(now)
 	}
-}
-
-// watchTick is the watchdog's tick for the pool's visibility and handler
-// timeouts.
-func (p *Pool) watchTick() time.Duration {
-	return watchTick(p.queue.visibility, p.deadline(time.Time{}, time.Time{}).Sub(time.Time{}))
 }
 
 // watchTick is a third of the visibility timeout, so that extensions stay

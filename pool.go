@@ -19,22 +19,26 @@ type Handler[T any] func(ctx context.Context, msg *T) error
 // Pool consumes one queue with a fixed number of workers. Create it with
 // StartPool; stop it with Shutdown, or by cancelling StartPool's context.
 type Pool struct {
-	cfg       config
-	queue     queueInfo
-	counters  counters
-	credits   *credits
-	limit     atomic.Int64 // handlers that may run at once: the workers, or the adaptive limit
-	readAhead atomic.Int64 // slots beyond limit, so that receives overlap handling
-	sizer     sizer
-	limiter   *limiter // nil unless WithAdaptiveConcurrency
-	run       *credits // with it: handlers that may start, up to the limit
-	brk       *breaker // nil unless WithCircuitBreaker
-	disp      *dispatcher
-	deq       *dequeuer
-	work      chan *record
-	process   func(*record) (ok bool, delay time.Duration) // the single-message pool's
-	serve     func()                                       // a worker's loop: serveOne, or a batch pool's
-	perWorker int                                          // messages a worker handles at once: 1, or the batch size
+	cfg   config
+	queue queueInfo
+	// tick is the watchdog's period; ahead is how far ahead of its visibility
+	// timeout the heartbeat keeps a message (it extends one whose visibility
+	// ends within ahead). Both follow from the queue and the options.
+	tick, ahead time.Duration
+	counters    counters
+	credits     *credits
+	limit       atomic.Int64 // handlers that may run at once: the workers, or the adaptive limit
+	readAhead   atomic.Int64 // slots beyond limit, so that receives overlap handling
+	sizer       sizer
+	limiter     *limiter // nil unless WithAdaptiveConcurrency
+	run         *credits // with it: handlers that may start, up to the limit
+	brk         *breaker // nil unless WithCircuitBreaker
+	disp        *dispatcher
+	deq         *dequeuer
+	work        chan *record
+	process     func(*record) (ok bool, delay time.Duration) // the single-message pool's
+	serve       func()                                       // a worker's loop: serveOne, or a batch pool's
+	perWorker   int                                          // messages a worker handles at once: 1, or the batch size
 
 	pollCtx       context.Context // ends when the stop begins
 	pollCancel    context.CancelFunc
@@ -126,6 +130,8 @@ func newPool[T any](ctx context.Context, c *Consumer, batch bool, opts []Option)
 		return nil, nil, nil, err
 	}
 	p.queue = q
+	p.tick = watchTick(q.visibility, p.deadline(time.Time{}, time.Time{}).Sub(time.Time{}))
+	p.ahead = p.tick + q.visibility/3
 	return p, decode, client, nil
 }
 
@@ -398,7 +404,7 @@ func startAttempt[T any](p *Pool, rec *record, decode decoder[T]) (context.Conte
 	if p.cfg.heartbeat {
 		fresh = p.deadline
 	}
-	rec.ctx.deadline = time.Now().Add(rec.beginAttempt(now, fresh, p.watchTick()+p.queue.visibility/3).Sub(now))
+	rec.ctx.deadline = time.Now().Add(rec.beginAttempt(now, fresh, p.ahead).Sub(now))
 	ctx := context.Context(&rec.ctx)
 	v := new(T)
 	err := p.cfg.decodeBody(m, func(body string) error { return callDecoder(decode, body, v) })

@@ -377,10 +377,7 @@ func (o *simOracle) monitor(p *Pool, fake *sqsfake.Fake, url string, stop <-chan
 		// from its start; seed 847150).
 		probes := 1
 		if o.sc.fifo {
-			probes = o.sc.breaker.Probes
-			if probes <= 0 {
-				probes = 3 // BreakerConfig's default
-			}
+			probes = o.sc.breaker.withDefaults().Probes
 		}
 		bound += o.sc.breaker.CoolDown + time.Duration(probes)*o.runMax()
 	}

@@ -35,7 +35,7 @@ func Client(base http.RoundTripper) *http.Client {
 	if base == nil {
 		base = awshttp.NewBuildableClient().GetTransport()
 	}
-	return &http.Client{Transport: inMemory{base}}
+	return &http.Client{Transport: inMemory{send: base.RoundTrip, base: base}}
 }
 
 // Wrap returns c (the SDK's default client when nil) with every request
@@ -46,29 +46,27 @@ func Wrap(c aws.HTTPClient) aws.HTTPClient {
 	if c == nil {
 		c = awshttp.NewBuildableClient()
 	}
-	return wrapped{c}
+	return inMemory{send: c.Do, base: c}
 }
 
-type wrapped struct{ c aws.HTTPClient }
+// inMemory reads each request's body into memory, then sends the request
+// with send: base's RoundTrip behind Client, its Do behind Wrap.
+type inMemory struct {
+	send func(*http.Request) (*http.Response, error)
+	base any
+}
 
-func (w wrapped) Do(req *http.Request) (*http.Response, error) {
+// Do is what Wrap's client is.
+func (t inMemory) Do(req *http.Request) (*http.Response, error) {
 	out, err := fromMemory(req)
 	if err != nil {
 		return nil, err
 	}
-	return w.c.Do(out)
+	return t.send(out)
 }
 
-// inMemory is the RoundTripper behind Client.
-type inMemory struct{ base http.RoundTripper }
-
-func (t inMemory) RoundTrip(req *http.Request) (*http.Response, error) {
-	out, err := fromMemory(req)
-	if err != nil {
-		return nil, err
-	}
-	return t.base.RoundTrip(out)
-}
+// RoundTrip is what Client's transport is.
+func (t inMemory) RoundTrip(req *http.Request) (*http.Response, error) { return t.Do(req) }
 
 // CloseIdleConnections lets http.Client.CloseIdleConnections reach base.
 func (t inMemory) CloseIdleConnections() {

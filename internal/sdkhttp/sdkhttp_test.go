@@ -88,18 +88,7 @@ func TestClientKeepsResponsesWhenTheBodyClosesEarly(t *testing.T) {
 // is in memory, with its length and GetBody for a replay, and the caller's
 // body is closed.
 func TestClientReadsTheBodyBeforeSending(t *testing.T) {
-	var got *http.Request
-	base := roundTripFunc(func(r *http.Request) (*http.Response, error) {
-		got = r
-		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody}, nil
-	})
-	body := &smithyBody{r: bytes.NewReader([]byte("hello"))}
-	req, err := http.NewRequest(http.MethodPost, "http://example.invalid/", body)
-	require.NoError(t, err)
-	resp, err := Client(base).Do(req)
-	require.NoError(t, err)
-	_ = resp.Body.Close()
-	require.NotNil(t, got)
+	got, body := sendHello(t, func(next sendFunc) sendFunc { return Client(roundTripFunc(next)).Do })
 	assert.True(t, body.closed, "the caller's body is closed")
 	assert.Equal(t, int64(5), got.ContentLength)
 	b, err := io.ReadAll(got.Body)
@@ -144,17 +133,7 @@ func TestClientKeepsTheSDKsConnectionDefaults(t *testing.T) {
 // TestWrapSendsThroughTheGivenClient: the configuration's client (with what
 // it carries, such as a CA bundle) sends, and gets the body from memory.
 func TestWrapSendsThroughTheGivenClient(t *testing.T) {
-	var got *http.Request
-	inner := doFunc(func(r *http.Request) (*http.Response, error) {
-		got = r
-		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody}, nil
-	})
-	body := &smithyBody{r: bytes.NewReader([]byte("hello"))}
-	req, err := http.NewRequest(http.MethodPost, "http://example.invalid/", body)
-	require.NoError(t, err)
-	_, err = Wrap(inner).Do(req)
-	require.NoError(t, err)
-	require.NotNil(t, got)
+	got, body := sendHello(t, func(next sendFunc) sendFunc { return Wrap(doFunc(next)).Do })
 	assert.True(t, body.closed)
 	b, err := io.ReadAll(got.Body)
 	require.NoError(t, err)
@@ -165,3 +144,25 @@ func TestWrapSendsThroughTheGivenClient(t *testing.T) {
 type doFunc func(*http.Request) (*http.Response, error)
 
 func (f doFunc) Do(r *http.Request) (*http.Response, error) { return f(r) }
+
+type sendFunc = func(*http.Request) (*http.Response, error)
+
+// sendHello sends a POST with the body "hello", as the SDK makes it, through
+// what wrap builds around a sender that records the request, and returns
+// the request that sender got and the caller's body.
+func sendHello(t *testing.T, wrap func(next sendFunc) sendFunc) (*http.Request, *smithyBody) {
+	t.Helper()
+	var got *http.Request
+	send := wrap(func(r *http.Request) (*http.Response, error) {
+		got = r
+		return &http.Response{StatusCode: http.StatusOK, Body: http.NoBody}, nil
+	})
+	body := &smithyBody{r: bytes.NewReader([]byte("hello"))}
+	req, err := http.NewRequest(http.MethodPost, "http://example.invalid/", body)
+	require.NoError(t, err)
+	resp, err := send(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.NotNil(t, got)
+	return got, body
+}
