@@ -74,11 +74,16 @@
 //     lease ended. If the key is held: a COMPLETE record means the items
 //     were written before, and Put returns nil without writing
 //     (DuplicatesSkipped), so the pool deletes the message; an INPROGRESS
-//     record means another Put holds it, and Put returns ErrInProgress
-//     wrapped in a sqspool.RetryAfter whose delay lasts until that
-//     lease can have lapsed, so the message comes back then rather than
-//     spending a receive at once; with PayloadHash, a record made from
-//     other items fails with *PayloadMismatchError.
+//     record means another Put holds it: Put waits until that lease can
+//     have lapsed, trying the key every quarter of Lease, if its context's
+//     deadline leaves room and MaxWait allows (InProgressWaited), so that
+//     the redelivery of a message whose consumer died mid-Put takes the
+//     key over without spending a receive; otherwise, or if the key is
+//     still held then, it returns ErrInProgress wrapped in a
+//     sqspool.RetryAfter whose delay lasts until that lease can have
+//     lapsed, so the message comes back then rather than spending a
+//     receive at once; with PayloadHash, a record made from other items
+//     fails with *PayloadMismatchError.
 //  2. writes the items as above (batched with other Puts). While the Put
 //     runs, one renewer per sink extends its lease every third of Lease
 //     (an UpdateItem conditioned on the token, for the Puts that take that

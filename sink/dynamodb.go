@@ -431,9 +431,11 @@ type DynamoDBStats struct {
 	ValidationFallbacks int64
 	// DuplicatesSkipped counts idempotent Puts that wrote nothing because
 	// their key was already COMPLETE; InProgressRejected those that returned
-	// ErrInProgress.
+	// ErrInProgress; InProgressWaited those that found their key held and
+	// waited for it (see IdempotencyConfig.MaxWait), however that ended.
 	DuplicatesSkipped  int64
 	InProgressRejected int64
+	InProgressWaited   int64
 	// LeaseRenewals counts leases extended (see IdempotencyConfig.Lease);
 	// LeasesLost the renewals that found the key no longer held.
 	LeaseRenewals int64
@@ -466,7 +468,7 @@ func (s DynamoDBStats) CallsPer1000Items() float64 {
 type counters struct {
 	batchWriteItem, putItem, updateItem, deleteItem, getItem atomic.Int64
 	written, failed, retries, unprocessed, deferred          atomic.Int64
-	fallbacks, skipped, inProgress                           atomic.Int64
+	fallbacks, skipped, inProgress, inProgressWaited         atomic.Int64
 	renewals, leasesLost, completesFailed                    atomic.Int64
 	takeoverWritesSkipped                                    atomic.Int64
 }
@@ -486,6 +488,7 @@ func (c *counters) snapshot() DynamoDBStats {
 		ValidationFallbacks:   c.fallbacks.Load(),
 		DuplicatesSkipped:     c.skipped.Load(),
 		InProgressRejected:    c.inProgress.Load(),
+		InProgressWaited:      c.inProgressWaited.Load(),
 		LeaseRenewals:         c.renewals.Load(),
 		LeasesLost:            c.leasesLost.Load(),
 		CompletesFailed:       c.completesFailed.Load(),

@@ -62,7 +62,8 @@ const (
 var (
 	// ErrInProgress is returned by an idempotent Put whose key is held by
 	// another Put that has not finished, or whose writer died less than a
-	// lease ago. It comes wrapped in a sqspool.RetryAfter whose delay
+	// lease ago, once it could not wait for the key (see
+	// IdempotencyConfig.MaxWait). It comes wrapped in a sqspool.RetryAfter whose delay
 	// is when the holder's lease can have lapsed, so that the pool brings
 	// the message back then instead of spending a receive at once.
 	ErrInProgress = errors.New("sink: idempotency key in progress")
@@ -115,6 +116,19 @@ type IdempotencyConfig struct {
 	// whose writer died is free a lease after its last renewal. Set it a
 	// little under the queue's visibility timeout.
 	Lease time.Duration
+	// MaxWait bounds how long a Put that finds its key held waits for it
+	// before returning ErrInProgress. Zero means Lease plus its quarter:
+	// long enough for the key of a writer that died to come free. A
+	// negative MaxWait never waits. A Put waits only when its context's
+	// deadline (a sqspool handler's always has one) leaves room for the
+	// holder's lease to lapse and for the write after it; meanwhile it
+	// tries the key every quarter of Lease, so that it also ends soon after
+	// a live holder completes. Inside a handler the wait keeps the message
+	// in flight (the pool's heartbeat extends it): a message given back
+	// instead spends one of its receives, and under a redrive policy a
+	// message whose earlier delivery died mid-Put could then reach the
+	// dead-letter queue without having failed.
+	MaxWait time.Duration
 	// PayloadHash stores a hash of the items with the record and fails a
 	// later Put with the same key but other items with *PayloadMismatchError.
 	// The hash covers the items as marshalled, without
@@ -139,8 +153,9 @@ func WithIdempotency(cfg IdempotencyConfig) DynamoDBOption {
 
 type idempotency[T any] struct {
 	cfg IdempotencyConfig
-	// period is the lease; margin how long before its end writes stop.
-	period, margin time.Duration
+	// period is the lease; margin how long before its end writes stop;
+	// maxWait the bound on waiting for a held key (negative: none).
+	period, margin, maxWait time.Duration
 }
 
 func newIdempotency[T any](cfg IdempotencyConfig, table string) (*idempotency[T], error) {
@@ -165,7 +180,11 @@ func newIdempotency[T any](cfg IdempotencyConfig, table string) (*idempotency[T]
 	case cfg.Expiry <= cfg.Lease:
 		return nil, fmt.Errorf("sink: WithIdempotency: Expiry %v must exceed Lease %v", cfg.Expiry, cfg.Lease)
 	}
-	return &idempotency[T]{cfg: cfg, period: cfg.Lease, margin: cfg.Lease / 4}, nil
+	m := &idempotency[T]{cfg: cfg, period: cfg.Lease, margin: cfg.Lease / 4, maxWait: cfg.MaxWait}
+	if m.maxWait == 0 {
+		m.maxWait = m.period + m.margin
+	}
+	return m, nil
 }
 
 // recordID returns the record id of a Put: prefix#key.
@@ -230,8 +249,51 @@ const takeCondition = "attribute_not_exists(#id) OR #exp < :now OR " +
 	"(#status = :inprogress AND attribute_exists(#ipexp) AND #ipexp < :nowms)"
 
 // takeKey creates the INPROGRESS record for id under a new lease. It
-// returns a nil lease when the key is already COMPLETE (nothing to do).
+// returns a nil lease when the key is already COMPLETE (nothing to do). A
+// key held by another Put it waits for, within IdempotencyConfig.MaxWait
+// and its context's deadline, trying it again every margin; past that it
+// returns ErrInProgress.
 func (s *DynamoDB[T]) takeKey(ctx context.Context, id, hash string) (*lease, error) {
+	var giveUp time.Time // set when the key is first found held
+	for {
+		l, held, err := s.tryTakeKey(ctx, id, hash)
+		if held == nil {
+			return l, err
+		}
+		now := s.o.clock.Now()
+		if giveUp.IsZero() {
+			giveUp = s.idem.waitEnd(ctx, *held, now)
+			if now.Before(giveUp) {
+				s.st.inProgressWaited.Add(1)
+			}
+		}
+		if !now.Before(giveUp) || s.wait(ctx, min(s.idem.margin, giveUp.Sub(now))) != nil {
+			s.st.inProgress.Add(1)
+			return nil, s.inProgress(id, *held, s.o.clock.Now())
+		}
+	}
+}
+
+// waitEnd is when a Put that found its key held (r) at now stops waiting
+// for it: when the holder's lease can have lapsed, if MaxWait and ctx's
+// deadline leave room for that and for a write after it; else now (no
+// wait). A record without a lease end is held until it expires: no wait.
+func (m *idempotency[T]) waitEnd(ctx context.Context, r record, now time.Time) time.Time {
+	deadline, ok := ctx.Deadline()
+	if !ok || m.maxWait < 0 || !r.hasInProgress {
+		return now
+	}
+	free := time.UnixMilli(r.inProgressMs).Add(m.margin)
+	// The deadline is on the wall clock, the lease on the sink's.
+	if wait := free.Sub(now); wait > m.maxWait || wait+m.margin > time.Until(deadline) {
+		return now
+	}
+	return free
+}
+
+// tryTakeKey is one try of takeKey: a nil lease and a nil error when the key
+// is COMPLETE, the record (held) when another Put holds it.
+func (s *DynamoDB[T]) tryTakeKey(ctx context.Context, id, hash string) (l *lease, held *record, err error) {
 	cfg := s.idem.cfg
 	const attempts = 3 // a record can expire or vanish between our reads
 	for range attempts {
@@ -265,16 +327,16 @@ func (s *DynamoDB[T]) takeKey(ctx context.Context, id, hash string) (*lease, err
 			return err
 		})
 		if err == nil {
-			return l, nil
+			return l, nil, nil
 		}
-		var held *types.ConditionalCheckFailedException
-		if !errors.As(err, &held) {
-			return nil, fmt.Errorf("sink: idempotency key %q: take: %w", id, err)
+		var failed *types.ConditionalCheckFailedException
+		if !errors.As(err, &failed) {
+			return nil, nil, fmt.Errorf("sink: idempotency key %q: take: %w", id, err)
 		}
-		old := held.Item
+		old := failed.Item
 		if old == nil { // not every DynamoDB (dynalite) returns the old item
 			if old, err = s.getRecord(ctx, id); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 			if old == nil {
 				continue // deleted meanwhile
@@ -286,21 +348,20 @@ func (s *DynamoDB[T]) takeKey(ctx context.Context, id, hash string) (*lease, err
 			continue // expired since the condition was checked
 		}
 		if hash != "" && r.validation != "" && r.validation != hash {
-			return nil, &PayloadMismatchError{Key: id, Stored: r.validation, Got: hash}
+			return nil, nil, &PayloadMismatchError{Key: id, Stored: r.validation, Got: hash}
 		}
 		switch r.status {
 		case StatusComplete:
 			s.st.skipped.Add(1)
-			return nil, nil
+			return nil, nil, nil
 		case StatusInProgress:
-			s.st.inProgress.Add(1)
-			return nil, s.inProgress(id, r, now)
+			return nil, &r, nil
 		default:
-			return nil, fmt.Errorf("sink: idempotency key %q: record has unknown status %q", id, r.status)
+			return nil, nil, fmt.Errorf("sink: idempotency key %q: record has unknown status %q", id, r.status)
 		}
 	}
 	s.st.inProgress.Add(1)
-	return nil, sqspool.RetryAfter(s.idem.margin, fmt.Errorf("sink: idempotency key %q: record changed %d times while taking it: %w", id, attempts, ErrInProgress))
+	return nil, nil, sqspool.RetryAfter(s.idem.margin, fmt.Errorf("sink: idempotency key %q: record changed %d times while taking it: %w", id, attempts, ErrInProgress))
 }
 
 // alreadyWritten reports that the table holds every item of a Put exactly as

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -461,7 +462,12 @@ func (s *DynamoDB[T]) retry(ctx context.Context, calls *atomic.Int64, call func(
 // sleep waits, on the sink's clock, a random time in (0, min(max,
 // base*2^attempt)], or until ctx ends.
 func (s *DynamoDB[T]) sleep(ctx context.Context, attempt int) error {
-	t := s.o.clock.NewTimer(backoff.Policy{Base: s.o.backoffBase, Max: s.o.backoffMax}.Delay(attempt))
+	return s.wait(ctx, backoff.Policy{Base: s.o.backoffBase, Max: s.o.backoffMax}.Delay(attempt))
+}
+
+// wait waits d on the sink's clock, or until ctx ends.
+func (s *DynamoDB[T]) wait(ctx context.Context, d time.Duration) error {
+	t := s.o.clock.NewTimer(d)
 	select {
 	case <-t.C():
 		return nil

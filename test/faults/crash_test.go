@@ -190,7 +190,7 @@ func TestCrashEmulator(t *testing.T) {
 		fmt.Sprintf("wall %.1fs; killed: %s", elapsed.Seconds(), strings.Join(killed, ", ")),
 		fmt.Sprintf("reconciliation: %d result items (producer ids 0..%d once each), %d records all COMPLETE, queue empty; %d handler calls for %d messages; re-writes after a kill between write and COMPLETE: %d",
 			len(items), n-1, len(records), handlerCalls, n, again),
-		fmt.Sprintf("last process: processed %d, failed %d (ErrInProgress while a killed process's key was held), SQS requests %d",
+		fmt.Sprintf("last process: processed %d, failed %d, SQS requests %d",
 			x.stats.Processed, x.stats.Failed, x.stats.Requests()),
 	)
 }

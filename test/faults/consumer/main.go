@@ -135,10 +135,11 @@ func run() int {
 		idemTable = flag.String("idem-table", "", "idempotency table")
 		lease     = flag.Duration("lease", 2*time.Second, "sink IdempotencyConfig.Lease")
 		backoff   = flag.Duration("backoff", 500*time.Millisecond, "base of sqspool.ExponentialBackoff (cap 4 times the base)")
-		// A deliberate defect, for checking the crash suite's oracle: an
+		// A deliberate defect, for checking the crash suite's oracle: a Put
+		// that finds its key held does not wait for it, and its
 		// ErrInProgress loses its RetryAfter, so the pool retries it after
 		// its short backoff and each retry spends a receive.
-		inProgressNow = flag.Bool("inprogress-now", false, "test only: retry ErrInProgress after the backoff, not the lease")
+		inProgressNow = flag.Bool("inprogress-now", false, "test only: no wait for a held key, and ErrInProgress retried after the backoff, not the lease")
 	)
 	flag.Parse()
 	if *queue == "" || *logPath == "" {
@@ -168,9 +169,11 @@ func run() int {
 	var store *sink.DynamoDB[result]
 	if *table != "" && *idemTable != "" {
 		ddb := loggingDynamoDB{DynamoDBAPI: dynamodb.NewFromConfig(cfg), log: log}
-		if store, err = sink.NewDynamoDB[result](ddb, *table, sink.WithIdempotency(sink.IdempotencyConfig{
-			Table: *idemTable, Lease: *lease, Expiry: time.Hour,
-		})); err != nil {
+		idem := sink.IdempotencyConfig{Table: *idemTable, Lease: *lease, Expiry: time.Hour}
+		if *inProgressNow {
+			idem.MaxWait = -1
+		}
+		if store, err = sink.NewDynamoDB[result](ddb, *table, sink.WithIdempotency(idem)); err != nil {
 			fmt.Fprintln(os.Stderr, "consumer:", err)
 			return 2
 		}
