@@ -1,0 +1,5 @@
+//go:build !race
+
+package sqspool
+
+const simRace = false
