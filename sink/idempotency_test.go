@@ -32,6 +32,18 @@ func (e *env) record(key string) (map[string]types.AttributeValue, bool) {
 	return e.fake.Get(idemTable, map[string]types.AttributeValue{"id": &types.AttributeValueMemberS{Value: table + "#" + key}})
 }
 
+// holdKey stores the INPROGRESS record of a writer that holds key until
+// leaseEnd (on the env's clock), as a writer that died mid-Put leaves it.
+func (e *env) holdKey(key string, leaseEnd time.Time) {
+	e.fake.Set(idemTable, map[string]types.AttributeValue{
+		"id":                                 &types.AttributeValueMemberS{Value: table + "#" + key},
+		sink.RecordStatusAttribute:           &types.AttributeValueMemberS{Value: sink.StatusInProgress},
+		sink.RecordExpiryAttribute:           &types.AttributeValueMemberN{Value: strconv.FormatInt(epoch.Add(time.Hour).Unix(), 10)},
+		sink.RecordInProgressExpiryAttribute: &types.AttributeValueMemberN{Value: strconv.FormatInt(leaseEnd.UnixMilli(), 10)},
+		sink.RecordTokenAttribute:            &types.AttributeValueMemberS{Value: "dead-writer"},
+	})
+}
+
 func msg(t *testing.T, id string) context.Context { return sink.WithKey(t.Context(), id) }
 
 func TestIdempotentSecondPutSkipped(t *testing.T) {
@@ -145,19 +157,11 @@ func TestIdempotentExpiryEnforcedByLibrary(t *testing.T) {
 
 func TestIdempotentLeaseLapsed(t *testing.T) {
 	e := newIdemEnv(t, sink.IdempotencyConfig{})
-	seed := func(ipExpiry time.Time) {
-		e.fake.Set(idemTable, map[string]types.AttributeValue{
-			"id":                                 &types.AttributeValueMemberS{Value: "orders#m-1"},
-			sink.RecordStatusAttribute:           &types.AttributeValueMemberS{Value: sink.StatusInProgress},
-			sink.RecordExpiryAttribute:           &types.AttributeValueMemberN{Value: strconv.FormatInt(epoch.Add(time.Hour).Unix(), 10)},
-			sink.RecordInProgressExpiryAttribute: &types.AttributeValueMemberN{Value: strconv.FormatInt(ipExpiry.UnixMilli(), 10)},
-		})
-	}
 	// A writer that died a moment ago still holds the key...
-	seed(epoch.Add(time.Millisecond))
+	e.holdKey("m-1", epoch.Add(time.Millisecond))
 	assert.ErrorIs(t, e.sink.Put(msg(t, "m-1"), order{PK: "a"}), sink.ErrInProgress)
 	// ...one whose lease ended does not.
-	seed(epoch.Add(-time.Millisecond))
+	e.holdKey("m-1", epoch.Add(-time.Millisecond))
 	require.NoError(t, e.sink.Put(msg(t, "m-1"), order{PK: "a"}))
 	rec, _ := e.record("m-1")
 	assert.Equal(t, sink.StatusComplete, stringAttr(rec, sink.RecordStatusAttribute))
@@ -170,12 +174,7 @@ func TestIdempotentLeaseLapsed(t *testing.T) {
 func TestIdempotentTakeoverSkipsItemsAlreadyWritten(t *testing.T) {
 	e := newIdemEnv(t, sink.IdempotencyConfig{}, sink.WithTTL("ttl", time.Hour))
 	for _, key := range []string{"m-1", "m-2"} {
-		e.fake.Set(idemTable, map[string]types.AttributeValue{
-			"id":                                 &types.AttributeValueMemberS{Value: "orders#" + key},
-			sink.RecordStatusAttribute:           &types.AttributeValueMemberS{Value: sink.StatusInProgress},
-			sink.RecordExpiryAttribute:           &types.AttributeValueMemberN{Value: strconv.FormatInt(epoch.Add(time.Hour).Unix(), 10)},
-			sink.RecordInProgressExpiryAttribute: &types.AttributeValueMemberN{Value: strconv.FormatInt(epoch.Add(-time.Millisecond).UnixMilli(), 10)},
-		})
+		e.holdKey(key, epoch.Add(-time.Millisecond))
 	}
 	// What the dead writers wrote (another TTL: it is not compared).
 	e.fake.Set(table, map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "a"},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -17,18 +16,6 @@ import (
 	"github.com/sqspool/sqspool/sink"
 	"github.com/sqspool/sqspool/sqsfake"
 )
-
-// holdKey stores the INPROGRESS record of a writer that holds key until
-// leaseEnd (on the env's clock), as a writer that died mid-Put leaves it.
-func (e *env) holdKey(key string, leaseEnd time.Time) {
-	e.fake.Set(idemTable, map[string]types.AttributeValue{
-		"id":                                 &types.AttributeValueMemberS{Value: table + "#" + key},
-		sink.RecordStatusAttribute:           &types.AttributeValueMemberS{Value: sink.StatusInProgress},
-		sink.RecordExpiryAttribute:           &types.AttributeValueMemberN{Value: strconv.FormatInt(epoch.Add(time.Hour).Unix(), 10)},
-		sink.RecordInProgressExpiryAttribute: &types.AttributeValueMemberN{Value: strconv.FormatInt(leaseEnd.UnixMilli(), 10)},
-		sink.RecordTokenAttribute:            &types.AttributeValueMemberS{Value: "dead-writer"},
-	})
-}
 
 // completeKey marks key COMPLETE, as its live holder does when it ends.
 func (e *env) completeKey(key string) {
