@@ -8,6 +8,9 @@
 // design of gocloud.dev's batcher, plus a linger so that light load still
 // leaves within a bound).
 //
+// Flushes run on goroutines of the batcher's own, at most MaxInFlight, which
+// wait for the next batch between flushes and end in Close.
+//
 // Every item that Add accepted reaches the flush function exactly once, even
 // when Close gives up waiting: then the flush runs with a cancelled context so
 // that it can tell its callers the item was not sent. Reporting per-item
@@ -74,7 +77,11 @@ type Batcher[T any] struct {
 	closed       bool
 	room         sync.Cond     // signalled when a ready batch leaves, or on Close (see MaxReady)
 	idle         chan struct{} // closed once closed and nothing is left to do
-	starting     [][]T         // batches dispatched under mu, started by unlock
+	starting     [][]T         // batches for new flushing goroutines, started by unlock
+	handing      [][]T         // batches for parked flushing goroutines, handed over by unlock
+	parked       int           // flushing goroutines waiting on work for a batch
+	work         chan []T      // to parked flushing goroutines; closed by Close when all is done
+	workClosed   bool
 	wg           sync.WaitGroup
 }
 
@@ -94,7 +101,7 @@ func New[T any](ctx context.Context, o Options, size func(T) int, flush func(con
 	if size == nil {
 		size = func(T) int { return 0 }
 	}
-	b := &Batcher[T]{opts: o, size: size, flush: flush, idle: make(chan struct{})}
+	b := &Batcher[T]{opts: o, size: size, flush: flush, idle: make(chan struct{}), work: make(chan []T, o.MaxInFlight)}
 	b.room.L = &b.mu
 	b.ctx, b.cancel = context.WithCancel(ctx)
 	return b
@@ -201,6 +208,21 @@ func (b *Batcher[T]) Pending() int {
 	return n
 }
 
+// Waiting calls f, under the batcher's lock, for every accepted item that no
+// flush has taken yet, oldest first. f must not call the batcher.
+func (b *Batcher[T]) Waiting(f func(T)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, r := range b.ready {
+		for _, item := range r {
+			f(item)
+		}
+	}
+	for _, item := range b.pending {
+		f(item)
+	}
+}
+
 // Close flushes everything pending and waits for all flushes to finish. If ctx
 // ends first, the flushes still running are cancelled, the batches not yet
 // started are flushed with a cancelled context, and Close returns ctx.Err()
@@ -224,6 +246,12 @@ func (b *Batcher[T]) Close(ctx context.Context) error {
 		b.cancel()
 		<-b.idle
 	}
+	b.mu.Lock()
+	if !b.workClosed { // nothing is dispatched once idle: no send can follow
+		b.workClosed = true
+		close(b.work)
+	}
+	b.mu.Unlock()
 	b.wg.Wait()
 	b.cancel()
 	return err
@@ -262,44 +290,74 @@ func (b *Batcher[T]) cutLocked() {
 }
 
 // dispatchLocked claims flush slots for ready batches while slots are free;
-// unlock starts their flushes.
+// unlock hands them to parked flushing goroutines, or starts new ones.
 func (b *Batcher[T]) dispatchLocked() {
 	for len(b.ready) > 0 && b.inFlight < b.opts.MaxInFlight {
-		items := b.ready[0]
-		b.ready[0] = nil
-		b.ready = b.ready[1:]
-		b.room.Broadcast()
-		b.inFlight++
+		if b.parked > 0 {
+			b.parked--
+			b.handing = append(b.handing, b.claimLocked())
+			continue
+		}
 		b.wg.Add(1)
-		b.starting = append(b.starting, items)
+		b.starting = append(b.starting, b.claimLocked())
 	}
+}
+
+// claimLocked takes the oldest ready batch into a flush slot.
+func (b *Batcher[T]) claimLocked() []T {
+	items := b.ready[0]
+	b.ready[0] = nil
+	b.ready = b.ready[1:]
+	b.room.Broadcast()
+	b.inFlight++
+	return items
 }
 
 // unlock releases mu and then starts the flushes dispatchLocked claimed:
 // starting a goroutine under mu would hold up every concurrent Add.
 func (b *Batcher[T]) unlock() {
-	start := b.starting
-	b.starting = nil
+	start, hand := b.starting, b.handing
+	b.starting, b.handing = nil, nil
 	b.mu.Unlock()
+	for _, items := range hand {
+		b.work <- items // never blocks: one buffered slot per flush slot
+	}
 	for _, items := range start {
 		go b.run(items)
 	}
 }
 
+// run flushes items, then the batches that are ready by then, and then
+// waits, parked, for the next batch dispatchLocked hands it, until Close. A
+// flushing goroutine that lives on keeps the stack its flushes grew (a call
+// through the SDK is deep); one per batch would grow a new stack each time.
+// There are at most MaxInFlight of them.
 func (b *Batcher[T]) run(items []T) {
 	defer b.wg.Done()
-	b.flush(b.ctx, items)
-	b.mu.Lock()
-	defer b.unlock()
-	b.inFlight--
-	// With no linger, what piled up during this flush goes next.
-	if b.opts.Linger <= 0 || b.closed {
-		if len(b.ready) == 0 {
-			b.cutLocked()
+	for {
+		b.flush(b.ctx, items)
+		b.mu.Lock()
+		b.inFlight--
+		// With no linger, what piled up during this flush goes next.
+		if b.opts.Linger <= 0 || b.closed {
+			if len(b.ready) == 0 {
+				b.cutLocked()
+			}
+		}
+		if len(b.ready) > 0 {
+			items = b.claimLocked()
+			b.dispatchLocked() // more ready batches for free slots, if any
+			b.unlock()
+			continue
+		}
+		b.checkIdleLocked()
+		b.parked++
+		b.unlock()
+		var ok bool
+		if items, ok = <-b.work; !ok {
+			return
 		}
 	}
-	b.dispatchLocked()
-	b.checkIdleLocked()
 }
 
 func (b *Batcher[T]) checkIdleLocked() {

@@ -2,6 +2,8 @@ package batch
 
 import (
 	"context"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -315,4 +317,42 @@ func TestAddBlocksWhileMaxReadyBatchesWait(t *testing.T) {
 		assert.ErrorIs(t, b.Close(ctx), context.Canceled)
 		assert.ErrorIs(t, <-added, ErrClosed)
 	})
+}
+
+// goroutineID reads the running goroutine's id from its stack header.
+func goroutineID() string {
+	buf := make([]byte, 64)
+	buf = buf[:runtime.Stack(buf, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(buf), "goroutine "), " ")
+	return id
+}
+
+// Batches that are ready when a flush ends are flushed by the goroutine
+// that ran it, one after another, instead of each by a new goroutine: a new
+// goroutine would grow its stack again to what a flush needs (SendMessageBatch
+// through the SDK is deep), for every batch.
+func TestAFlushingGoroutineCarriesOnWithReadyBatches(t *testing.T) {
+	release := make(chan struct{})
+	ids := make(chan string, 4)
+	b := New(context.Background(), Options{MaxItems: 1}, nil, func(_ context.Context, items []int) {
+		if items[0] == 0 {
+			<-release // the only slot stays busy while the rest are cut
+		}
+		ids <- goroutineID()
+	})
+	for i := range 4 {
+		require.NoError(t, b.Add(i))
+	}
+	require.Equal(t, 3, b.Pending(), "three batches wait for the slot")
+	close(release)
+	require.NoError(t, b.Close(context.Background()))
+	close(ids)
+	var seen []string
+	for id := range ids {
+		seen = append(seen, id)
+	}
+	require.Len(t, seen, 4)
+	for _, id := range seen[1:] {
+		assert.Equal(t, seen[0], id, "flushes ran on goroutines %v", seen)
+	}
 }
