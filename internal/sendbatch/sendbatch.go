@@ -16,8 +16,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -169,10 +171,12 @@ type Stats struct {
 
 // Sender batches messages to one queue. Create it with New.
 type Sender struct {
-	client  Client
-	opts    Options
-	batcher *batch.Batcher[*Message]
-	waiting atomic.Int64
+	client   Client
+	opts     Options
+	queueURL *string // opts.QueueURL, shared by every call
+	batcher  *batch.Batcher[*Message]
+	waiting  atomic.Int64
+	late     lateTimer
 
 	calls, callErrors, entries, entryFailures, retries atomic.Uint64
 	entriesPerCall                                     [MaxEntries + 1]atomic.Uint64
@@ -195,7 +199,8 @@ func New(client Client, o Options) *Sender {
 	if o.Clock == nil {
 		o.Clock = clock.Real
 	}
-	s := &Sender{client: client, opts: o}
+	s := &Sender{client: client, opts: o, queueURL: aws.String(o.QueueURL)}
+	s.late.at.Store(math.MaxInt64)
 	s.batcher = batch.New(context.Background(), batch.Options{
 		MaxItems:    MaxEntries,
 		MaxBytes:    MaxBytes,
@@ -222,22 +227,24 @@ func (s *Sender) Stats() Stats {
 // Close sends what is pending and waits for every call. If ctx ends first,
 // the calls still running are cancelled, the messages not yet sent get
 // ErrClosed, and Close returns ctx.Err(). Close may be called more than once.
-func (s *Sender) Close(ctx context.Context) error { return s.batcher.Close(ctx) }
+func (s *Sender) Close(ctx context.Context) error {
+	err := s.batcher.Close(ctx) // send-by times still hold while it waits
+	l := &s.late
+	l.mu.Lock()
+	l.closed = true
+	l.stopLocked()
+	l.mu.Unlock()
+	l.wg.Wait()
+	return err
+}
 
 // Send sends m and waits for its result. The message is not sent if ctx
 // ends (ErrCancelled) or sendBy passes (ErrLate; zero: no send-by time)
 // before a call carries it; once one does, Send waits for what SQS said.
 func (s *Sender) Send(ctx context.Context, m *Message, sendBy time.Time) Result {
 	m.ctx, m.sendBy = ctx, sendBy
-	var late <-chan time.Time
-	if !sendBy.IsZero() {
-		wait := sendBy.Sub(s.opts.Clock.Now())
-		if wait <= 0 {
-			return Result{Err: ErrLate}
-		}
-		t := s.opts.Clock.NewTimer(wait)
-		defer t.Stop()
-		late = t.C()
+	if !sendBy.IsZero() && !sendBy.After(s.opts.Clock.Now()) {
+		return Result{Err: ErrLate}
 	}
 	if n := s.waiting.Add(1); s.opts.MaxWaiting > 0 && n > int64(s.opts.MaxWaiting) {
 		s.waiting.Add(-1)
@@ -248,19 +255,18 @@ func (s *Sender) Send(ctx context.Context, m *Message, sendBy time.Time) Result 
 		s.waiting.Add(-1)
 		return Result{Err: ErrClosed}
 	}
+	if !sendBy.IsZero() {
+		s.armLate(sendBy) // after Add: a sweep that has begun will see m, or arm for it
+	}
 	if s.opts.OnQueued != nil {
 		s.opts.OnQueued()
 	}
 	select {
-	case res := <-m.done:
+	case res := <-m.done: // from a flush, or ErrLate from sweepLate
 		return res
 	case <-ctx.Done():
 		if s.leave(m, stateAbandoned) {
 			return Result{Err: ErrCancelled}
-		}
-	case <-late:
-		if s.leave(m, stateAbandoned) {
-			return Result{Err: ErrLate}
 		}
 	}
 	// A flush has it: SQS may store it, so wait for the truth.
@@ -283,10 +289,88 @@ func (s *Sender) leave(m *Message, state int32) bool {
 	return false
 }
 
+// lateTimer is the Sender's one timer for send-by times: it fires at the
+// earliest send-by time among the messages that wait for a call (or at an
+// earlier one, of a message claimed since), and sweepLate then gives those
+// whose time has come ErrLate and arms it for the next. A timer per message
+// cost more than the rest of Send.
+type lateTimer struct {
+	at     atomic.Int64 // when the armed timer fires (UnixNano); MaxInt64: none armed
+	mu     sync.Mutex   // taken before the batcher's lock, never after it
+	timer  clock.Timer
+	gen    uint64 // tells a stale callback from the armed timer's
+	closed bool
+	wg     sync.WaitGroup // callbacks armed and not stopped
+}
+
+// armLate makes sure a sweep runs at t or before it.
+func (s *Sender) armLate(t time.Time) {
+	l := &s.late
+	if t.UnixNano() >= l.at.Load() {
+		return // the armed sweep comes first and will see the message
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed && t.UnixNano() < l.at.Load() {
+		s.armLocked(t)
+	}
+}
+
+func (s *Sender) armLocked(t time.Time) {
+	l := &s.late
+	l.stopLocked()
+	l.gen++
+	gen := l.gen
+	l.at.Store(t.UnixNano())
+	l.wg.Add(1)
+	l.timer = s.opts.Clock.AfterFunc(t.Sub(s.opts.Clock.Now()), func() { s.sweepLate(gen) })
+}
+
+func (l *lateTimer) stopLocked() {
+	if l.timer != nil && l.timer.Stop() {
+		l.wg.Done()
+	}
+	l.timer = nil
+	l.at.Store(math.MaxInt64)
+}
+
+// sweepLate gives ErrLate to the waiting messages whose send-by time has
+// come and arms the timer for the earliest of the others.
+func (s *Sender) sweepLate(gen uint64) {
+	l := &s.late
+	defer l.wg.Done()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if gen != l.gen || l.closed {
+		return // stopped or replaced after it had fired
+	}
+	// Disarmed before the walk: a Send that then finds no sweep armed arms
+	// one itself, and one that still saw this one had added its message.
+	l.timer = nil
+	l.at.Store(math.MaxInt64)
+	now := s.opts.Clock.Now()
+	var next time.Time
+	s.batcher.Waiting(func(m *Message) {
+		switch {
+		case m.sendBy.IsZero() || m.state.Load() != stateQueued:
+		case !m.sendBy.After(now):
+			if s.leave(m, stateAbandoned) {
+				m.done <- Result{Err: ErrLate} // buffered: never blocks
+			}
+		case next.IsZero() || m.sendBy.Before(next):
+			next = m.sendBy
+		}
+	})
+	if !next.IsZero() {
+		s.armLocked(next)
+	}
+}
+
 // entryIDs are the batch entry ids, distinct within a call as SQS demands.
-var entryIDs = func() (ids [MaxEntries]string) {
+// Calls share them: neither the SDK nor SQS changes a request's strings.
+var entryIDs = func() (ids [MaxEntries]*string) {
 	for i := range ids {
-		ids[i] = strconv.Itoa(i)
+		ids[i] = aws.String(strconv.Itoa(i))
 	}
 	return ids
 }()
@@ -294,7 +378,7 @@ var entryIDs = func() (ids [MaxEntries]string) {
 // flush sends one batch and hands every message its own result. The batcher
 // calls it exactly once per message, with a cancelled ctx if Close gave up.
 func (s *Sender) flush(ctx context.Context, msgs []*Message) {
-	live := make([]*Message, 0, len(msgs))
+	live := make([]*Message, 0, MaxEntries)
 	now := s.opts.Clock.Now()
 	for _, m := range msgs {
 		switch {
@@ -352,10 +436,10 @@ func (s *Sender) call(ctx context.Context, live []*Message, attempt int) (retry 
 	entries := make([]types.SendMessageBatchRequestEntry, len(live))
 	for i, m := range live {
 		entries[i] = m.Entry
-		entries[i].Id = aws.String(entryIDs[i])
+		entries[i].Id = entryIDs[i]
 	}
 	sendCtx, cancel := context.WithTimeout(ctx, s.opts.SendTimeout)
-	out, err := s.client.SendMessageBatch(sendCtx, &sqs.SendMessageBatchInput{QueueUrl: aws.String(s.opts.QueueURL), Entries: entries})
+	out, err := s.client.SendMessageBatch(sendCtx, &sqs.SendMessageBatchInput{QueueUrl: s.queueURL, Entries: entries})
 	cancel()
 	s.calls.Add(1)
 	s.entries.Add(uint64(len(entries)))
@@ -369,8 +453,8 @@ func (s *Sender) call(ctx context.Context, live []*Message, attempt int) (retry 
 		}
 		return nil
 	}
-	results := make([]Result, len(live))
-	seen := make([]bool, len(live))
+	var results [MaxEntries]Result
+	var seen [MaxEntries]bool
 	index := func(id *string) (int, bool) {
 		i, err := strconv.Atoi(aws.ToString(id))
 		if err != nil || i < 0 || i >= len(live) || seen[i] {
