@@ -10,8 +10,11 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+	"unsafe"
 
 	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
+
+	"github.com/sqspool/sqspool/internal/ascii"
 )
 
 // SQS limits the fake enforces.
@@ -432,6 +435,7 @@ func isAlnum(c byte) bool {
 // checkMessageChars allows what SQS allows: #x9 | #xA | #xD | #x20 to #xD7FF
 // | #xE000 to #xFFFD | #x10000 to #x10FFFF, as valid UTF-8.
 func checkMessageChars(s string) error {
+	s = s[ascii.PrintablePrefix(s):] // printable ASCII is all allowed
 	for i, r := range s {
 		if r == utf8.RuneError {
 			if _, size := utf8.DecodeRuneInString(s[i:]); size == 1 {
@@ -446,8 +450,11 @@ func checkMessageChars(s string) error {
 }
 
 func md5Hex(s string) string {
-	sum := md5.Sum([]byte(s))
-	return hex.EncodeToString(sum[:])
+	// md5 reads the bytes and keeps none: no copy of the body is needed.
+	sum := md5.Sum(unsafe.Slice(unsafe.StringData(s), len(s)))
+	var b [2 * md5.Size]byte
+	hex.Encode(b[:], sum[:])
+	return string(b[:])
 }
 
 // md5OfAttributes is SQS's digest of message attributes: for each attribute

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
@@ -210,7 +211,7 @@ func (f *Fake) sendMessageBatch(in *sqs.SendMessageBatchInput, flt *Fault) (*sqs
 		return nil, err
 	}
 	defer q.mu.Unlock()
-	out := &sqs.SendMessageBatchOutput{Successful: []types.SendMessageBatchResultEntry{}}
+	out := &sqs.SendMessageBatchOutput{Successful: make([]types.SendMessageBatchResultEntry, 0, len(ids))}
 	out.Failed = f.eachEntry(ids, flt, func(i int) error {
 		e := &in.Entries[i]
 		p := sendParams{body: e.MessageBody, delay: e.DelaySeconds, attrs: e.MessageAttributes,
@@ -241,18 +242,17 @@ func (f *Fake) checkBatch(url *string, ids []*string) error {
 	if len(ids) > maxBatchEntries {
 		return errTooManyEntries(len(ids))
 	}
-	seen := make(map[string]bool, len(ids))
-	for _, id := range ids {
+	for i, id := range ids {
 		if id == nil {
 			return requireParams("BatchRequestEntry", required("Id", id))
 		}
 		if !checkBatchEntryID(*id) {
 			return errInvalidBatchEntryID(*id)
 		}
-		if seen[*id] {
+		// At most ten ids: comparing with those before costs less than a map.
+		if slices.ContainsFunc(ids[:i], func(p *string) bool { return *p == *id }) {
 			return errIdsNotDistinct(*id)
 		}
-		seen[*id] = true
 	}
 	return nil
 }

@@ -187,7 +187,12 @@ func TestSendLimits(t *testing.T) {
 	var contents *types.InvalidMessageContents
 	require.ErrorAs(t, send(&sqs.SendMessageInput{MessageBody: str("bell\x07")}), &contents)
 	require.ErrorAs(t, send(&sqs.SendMessageInput{MessageBody: str("\xff")}), &contents)
+	// After runs of printable ASCII that the check skips eight bytes at a time.
+	for _, body := range []string{"12345678\x07", "a printable run of some length, then a bell\x07 and more", "0123456789abcdef\xed\xa0\x80"} {
+		require.ErrorAs(t, send(&sqs.SendMessageInput{MessageBody: str(body)}), &contents, "%q", body)
+	}
 	require.NoError(t, send(&sqs.SendMessageInput{MessageBody: str("tab\t nl\n cr\r ünïcødé 🎉")}))
+	require.NoError(t, send(&sqs.SendMessageInput{MessageBody: str("a printable run of some length, then ünïcødé 🎉 and \x7f")}))
 	require.ErrorContains(t, send(&sqs.SendMessageInput{}), "missing required field, SendMessageInput.MessageBody")
 
 	for name, v := range map[string]types.MessageAttributeValue{

@@ -2,8 +2,10 @@ package sendbatch
 
 import (
 	"testing"
+	"unicode/utf8"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 )
 
 func TestFirstInvalidChar(t *testing.T) {
@@ -25,4 +27,44 @@ func TestFirstInvalidChar(t *testing.T) {
 	} {
 		assert.Equal(t, tc.want, FirstInvalidChar(tc.in), "%q", tc.in)
 	}
+}
+
+// firstInvalidCharByRune is FirstInvalidChar without its eight-byte skip:
+// the reference the fast path must agree with.
+func firstInvalidCharByRune(s string) int {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, n := utf8.DecodeRuneInString(s[i:]); n == 1 {
+				return i
+			}
+		}
+		if r < 0x20 && r != '\t' && r != '\n' && r != '\r' || r == 0xFFFE || r == 0xFFFF {
+			return i
+		}
+	}
+	return -1
+}
+
+// The eight-byte skip sees every offending byte wherever it falls in a
+// word: each byte value, at each offset of a 24-byte printable string.
+func TestFirstInvalidCharAtEveryOffset(t *testing.T) {
+	base := []byte("abcdefghijklmnopqrstuvwx")
+	for off := range base {
+		for c := range 256 {
+			s := append([]byte(nil), base...)
+			s[off] = byte(c)
+			require.Equal(t, firstInvalidCharByRune(string(s)), FirstInvalidChar(string(s)), "byte %#x at %d", c, off)
+		}
+	}
+}
+
+func FuzzFirstInvalidChar(f *testing.F) {
+	for _, s := range []string{"", "plain ascii text, long enough for words", "tab\there", "日本語のテキスト and ascii", "a\x00b", "\xed\xa0\x80xxxxxxxxx", "xxxxxxxx\uFFFE"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		if got, want := FirstInvalidChar(s), firstInvalidCharByRune(s); got != want {
+			t.Fatalf("FirstInvalidChar(%q) = %d, want %d", s, got, want)
+		}
+	})
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/sqspool/sqspool/internal/ascii"
 )
 
 // FirstInvalidChar returns the byte offset of the first character SQS does
@@ -14,6 +16,9 @@ import (
 // innocent messages batched with it.
 func FirstInvalidChar(s string) int {
 	for i := 0; i < len(s); {
+		if i += ascii.PrintablePrefix(s[i:]); i >= len(s) {
+			break
+		}
 		if c := s[i]; c < utf8.RuneSelf { // ASCII fast path
 			if c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
 				return i
