@@ -62,9 +62,10 @@ type queueInfo struct {
 
 // item is one request's message on its way through the sender.
 type item struct {
-	msg   sendbatch.Message
-	body  string  // msg.Entry.MessageBody points here
-	first [1]byte // the body's first byte, read before any chunk
+	msg    sendbatch.Message
+	body   string   // msg.Entry.MessageBody points here
+	first  [1]byte  // the body's first byte, read before any chunk
+	answer [64]byte // the 202 answer: a UUID's fits
 }
 
 type result struct {
@@ -207,7 +208,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.stats.accepted.Add(1)
-	writeAccepted(w, res.messageID)
+	writeAccepted(w, res.messageID, it.answer[:0])
 }
 
 // sendBy returns the last moment at which the request's message may be
@@ -408,17 +409,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	writeAnswer(w, status, append(b, '\n'))
 }
 
-// writeAccepted writes the 202 answer. SQS message ids are UUIDs, which
-// need no JSON escaping; anything else goes through encoding/json.
-func writeAccepted(w http.ResponseWriter, messageID string) {
+// writeAccepted writes the 202 answer, built in buf when it fits. SQS
+// message ids are UUIDs, which need no JSON escaping; anything else goes
+// through encoding/json.
+func writeAccepted(w http.ResponseWriter, messageID string, buf []byte) {
 	if !plainID(messageID) {
 		writeJSON(w, http.StatusAccepted, struct {
 			MessageID string `json:"messageId"`
 		}{messageID})
 		return
 	}
-	b := make([]byte, 0, len(`{"messageId":""}`)+len(messageID)+1)
-	b = append(b, `{"messageId":"`...)
+	b := append(buf, `{"messageId":"`...)
 	b = append(b, messageID...)
 	writeAnswer(w, http.StatusAccepted, append(b, "\"}\n"...))
 }

@@ -272,7 +272,7 @@ func nonEmpty(s string) *string {
 	if s == "" {
 		return nil
 	}
-	return &s
+	return ptr(s) // &s would move s to the heap for the empty ones too
 }
 
 // receiveMessage is ReceiveMessage after the faults that act before it.

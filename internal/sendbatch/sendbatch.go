@@ -148,7 +148,16 @@ type Message struct {
 	ctx    context.Context
 	sendBy time.Time
 	state  atomic.Int32
-	done   chan Result // buffered: the flush never blocks on it
+	done   chan struct{} // buffered: finish never blocks on it
+	result Result        // set by finish before done; read by Send after it
+}
+
+// finish hands the message its result; exactly one party calls it, the one
+// that decided the message's fate. A chan struct{} is one allocation where a
+// buffered chan Result is two (its buffer holds pointers).
+func (m *Message) finish(r Result) {
+	m.result = r
+	m.done <- struct{}{}
 }
 
 // Result is what became of a message: a MessageId, or an error (ErrClosed,
@@ -250,7 +259,7 @@ func (s *Sender) Send(ctx context.Context, m *Message, sendBy time.Time) Result 
 		s.waiting.Add(-1)
 		return Result{Err: ErrFull}
 	}
-	m.done = make(chan Result, 1)
+	m.done = make(chan struct{}, 1)
 	if err := s.batcher.Add(m); err != nil { // only batch.ErrClosed
 		s.waiting.Add(-1)
 		return Result{Err: ErrClosed}
@@ -262,15 +271,16 @@ func (s *Sender) Send(ctx context.Context, m *Message, sendBy time.Time) Result 
 		s.opts.OnQueued()
 	}
 	select {
-	case res := <-m.done: // from a flush, or ErrLate from sweepLate
-		return res
+	case <-m.done: // from a flush, or ErrLate from sweepLate
+		return m.result
 	case <-ctx.Done():
 		if s.leave(m, stateAbandoned) {
 			return Result{Err: ErrCancelled}
 		}
 	}
 	// A flush has it: SQS may store it, so wait for the truth.
-	return <-m.done
+	<-m.done
+	return m.result
 }
 
 // Full reports whether MaxWaiting messages wait, for a caller that wants to
@@ -355,7 +365,7 @@ func (s *Sender) sweepLate(gen uint64) {
 		case m.sendBy.IsZero() || m.state.Load() != stateQueued:
 		case !m.sendBy.After(now):
 			if s.leave(m, stateAbandoned) {
-				m.done <- Result{Err: ErrLate} // buffered: never blocks
+				m.finish(Result{Err: ErrLate}) // buffered: never blocks
 			}
 		case next.IsZero() || m.sendBy.Before(next):
 			next = m.sendBy
@@ -384,11 +394,11 @@ func (s *Sender) flush(ctx context.Context, msgs []*Message) {
 		switch {
 		case m.ctx.Err() != nil:
 			if s.leave(m, stateAbandoned) {
-				m.done <- Result{Err: ErrCancelled} // the caller left; do not send
+				m.finish(Result{Err: ErrCancelled}) // the caller left; do not send
 			}
 		case !m.sendBy.IsZero() && now.After(m.sendBy):
 			if s.leave(m, stateAbandoned) {
-				m.done <- Result{Err: ErrLate}
+				m.finish(Result{Err: ErrLate})
 			}
 		case s.leave(m, stateSending):
 			live = append(live, m)
@@ -396,7 +406,7 @@ func (s *Sender) flush(ctx context.Context, msgs []*Message) {
 	}
 	if ctx.Err() != nil { // Close gave up before this batch started
 		for _, m := range live {
-			m.done <- Result{Err: ErrClosed}
+			m.finish(Result{Err: ErrClosed})
 		}
 		return
 	}
@@ -409,7 +419,7 @@ func (s *Sender) flush(ctx context.Context, msgs []*Message) {
 		s.retries.Add(uint64(len(retry)))
 		if !s.sleep(ctx, wait.Delay(attempt-1)) {
 			for _, m := range retry {
-				m.done <- Result{Err: ErrClosed, Attempts: attempt}
+				m.finish(Result{Err: ErrClosed, Attempts: attempt})
 			}
 			return
 		}
@@ -449,7 +459,7 @@ func (s *Sender) call(ctx context.Context, live []*Message, attempt int) (retry 
 		cerr := &CallError{Entries: len(entries), Err: err}
 		s.report("SendMessageBatch failed", cerr)
 		for _, m := range live {
-			m.done <- Result{Err: cerr, Attempts: attempt}
+			m.finish(Result{Err: cerr, Attempts: attempt})
 		}
 		return nil
 	}
@@ -488,7 +498,7 @@ func (s *Sender) call(ctx context.Context, live []*Message, attempt int) (retry 
 			}
 			s.report("SendMessageBatch entry failed", r.Err)
 		}
-		m.done <- r
+		m.finish(r)
 	}
 	return retry
 }
