@@ -194,19 +194,24 @@ func (t *tally) result() Result {
 
 // catcherVsBare serves the catcher (on sqsfake, and on noopSQS) and the
 // bare handler side by side and drives them in turn in short slices, so
-// that whatever else loads the machine weighs on all alike.
-func catcherVsBare(ctx context.Context, conc int, warm, slice time.Duration, slices int) (cat, noop, bare Result, err error) {
+// that whatever else loads the machine weighs on all alike. A second bare
+// handler, driven the same way, measures the run's own noise.
+func catcherVsBare(ctx context.Context, conc int, warm, slice time.Duration, slices int) (cat, noop, bare, bare2 Result, err error) {
 	ce, h, f, url, err := serveCatcher(ctx, conc, 0, false)
 	if err != nil {
-		return cat, noop, bare, err
+		return cat, noop, bare, bare2, err
 	}
 	ne, nh, _, _, err := serveCatcher(ctx, conc, 0, true)
 	if err != nil {
-		return cat, noop, bare, errors.Join(err, ce.close())
+		return cat, noop, bare, bare2, errors.Join(err, ce.close())
 	}
 	be, err := serveBare(conc)
 	if err != nil {
-		return cat, noop, bare, errors.Join(err, ce.close(), ne.close())
+		return cat, noop, bare, bare2, errors.Join(err, ce.close(), ne.close())
+	}
+	be2, err := serveBare(conc)
+	if err != nil {
+		return cat, noop, bare, bare2, errors.Join(err, ce.close(), ne.close(), be.close())
 	}
 	variants := []struct {
 		e *endpoint
@@ -216,6 +221,7 @@ func catcherVsBare(ctx context.Context, conc int, warm, slice time.Duration, sli
 		{ce, h, &tally{scenario: "6 catcher", variant: "64 clients, fake 0 latency"}},
 		{ne, nh, &tally{scenario: "6 catcher", variant: "diagnostic: catcher on a no-op SQS client (no fake)"}},
 		{be, nil, &tally{scenario: "6 catcher", variant: "diagnostic: bare net/http handler (202, no catcher)"}},
+		{be2, nil, &tally{scenario: "6 catcher", variant: "diagnostic: a second bare handler, the run's noise"}},
 	}
 	var accepted int64
 	run := func() error {
@@ -247,12 +253,12 @@ func catcherVsBare(ctx context.Context, conc int, warm, slice time.Duration, sli
 		}
 		return nil
 	}
-	err = errors.Join(run(), ce.close(), ne.close(), be.close())
+	err = errors.Join(run(), ce.close(), ne.close(), be.close(), be2.close())
 	ct := variants[0].t
 	if stored := f.Stats(url).Sent; err == nil && stored < accepted+ct.msgs {
 		err = fmt.Errorf("catcher: %d requests accepted, %d messages stored", accepted+ct.msgs, stored)
 	}
-	return ct.result(), variants[1].t.result(), variants[2].t.result(), err
+	return ct.result(), variants[1].t.result(), variants[2].t.result(), variants[3].t.result(), err
 }
 
 // catcherRun drives a catcher for a new fake with the latency on every
@@ -299,7 +305,7 @@ func Catcher(ctx context.Context, o Opts) ([]Result, error) {
 	window := time.Duration(o.size(6000, 1000)) * time.Millisecond
 	slices := o.size(12, 2)
 	slice := window / time.Duration(slices)
-	r, noop, nr, err := catcherVsBare(ctx, 64, warm, slice, slices)
+	r, noop, nr, nr2, err := catcherVsBare(ctx, 64, warm, slice, slices)
 	if err != nil {
 		return nil, err
 	}
@@ -316,7 +322,11 @@ func Catcher(ctx context.Context, o Opts) ([]Result, error) {
 	noop.Note = fmt.Sprintf("the same catcher, its SendMessageBatch answered at once without storing: %.1f%% of the bare handler's req/s, %+.1f CPU µs/request over it; the rest of the first row's gap is the in-process fake's work",
 		100*noop.Rate/nr.Rate, noop.CPUPerMsg-nr.CPUPerMsg)
 	o.logf("catcher on a no-op SQS: %.1f%% of bare net/http", 100*noop.Rate/nr.Rate)
-	out := []Result{r, noop, nr}
+	nr2.ReqPer1000 = 0
+	nr2.Note = fmt.Sprintf("the same bare handler again, alternated with the others: %.1f%% of the first; how far from 100%% this is, is how far this run's ratios can be from the truth",
+		100*nr2.Rate/nr.Rate)
+	o.logf("a second bare handler: %.1f%% of the first", 100*nr2.Rate/nr.Rate)
+	out := []Result{r, noop, nr, nr2}
 	r, err = catcherRun(ctx, "64 clients, fake 10ms/SendMessageBatch", 64, httpLatency, warm, window/2, 1<<62)
 	if err != nil {
 		return out, err
