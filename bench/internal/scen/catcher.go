@@ -195,33 +195,44 @@ func (t *tally) result() Result {
 // catcherVsBare serves the catcher (on sqsfake, and on noopSQS) and the
 // bare handler side by side and drives them in turn in short slices, so
 // that whatever else loads the machine weighs on all alike. A second bare
-// handler, driven the same way, measures the run's own noise.
-func catcherVsBare(ctx context.Context, conc int, warm, slice time.Duration, slices int) (cat, noop, bare, bare2 Result, err error) {
-	ce, h, f, url, err := serveCatcher(ctx, conc, 0, false)
-	if err != nil {
-		return cat, noop, bare, bare2, err
-	}
-	ne, nh, _, _, err := serveCatcher(ctx, conc, 0, true)
-	if err != nil {
-		return cat, noop, bare, bare2, errors.Join(err, ce.close())
-	}
-	be, err := serveBare(conc)
-	if err != nil {
-		return cat, noop, bare, bare2, errors.Join(err, ce.close(), ne.close())
-	}
-	be2, err := serveBare(conc)
-	if err != nil {
-		return cat, noop, bare, bare2, errors.Join(err, ce.close(), ne.close(), be.close())
-	}
-	variants := []struct {
+// handler, driven the same way, measures the run's own noise. The rows come
+// in that order: catcher, no-op, bare, second bare.
+func catcherVsBare(ctx context.Context, conc int, warm, slice time.Duration, slices int) ([4]Result, error) {
+	type variant struct {
 		e *endpoint
 		h *catcher.Handler // nil: bare
 		t *tally
-	}{
-		{ce, h, &tally{scenario: "6 catcher", variant: "64 clients, fake 0 latency"}},
-		{ne, nh, &tally{scenario: "6 catcher", variant: "diagnostic: catcher on a no-op SQS client (no fake)"}},
-		{be, nil, &tally{scenario: "6 catcher", variant: "diagnostic: bare net/http handler (202, no catcher)"}},
-		{be2, nil, &tally{scenario: "6 catcher", variant: "diagnostic: a second bare handler, the run's noise"}},
+	}
+	var (
+		rows     [4]Result
+		variants []variant
+	)
+	closeAll := func() error {
+		errs := make([]error, len(variants))
+		for i, v := range variants {
+			errs[i] = v.e.close()
+		}
+		return errors.Join(errs...)
+	}
+	add := func(e *endpoint, h *catcher.Handler, name string) {
+		variants = append(variants, variant{e, h, &tally{scenario: "6 catcher", variant: name}})
+	}
+	ce, h, f, url, err := serveCatcher(ctx, conc, 0, false)
+	if err != nil {
+		return rows, err
+	}
+	add(ce, h, "64 clients, fake 0 latency")
+	ne, nh, _, _, err := serveCatcher(ctx, conc, 0, true)
+	if err != nil {
+		return rows, errors.Join(err, closeAll())
+	}
+	add(ne, nh, "diagnostic: catcher on a no-op SQS client (no fake)")
+	for _, name := range []string{"diagnostic: bare net/http handler (202, no catcher)", "diagnostic: a second bare handler, the run's noise"} {
+		be, err := serveBare(conc)
+		if err != nil {
+			return rows, errors.Join(err, closeAll())
+		}
+		add(be, nil, name)
 	}
 	var accepted int64
 	run := func() error {
@@ -253,12 +264,15 @@ func catcherVsBare(ctx context.Context, conc int, warm, slice time.Duration, sli
 		}
 		return nil
 	}
-	err = errors.Join(run(), ce.close(), ne.close(), be.close(), be2.close())
+	err = errors.Join(run(), closeAll())
 	ct := variants[0].t
 	if stored := f.Stats(url).Sent; err == nil && stored < accepted+ct.msgs {
 		err = fmt.Errorf("catcher: %d requests accepted, %d messages stored", accepted+ct.msgs, stored)
 	}
-	return ct.result(), variants[1].t.result(), variants[2].t.result(), variants[3].t.result(), err
+	for i, v := range variants {
+		rows[i] = v.t.result()
+	}
+	return rows, err
 }
 
 // catcherRun drives a catcher for a new fake with the latency on every
@@ -305,10 +319,11 @@ func Catcher(ctx context.Context, o Opts) ([]Result, error) {
 	window := time.Duration(o.size(6000, 1000)) * time.Millisecond
 	slices := o.size(12, 2)
 	slice := window / time.Duration(slices)
-	r, noop, nr, nr2, err := catcherVsBare(ctx, 64, warm, slice, slices)
+	rows, err := catcherVsBare(ctx, 64, warm, slice, slices)
 	if err != nil {
 		return nil, err
 	}
+	r, noop, nr, nr2 := rows[0], rows[1], rows[2], rows[3]
 	ratio := r.Rate / nr.Rate
 	r.Target = ">= 90% of bare net/http req/s, <= 110 calls/1000"
 	r.Verdict = verdict(ratio >= 0.9 && r.ReqPer1000 <= 110)
@@ -316,13 +331,11 @@ func Catcher(ctx context.Context, o Opts) ([]Result, error) {
 		slices, slice, 100*ratio, r.ReqPer1000)
 	o.logf("catcher: %.0f req/s, %.1f calls/1000, %.1f%% of bare net/http (%.0f req/s)", r.Rate, r.ReqPer1000, 100*ratio, nr.Rate)
 	ceil := func(cpu float64) float64 { return float64(runtime.NumCPU()) * 1e6 / cpu }
-	nr.ReqPer1000 = 0
 	nr.Note = fmt.Sprintf("net/http + this load generator alone: CPU-bound ceiling %.0f req/s on %d cores; the catcher adds %+.1f CPU µs/request, its CPU-bound ceiling is %.0f req/s (%.0f%% of bare)",
 		ceil(nr.CPUPerMsg), runtime.NumCPU(), r.CPUPerMsg-nr.CPUPerMsg, ceil(r.CPUPerMsg), 100*nr.CPUPerMsg/r.CPUPerMsg)
 	noop.Note = fmt.Sprintf("the same catcher, its SendMessageBatch answered at once without storing: %.1f%% of the bare handler's req/s, %+.1f CPU µs/request over it; the rest of the first row's gap is the in-process fake's work",
 		100*noop.Rate/nr.Rate, noop.CPUPerMsg-nr.CPUPerMsg)
 	o.logf("catcher on a no-op SQS: %.1f%% of bare net/http", 100*noop.Rate/nr.Rate)
-	nr2.ReqPer1000 = 0
 	nr2.Note = fmt.Sprintf("the same bare handler again, alternated with the others: %.1f%% of the first; how far from 100%% this is, is how far this run's ratios can be from the truth",
 		100*nr2.Rate/nr.Rate)
 	o.logf("a second bare handler: %.1f%% of the first", 100*nr2.Rate/nr.Rate)
